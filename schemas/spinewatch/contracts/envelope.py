@@ -1,0 +1,29 @@
+"""The envelope every event carries.
+
+`event_id` is the idempotency key: delivery is at least once, so consumers
+must treat a second event with the same id as the same event. `occurred_at`
+is clinical time (when the procedure or visit happened); `recorded_at` is
+when the source system recorded it. Both must carry a timezone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field
+
+from spinewatch.contracts.base import Contract, SiteId, SourceSystem
+
+SCHEMA_VERSION = 1
+
+
+class EventEnvelope(Contract):
+    event_id: UUID = Field(description="Unique per event; the idempotency key.")
+    schema_version: Literal[1] = Field(description="Contract major version.")
+    occurred_at: AwareDatetime = Field(description="Clinical time, with timezone.")
+    recorded_at: AwareDatetime = Field(description="Time the source recorded it, with timezone.")
+    source: SourceSystem
+    site_id: SiteId
+    patient_ref: UUID = Field(description="Pseudonymous patient key (never an MRN).")
+    procedure_id: UUID = Field(description="Pseudonymous key of the index procedure.")

@@ -1,0 +1,127 @@
+"""The `spinewatch` command line.
+
+    spinewatch schemas --out DIR        write one JSON Schema per event type
+    spinewatch baselines [--json]       print the literature baseline catalog
+    spinewatch baselines --verify       prove every figure against the seeds
+    spinewatch validate FILE|-          check NDJSON events, field by field
+    spinewatch demo                     run the bundled demonstration
+
+Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from spinewatch.baselines import load_catalog, verify_catalog
+from spinewatch.contracts import parse_event
+from spinewatch.contracts.export import write_json_schemas
+from spinewatch.errors import InvalidEvent
+from spinewatch.seeds import default_seeds_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spinewatch",
+        description="Outcomes tracking for percutaneous vertebral augmentation.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
+    schemas.add_argument("--out", type=Path, required=True, help="directory to write into")
+    schemas.set_defaults(run=_schemas)
+
+    baselines = commands.add_parser("baselines", help="print the literature baseline catalog")
+    baselines.add_argument("--json", action="store_true", help="the whole catalog as JSON")
+    baselines.add_argument(
+        "--verify", action="store_true", help="check every quote and figure against the seeds"
+    )
+    baselines.add_argument("--seeds", type=Path, default=None, help="seed documents directory")
+    baselines.set_defaults(run=_baselines)
+
+    validate = commands.add_parser("validate", help="validate newline-delimited JSON events")
+    validate.add_argument("file", help="NDJSON file, or - for standard input")
+    validate.set_defaults(run=_validate)
+
+    demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    for path in write_json_schemas(args.out):
+        print(path)
+    return 0
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    if args.verify:
+        seeds_dir = args.seeds or default_seeds_dir()
+        problems = verify_catalog(catalog, seeds_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"{len(catalog.baselines)} baselines, {len(problems)} provenance problems "
+            f"(seeds: {seeds_dir})"
+        )
+        return 1 if problems else 0
+    if args.json:
+        print(catalog.model_dump_json(indent=2))
+        return 0
+    print(f"spinewatch baseline catalog {catalog.catalog_version}")
+    for entry in catalog.baselines:
+        print(
+            f"{entry.id:<42} {entry.metric:<38} {entry.procedure!s:<12} "
+            f"{entry.indication!s:<22} {entry.statistic.describe()}"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        return _validate_lines(sys.stdin, sys.stdout)
+    with open(args.file, encoding="utf-8") as handle:
+        return _validate_lines(handle, sys.stdout)
+
+
+def _validate_lines(lines: TextIO, out: TextIO) -> int:
+    valid = invalid = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            parse_event(line)
+        except InvalidEvent as exc:
+            invalid += 1
+            report = [
+                {"field": e.location, "code": e.code, "message": e.message} for e in exc.errors
+            ]
+            print(json.dumps({"line": number, "errors": report}), file=out)
+        else:
+            valid += 1
+    print(f"{valid} valid, {invalid} invalid", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo pulls in the stream engine, which the schema and
+    # catalog commands do not need to load.
+    from spinewatch.demo import run_demo  # noqa: PLC0415
+
+    return run_demo()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The one exception tree of spinewatch.
+
+    SpinewatchError
+    +-- InvalidEvent          an inbound event failed its contract (bad JSON,
+    |                         wrong type, unknown event_type/schema_version);
+    |                         carries field-level `FieldError`s and is routed
+    |                         to the dead-letter topic, never raised out of a
+    |                         stream agent
+    +-- CatalogError          the baseline catalog file is malformed or cites
+                              something that is not in its seed document
+
+Callers catch `SpinewatchError` to handle anything this package raises on
+purpose; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SpinewatchError(Exception):
+    """Base class of every error spinewatch raises deliberately."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason an event was rejected, pointing at the offending field.
+
+    `location` is a dotted path into the event (`levels.0.vertebra`), or
+    `<root>` when the whole payload is wrong (not JSON, not an object).
+    `message` never echoes the offending value: a rejected payload may hold
+    identifying data that must not reach logs or metrics.
+    """
+
+    location: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message} [{self.code}]"
+
+
+class InvalidEvent(SpinewatchError, ValueError):
+    """An inbound event violates its contract."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("; ".join(str(e) for e in errors) or "invalid event")
+
+
+class CatalogError(SpinewatchError):
+    """The literature baseline catalog is malformed or not traceable."""

@@ -1,0 +1,54 @@
+"""`spinewatch validate` and the foundation demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spinewatch.cli import main
+from spinewatch.demo import run_demo, sample_messages
+
+
+def test_validate_reports_each_bad_line_with_its_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    messages = sample_messages()
+    good, bad = messages[0], messages[-1]
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_bytes(b"\n".join([good, b"", bad, b"{not json", good]) + b"\n")
+
+    assert main(["validate", str(ndjson)]) == 1
+    captured = capsys.readouterr()
+    reports = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["line"] for r in reports] == [3, 4]
+    assert {e["field"] for e in reports[0]["errors"]} == {"vas", "timepoint"}
+    assert reports[1]["errors"][0]["code"] == "json_invalid"
+    assert "2 valid, 2 invalid" in captured.err
+
+
+def test_validate_accepts_a_clean_file(tmp_path: Path) -> None:
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_bytes(b"\n".join(sample_messages()[:4]))
+    assert main(["validate", str(ndjson)]) == 0
+
+
+def test_demo_dead_letters_the_malformed_event_and_ignores_the_duplicate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_demo() == 0
+    out = capsys.readouterr().out
+    assert out.count("accepted") == 4
+    assert out.count("duplicate (ignored)") == 1
+    dead = [line for line in out.splitlines() if "dead-letter" in line]
+    assert len(dead) == 1
+    assert "vas:" in dead[0]
+    assert "timepoint:" in dead[0]
+    assert "3/28" in out  # the seed 000 leakage baseline is shown
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["nonsense"])
+    assert caught.value.code == 2
