@@ -1,0 +1,79 @@
+"""Cohort aggregates: sums of contributions, and the rates read from them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally, vas_moments
+
+
+def add_into(total: Tally, part: Mapping[str, int], sign: int = 1) -> None:
+    """total += sign * part, dropping names that fall back to zero."""
+    for name, value in part.items():
+        updated = total.get(name, 0) + sign * value
+        if updated:
+            total[name] = updated
+        else:
+            total.pop(name, None)
+
+
+def replace_contribution(
+    totals: dict[object, Tally], old: Contribution | None, new: Contribution | None
+) -> None:
+    """Move a procedure's contribution from its old cohort state to its new one."""
+    if old is not None:
+        add_into(totals.setdefault(old.cohort, {}), old.tally, sign=-1)
+        if not totals[old.cohort]:
+            del totals[old.cohort]
+    if new is not None:
+        add_into(totals.setdefault(new.cohort, {}), new.tally)
+
+
+@dataclass(frozen=True, slots=True)
+class MeanSd:
+    n: int
+    mean: float
+    sd: float | None  # None below two observations
+
+
+def mean_sd(tally: Mapping[str, int], series: str) -> MeanSd | None:
+    n_name, sum_name, squares_name = vas_moments(series)
+    n = tally.get(n_name, 0)
+    if n == 0:
+        return None
+    total, squares = tally.get(sum_name, 0), tally.get(squares_name, 0)
+    mean = total / n / VAS_SCALE
+    if n < 2:
+        return MeanSd(n, mean, None)
+    # Integer arithmetic up to the final division: no cancellation error.
+    variance = (n * squares - total * total) / (n * (n - 1)) / VAS_SCALE**2
+    return MeanSd(n, mean, math.sqrt(max(variance, 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    numerator: int
+    denominator: int
+    low: float  # 95% Wilson score interval
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.numerator / self.denominator
+
+
+def wilson_rate(numerator: int, denominator: int, z: float = 1.959963984540054) -> Rate | None:
+    """Proportion with its Wilson score interval (good at small n and at 0 or 1)."""
+    if denominator <= 0:
+        return None
+    p = numerator / denominator
+    z2 = z * z
+    centre = (p + z2 / (2 * denominator)) / (1 + z2 / denominator)
+    half = (
+        z
+        * math.sqrt(p * (1 - p) / denominator + z2 / (4 * denominator * denominator))
+        / (1 + z2 / denominator)
+    )
+    return Rate(numerator, denominator, max(0.0, centre - half), min(1.0, centre + half))
