@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from spinewatch.contracts import ComplicationCategory, Event, parse_event
 from spinewatch.domain.aggregates import add_into, mean_sd, replace_contribution, wilson_rate
 from spinewatch.domain.contribution import (
+    AggregateKey,
     Contribution,
     Tally,
     contribution_of,
@@ -204,18 +205,18 @@ def test_incremental_aggregates_equal_a_rebuild(steps: list[tuple[int, int]]) ->
     delta; the totals equal the sum of the final contributions, exactly."""
     pathways = {i: pathway() for i in range(8)}
     records: dict[int, ProcedureRecord] = {}
-    totals: dict[object, Tally] = {}
+    totals: dict[AggregateKey, Tally] = {}
     for procedure, index in steps:
         event = pathways[procedure][index % len(pathways[procedure])]
         before = records.get(procedure, ProcedureRecord())
         after = apply_event(before, event)
         replace_contribution(totals, contribution_of(before), contribution_of(after))
         records[procedure] = after
-    rebuilt: dict[object, Tally] = {}
+    rebuilt: dict[AggregateKey, Tally] = {}
     for record in records.values():
         contribution: Contribution | None = contribution_of(record)
         if contribution is not None:
-            add_into(rebuilt.setdefault(contribution.cohort, {}), contribution.tally)
+            add_into(rebuilt.setdefault(contribution.key, {}), contribution.tally)
     assert totals == {k: v for k, v in rebuilt.items() if v}
 
 

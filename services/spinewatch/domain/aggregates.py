@@ -6,7 +6,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally, vas_moments
+from spinewatch.contracts import Indication, ProcedureType
+from spinewatch.domain.contribution import (
+    VAS_SCALE,
+    AggregateKey,
+    Contribution,
+    Tally,
+    vas_moments,
+)
 
 
 def add_into(total: Tally, part: Mapping[str, int], sign: int = 1) -> None:
@@ -20,15 +27,15 @@ def add_into(total: Tally, part: Mapping[str, int], sign: int = 1) -> None:
 
 
 def replace_contribution(
-    totals: dict[object, Tally], old: Contribution | None, new: Contribution | None
+    totals: dict[AggregateKey, Tally], old: Contribution | None, new: Contribution | None
 ) -> None:
     """Move a procedure's contribution from its old cohort state to its new one."""
     if old is not None:
-        add_into(totals.setdefault(old.cohort, {}), old.tally, sign=-1)
-        if not totals[old.cohort]:
-            del totals[old.cohort]
+        add_into(totals.setdefault(old.key, {}), old.tally, sign=-1)
+        if not totals[old.key]:
+            del totals[old.key]
     if new is not None:
-        add_into(totals.setdefault(new.cohort, {}), new.tally)
+        add_into(totals.setdefault(new.key, {}), new.tally)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +84,33 @@ def wilson_rate(numerator: int, denominator: int, z: float = 1.959963984540054) 
         / (1 + z2 / denominator)
     )
     return Rate(numerator, denominator, max(0.0, centre - half), min(1.0, centre + half))
+
+
+ALL = "all"  # a roll-up over every site, or over every operator
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CohortView:
+    """One line of the report: a site (or all sites), a procedure, an
+    indication, and an operator (or all operators)."""
+
+    site_id: str
+    procedure_type: ProcedureType
+    indication: Indication
+    operator_ref: str
+
+
+def cohort_views(totals: Mapping[AggregateKey, Tally]) -> dict[CohortView, Tally]:
+    """Site cohorts, their all-sites roll-up, and per-operator cohorts."""
+    views: dict[CohortView, Tally] = {}
+    for (cohort, operator), tally in totals.items():
+        procedure, indication = cohort.procedure_type, cohort.indication
+        targets = [
+            CohortView(cohort.site_id, procedure, indication, ALL),
+            CohortView(ALL, procedure, indication, ALL),
+        ]
+        if operator is not None:
+            targets.append(CohortView(cohort.site_id, procedure, indication, operator))
+        for view in targets:
+            add_into(views.setdefault(view, {}), tally)
+    return views

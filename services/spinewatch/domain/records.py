@@ -1,6 +1,6 @@
-"""Per-procedure state: the set of events received for one procedure.
+"""Per-procedure state: the set of facts received for one procedure.
 
-The record is a grow-only set of events keyed by `event_id`, and everything
+The record is a grow-only set of facts keyed by `event_id`, and everything
 read from it is a pure function of that set. So the order in which events
 arrive, and how often, cannot change any metric: a duplicate is a no-op, a
 follow-up received before its procedure waits in the record, and a
@@ -9,73 +9,72 @@ retraction that overtakes its target still removes it when it lands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from uuid import UUID
+from dataclasses import dataclass
 
-from spinewatch.contracts import (
-    ComplicationReported,
-    Event,
-    EventRetracted,
-    FollowupRecorded,
-    FollowupTimepoint,
-    ProcedurePerformed,
+from spinewatch.contracts import Event
+from spinewatch.domain.facts import (
+    ComplicationFact,
+    Fact,
+    FollowupFact,
+    ProcedureFact,
+    RetractionFact,
+    fact_of,
 )
 
 
 @dataclass(frozen=True, slots=True)
+class LiveView:
+    """What a record says once retractions are applied."""
+
+    procedure: ProcedureFact | None
+    followups: dict[str, FollowupFact]  # latest per timepoint
+    related_complications: frozenset[str]  # categories counted as procedure-related
+
+
+@dataclass(frozen=True, slots=True)
 class ProcedureRecord:
-    procedures: tuple[ProcedurePerformed, ...] = ()
-    followups: tuple[FollowupRecorded, ...] = ()
-    complications: tuple[ComplicationReported, ...] = ()
-    retractions: tuple[EventRetracted, ...] = ()
+    facts: tuple[Fact, ...] = ()
 
-    @property
-    def seen(self) -> frozenset[UUID]:
-        return frozenset(
-            e.event_id
-            for group in (self.procedures, self.followups, self.complications, self.retractions)
-            for e in group
-        )
+    def has(self, event_id: str) -> bool:
+        return any(fact.event_id == event_id for fact in self.facts)
 
-    @property
-    def retracted(self) -> frozenset[UUID]:
-        return frozenset(r.target_event_id for r in self.retractions)
-
-    @property
-    def procedure(self) -> ProcedurePerformed | None:
-        """The procedure as currently known: the latest recorded, unretracted version.
+    def live(self) -> LiveView:
+        """The procedure as currently known, with its latest follow-ups.
 
         A correction is a retraction plus a new event, and the two may arrive
-        in either order; ties on `recorded_at` fall to the event id so every
-        worker picks the same one.
+        in either order: the latest recorded unretracted version wins, and
+        ties on `recorded_at` fall to the event id so every worker picks the
+        same one. Retracting every version of the procedure voids the record.
         """
-        live = [p for p in self.procedures if p.event_id not in self.retracted]
-        return max(live, key=lambda p: (p.recorded_at, str(p.event_id)), default=None)
+        retracted = {f.target_event_id for f in self.facts if type(f) is RetractionFact}
+        procedure: ProcedureFact | None = None
+        followups: dict[str, FollowupFact] = {}
+        related: set[str] = set()
+        for fact in self.facts:
+            if fact.event_id in retracted:
+                continue
+            if type(fact) is ProcedureFact:
+                if procedure is None or _newer(fact, procedure):
+                    procedure = fact
+            elif type(fact) is FollowupFact:
+                current = followups.get(fact.timepoint)
+                if current is None or _newer(fact, current):
+                    followups[fact.timepoint] = fact
+            elif type(fact) is ComplicationFact and fact.procedure_related:
+                related.add(fact.category)
+        return LiveView(procedure, followups, frozenset(related))
 
-    def live_complications(self) -> tuple[ComplicationReported, ...]:
-        return tuple(c for c in self.complications if c.event_id not in self.retracted)
 
-    def followup_at(self, timepoint: FollowupTimepoint) -> FollowupRecorded | None:
-        """The latest recorded, unretracted follow-up at a timepoint."""
-        live = [
-            f
-            for f in self.followups
-            if f.timepoint is timepoint and f.event_id not in self.retracted
-        ]
-        return max(live, key=lambda f: (f.recorded_at, str(f.event_id)), default=None)
+def _newer(a: ProcedureFact | FollowupFact, b: ProcedureFact | FollowupFact) -> bool:
+    return (a.recorded_at_us, a.event_id) > (b.recorded_at_us, b.event_id)
+
+
+def apply_fact(record: ProcedureRecord, fact: Fact) -> ProcedureRecord:
+    """The record with `fact` added; the same record if it was already there."""
+    if record.has(fact.event_id):
+        return record
+    return ProcedureRecord((*record.facts, fact))
 
 
 def apply_event(record: ProcedureRecord, event: Event) -> ProcedureRecord:
-    """The record with `event` added; the same record if it was already there."""
-    if event.event_id in record.seen:
-        return record
-    match event:
-        case ProcedurePerformed():
-            return replace(record, procedures=(*record.procedures, event))
-        case FollowupRecorded():
-            return replace(record, followups=(*record.followups, event))
-        case ComplicationReported():
-            return replace(record, complications=(*record.complications, event))
-        case EventRetracted():
-            return replace(record, retractions=(*record.retractions, event))
-    raise AssertionError(f"unhandled event type {type(event).__name__}")  # pragma: no cover
+    return apply_fact(record, fact_of(event))
