@@ -1,4 +1,4 @@
-"""`spinewatch validate` and the foundation demo."""
+"""`spinewatch validate` and the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spinewatch.cli import main
-from spinewatch.demo import run_demo, sample_messages
+from tests.samples import sample_messages
 
 
 def test_validate_reports_each_bad_line_with_its_fields(
@@ -32,20 +32,6 @@ def test_validate_accepts_a_clean_file(tmp_path: Path) -> None:
     ndjson = tmp_path / "events.ndjson"
     ndjson.write_bytes(b"\n".join(sample_messages()[:4]))
     assert main(["validate", str(ndjson)]) == 0
-
-
-def test_demo_dead_letters_the_malformed_event_and_ignores_the_duplicate(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert run_demo() == 0
-    out = capsys.readouterr().out
-    assert out.count("accepted") == 4
-    assert out.count("duplicate (ignored)") == 1
-    dead = [line for line in out.splitlines() if "dead-letter" in line]
-    assert len(dead) == 1
-    assert "vas:" in dead[0]
-    assert "timepoint:" in dead[0]
-    assert "3/28" in out  # the seed 000 leakage baseline is shown
 
 
 def test_usage_errors_exit_2() -> None:

@@ -4,6 +4,8 @@
     spinewatch baselines [--json]       print the literature baseline catalog
     spinewatch baselines --verify       prove every figure against the seeds
     spinewatch validate FILE|-          check NDJSON events, field by field
+    spinewatch worker [--check]         run an outcomes worker (settings from
+                                        SPINEWATCH_* variables), or probe one
     spinewatch demo                     run the bundled demonstration
 
 Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
@@ -53,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate newline-delimited JSON events")
     validate.add_argument("file", help="NDJSON file, or - for standard input")
     validate.set_defaults(run=_validate)
+
+    worker = commands.add_parser("worker", help="run an outcomes worker until SIGTERM")
+    worker.add_argument(
+        "--check", action="store_true", help="probe a running worker's /healthz and exit"
+    )
+    worker.set_defaults(run=_worker)
 
     demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
     demo.set_defaults(run=_demo)
@@ -113,6 +121,12 @@ def _validate_lines(lines: TextIO, out: TextIO) -> int:
             valid += 1
     print(f"{valid} valid, {invalid} invalid", file=sys.stderr)
     return 1 if invalid else 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from spinewatch.worker import main as worker_main  # noqa: PLC0415 - loads faust
+
+    return worker_main(check_only=args.check)
 
 
 def _demo(args: argparse.Namespace) -> int:

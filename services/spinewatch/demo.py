@@ -1,146 +1,164 @@
-"""`spinewatch demo`: what the foundation can show on its own.
+"""`spinewatch demo`: the whole engine on a bundled synthetic cohort.
 
-The stream engine is not built yet (it is the next milestone). Until then
-the demo pushes a small batch of events through the contracts, as raw bytes
-exactly as the engine will receive them (one valid event of each type, a
-redelivered duplicate and a malformed message), and prints the literature
-baselines that PVP for hemangioma will be compared against.
+With nothing configured it starts the embedded Kafka-protocol broker and
+one worker, streams a seeded synthetic cohort (several sites, calibrated on
+the catalog baselines, with follow-ups, redelivered duplicates, a follow-up
+that arrives before its procedure, a late follow-up, retractions and one
+malformed message) through the real pipeline, serves /metrics while it
+runs, prints observed against baseline per cohort, and stops everything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
+import urllib.request
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from spinewatch.baselines import comparators, load_catalog
-from spinewatch.contracts import (
-    Anesthesia,
-    Approach,
-    CementLeakage,
-    ComplicationCategory,
-    ComplicationReported,
-    EventRetracted,
-    FollowupRecorded,
-    FollowupTimepoint,
-    Indication,
-    LeakageImaging,
-    LeakageSite,
-    ProcedurePerformed,
-    ProcedureType,
-    Relatedness,
-    RetractionReason,
-    Severity,
-    TreatedLevel,
-    Vertebra,
-    parse_event,
+from aiokafka import AIOKafkaProducer
+
+from spinewatch.baselines import load_catalog
+from spinewatch.bootstrap import RunningWorker, kafka_brokers, running_worker
+from spinewatch.domain.aggregates import ALL, cohort_views
+from spinewatch.domain.report import ReportRow, cohort_report
+from spinewatch.settings import Settings
+from spinewatch.synthetic import SyntheticCohort, default_sites, generate_cohort
+
+DEMO_SEED = 2026
+DEMO_PROCEDURES = 3000
+TIMEOUT_S = 90.0
+MIN_PATIENTS_SHOWN = 30
+
+# The lines of the table, in reading order: (metric, timepoint).
+SHOWN: tuple[tuple[str, str | None], ...] = (
+    ("cement_leakage_rate_per_level", "intra_procedure"),
+    ("symptomatic_cement_leakage_rate", None),
+    ("complication_rate", None),
+    ("radiculopathy_rate", None),
+    ("death_rate", None),
+    ("vas_score", "pre_procedure"),
+    ("vas_score", "final"),
+    ("responder_rate", "final"),
+    ("analgesic_same_or_more_rate", "week_1"),
+    ("suspected_tumour_without_biopsy_rate", None),
 )
-from spinewatch.errors import InvalidEvent
-
-DEMO_METRICS = (
-    "vas_score",
-    "cement_leakage_rate",
-    "symptomatic_cement_leakage_rate",
-    "pulmonary_cement_embolism_rate",
-    "complication_rate",
-)
-
-
-def sample_messages() -> list[bytes]:
-    """Kafka message values for one patient's pathway, plus two defects."""
-    when = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-    common = {
-        "schema_version": 1,
-        "source": "ris-demo",
-        "site_id": "demo-north",
-        "patient_ref": uuid.UUID(int=1),
-        "procedure_id": uuid.UUID(int=2),
-    }
-    procedure = ProcedurePerformed(
-        event_id=uuid.UUID(int=10),
-        event_type="procedure.performed",
-        occurred_at=when,
-        recorded_at=when + timedelta(hours=2),
-        procedure_type=ProcedureType.PVP,
-        indication=Indication.HEMANGIOMA,
-        levels=(
-            TreatedLevel(
-                vertebra=Vertebra.L4,
-                approach=Approach.UNIPEDICULAR,
-                cement_volume_ml=5.5,
-                leakage_imaging=LeakageImaging.CT,
-                leakages=(CementLeakage(site=LeakageSite.FORAMINAL, symptomatic=True),),
-            ),
-        ),
-        anesthesia=Anesthesia.LOCAL,
-        pre_vas=7.5,
-        neurological_deficit_at_presentation=False,
-        biopsy_taken=True,
-        **common,
-    )
-    followup = FollowupRecorded(
-        event_id=uuid.UUID(int=11),
-        event_type="followup.recorded",
-        occurred_at=when + timedelta(days=2),
-        recorded_at=when + timedelta(days=2),
-        timepoint=FollowupTimepoint.POST_PROCEDURE,
-        vas=1.5,
-        **common,
-    )
-    complication = ComplicationReported(
-        event_id=uuid.UUID(int=12),
-        event_type="complication.reported",
-        occurred_at=when,
-        recorded_at=when + timedelta(hours=3),
-        category=ComplicationCategory.RADICULOPATHY,
-        severity=Severity.MILD,
-        relatedness=Relatedness.DEFINITE,
-        days_after_procedure=0,
-        vertebra=Vertebra.L4,
-        **common,
-    )
-    retraction = EventRetracted(
-        event_id=uuid.UUID(int=13),
-        event_type="event.retracted",
-        occurred_at=when + timedelta(days=3),
-        recorded_at=when + timedelta(days=3),
-        target_event_id=followup.event_id,
-        reason=RetractionReason.ENTERED_IN_ERROR,
-        **common,
-    )
-    valid = [e.model_dump_json().encode() for e in (procedure, followup, complication, retraction)]
-    malformed = valid[1].replace(b'"vas":1.5', b'"vas":"1.5"').replace(b"post_procedure", b"week_9")
-    return [*valid, valid[1], malformed]
 
 
 def run_demo(out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+    return asyncio.run(_demo(out or sys.stdout))
+
+
+async def _demo(out: TextIO) -> int:
+    # A fresh app id per run: against a configured broker, an earlier run's
+    # topics and offsets must not mix into this one.
+    settings = Settings(app_id=f"spinewatch-demo-{uuid.uuid4().hex[:8]}", metrics_port=0)
+    cohort = generate_cohort(DEMO_SEED, default_sites(DEMO_PROCEDURES))
+    started = time.monotonic()
+    async with kafka_brokers(settings) as brokers:
+        where = "embedded Tansu" if settings.kafka_brokers is None else "configured"
+        print(f"spinewatch demo: {where} broker at {brokers}", file=out)
+        async with running_worker(settings, brokers) as worker:
+            print(f"  worker up; Prometheus metrics at {worker.metrics.url}/metrics", file=out)
+            await _stream(brokers, settings.events_topic, cohort, out)
+            await _wait_until_processed(worker, cohort)
+            series = await asyncio.to_thread(_scrape_series_count, worker.metrics.url)
+            _print_counts(worker, cohort, series, out)
+            _print_table(worker, out)
+    print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
+    return 0
+
+
+async def _stream(brokers: str, topic: str, cohort: SyntheticCohort, out: TextIO) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=5)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value) for value in cohort.deliveries]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
     print(
-        "spinewatch demo: contracts and baselines (the stream engine is the next milestone)\n",
+        f"  streamed {len(cohort.deliveries)} messages: {len(cohort.events)} distinct events, "
+        f"{cohort.duplicates} redelivered duplicates, {len(cohort.malformed)} malformed",
         file=out,
     )
-    seen: set[uuid.UUID] = set()
-    for raw in sample_messages():
-        try:
-            event = parse_event(raw)
-        except InvalidEvent as exc:
-            print(f"  dead-letter  {len(raw)} bytes: {exc}", file=out)
-            continue
-        verdict = "duplicate (ignored)" if event.event_id in seen else "accepted"
-        seen.add(event.event_id)
-        print(f"  {verdict:<20} {event.event_type:<22} event_id={event.event_id}", file=out)
 
+
+async def _wait_until_processed(worker: RunningWorker, cohort: SyntheticCohort) -> None:
+    metrics = worker.engine.metrics
+    deadline = time.monotonic() + TIMEOUT_S
+    while _count(metrics.applied) < len(cohort.events) or _count(metrics.applied) + _count(
+        metrics.duplicates
+    ) + _dead(worker) < len(cohort.deliveries):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker did not process the cohort within {TIMEOUT_S} s")
+        await asyncio.sleep(0.1)
+
+
+def _count(counter: object) -> int:
+    return int(counter._value.get())  # type: ignore[attr-defined]
+
+
+def _dead(worker: RunningWorker) -> int:
+    family = worker.engine.metrics.dead_lettered
+    return sum(int(sample.value) for m in family.collect() for sample in m.samples)
+
+
+def _scrape_series_count(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
+        text: str = response.read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith("spinewatch_"))
+
+
+def _print_counts(worker: RunningWorker, cohort: SyntheticCohort, series: int, out: TextIO) -> None:
+    metrics = worker.engine.metrics
+    print(
+        f"  applied {_count(metrics.applied)} events, ignored {_count(metrics.duplicates)} "
+        f"duplicates, dead-lettered {_dead(worker)} (with field-level reasons); "
+        f"/metrics served {series} series",
+        file=out,
+    )
+
+
+def _print_table(worker: RunningWorker, out: TextIO) -> None:
     catalog = load_catalog()
-    print(f"\nBaselines for PVP / hemangioma (catalog {catalog.catalog_version}):", file=out)
-    for metric in DEMO_METRICS:
-        found = comparators(catalog, metric, "pvp", "hemangioma")
-        # Preferred comparators (one per timepoint), else the best available.
-        for entry in [e for e in found if e.preferred] or found[:1]:
-            label = metric + (f" @ {entry.timepoint}" if entry.timepoint else "")
-            print(
-                f"  {label:<48} {entry.statistic.describe():<18} "
-                f"{entry.source.seed} {entry.source.locator}",
-                file=out,
-            )
-    return 0
+    views = cohort_views(worker.engine.totals(worker.active_partitions()))
+    print(f"\nObserved against literature baseline (catalog {catalog.catalog_version})", file=out)
+    for view, tally in sorted(views.items()):
+        if view.operator_ref != ALL or tally.get("patients", 0) < MIN_PATIENTS_SHOWN:
+            continue
+        print(
+            f"\n{view.site_id} / {view.procedure_type.value} / {view.indication.value}: "
+            f"{tally['patients']} patients",
+            file=out,
+        )
+        rows = {(r.metric, r.timepoint): r for r in cohort_report(
+            tally, view.procedure_type, view.indication, catalog
+        )}  # fmt: skip
+        for key in SHOWN:
+            row = rows.get(key)
+            if row is not None and row.denominator:
+                print("  " + _line(row), file=out)
+
+
+def _line(row: ReportRow) -> str:
+    label = row.metric + (f" @ {row.timepoint}" if row.timepoint else "")
+    if (
+        row.kind == "rate"
+        and row.value is not None
+        and row.low is not None
+        and row.high is not None
+    ):
+        observed = (
+            f"{row.numerator}/{row.denominator} = {row.value:6.1%} [{row.low:.1%}-{row.high:.1%}]"
+        )
+    else:
+        sd = f" ± {row.sd:.1f}" if row.sd is not None else ""
+        observed = f"{row.value or 0:.1f}{sd} (n={row.denominator})"
+    baseline = "no published comparator"
+    if row.baseline is not None:
+        approx = "" if row.baseline.exact_cohort else " ~"
+        cite = row.baseline.entry_id or f"{row.baseline.source.seed} {row.baseline.source.locator}"
+        baseline = f"{row.baseline.described}{approx} ({cite})"
+    return f"{label:<48} {observed:<34} vs {baseline}"

@@ -7,7 +7,9 @@
     |                         to the dead-letter topic, never raised out of a
     |                         stream agent
     +-- CatalogError          the baseline catalog file is malformed or cites
-                              something that is not in its seed document
+    |                         something that is not in its seed document
+    +-- BrokerUnavailable     the Kafka-protocol broker (embedded or
+                              configured) did not start or answer in time
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -50,3 +52,7 @@ class InvalidEvent(SpinewatchError, ValueError):
 
 class CatalogError(SpinewatchError):
     """The literature baseline catalog is malformed or not traceable."""
+
+
+class BrokerUnavailable(SpinewatchError):
+    """The Kafka-protocol broker did not start, or did not answer in time."""

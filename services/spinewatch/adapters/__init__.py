@@ -1,0 +1,1 @@
+"""Adapters: everything that talks to Kafka, HTTP, Prometheus or processes."""

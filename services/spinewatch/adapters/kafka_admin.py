@@ -1,0 +1,38 @@
+"""Topic management: create the engine's topics before any worker starts.
+
+Brokers that auto-create topics (Tansu does, with four partitions) would
+otherwise race the workers and may pick a partition count that differs
+between co-partitioned topics, which faust refuses at runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from spinewatch.errors import BrokerUnavailable
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            for name in names
+            if name not in existing
+        ]
+        if not wanted:
+            return
+        response = await admin.create_topics(wanted)
+        # An existing topic is reported as an error code, not raised.
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise BrokerUnavailable(f"creating topic {name} failed with error code {code}")
+    finally:
+        await admin.close()

@@ -1,0 +1,149 @@
+"""The faust application, built by a factory from `Settings`.
+
+Two agents, each a few lines:
+
+* `ingest` reads the inbound events topic in batches, triages every message
+  (valid events become facts, defects go to the dead-letter topic with
+  field-level reasons) and forwards one fact batch per site to the internal
+  facts topic, keyed by site so that a site's state lives in one partition.
+* `apply` reads fact batches and applies them to the shard table, whose
+  changelog is the durable state.
+
+Offsets are committed only after the producer flushed what a batch sent
+(faust flushes before it commits), so at-least-once delivery holds; the
+state is a set of facts keyed by event id, so a redelivered batch changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import faust
+from faust.types import EventT, StreamT
+
+from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
+from spinewatch.adapters.state_codec import (
+    SHARD_CODEC,
+    UnreadableState,
+    decode_facts,
+    encode_facts,
+    register_codecs,
+)
+from spinewatch.engine import MessageOrigin, OutcomeEngine
+from spinewatch.settings import SHARDS_TABLE, Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: OutcomeEngine, brokers: str) -> faust.App:
+    if settings.tansu_compat:
+        apply_tansu_compat()
+    register_codecs()
+    app = faust.App(settings.app_id, **_faust_config(settings, brokers))
+
+    events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")
+    facts = app.topic(
+        settings.facts_topic,
+        key_type=str,
+        key_serializer="raw",
+        value_type=bytes,
+        value_serializer="raw",
+    )
+    deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
+    shards = _shard_table(app, settings)
+
+    @app.agent(events, name="ingest")
+    async def ingest(stream: StreamT[bytes]) -> None:
+        batch_size, within = settings.ingest_batch_max, settings.ingest_batch_within_s
+        batches = cast("faust.Stream[bytes]", stream).take_events(batch_size, within=within)
+        async for batch in batches:
+            result = engine.ingest((e.value, _origin(e)) for e in batch)
+            for letter in result.dead_letters:
+                await deadletter.send(value=letter.value, headers=letter.headers)
+            for site_id, items in result.facts_by_site.items():
+                await facts.send(key=site_id, value=encode_facts(items))
+
+    @app.agent(facts, name="apply")
+    async def apply(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                items = decode_facts(event.value)
+            except UnreadableState as exc:  # only if another release wrote the topic
+                log.error("unreadable fact batch at %s: %s", _origin(event), exc)
+                continue
+            engine.apply(shards, event.message.partition, event.key, items)
+
+    # Recovery completes after every rebalance: the totals are then rebuilt
+    # from the shards this worker now actively owns, and nothing else.
+    async def rebuild_totals() -> None:
+        engine.rebuild(shards.items(), active_partitions(app, settings))
+
+    shards.on_recover(rebuild_totals)
+
+    return app
+
+
+def _shard_table(app: faust.App, settings: Settings) -> Any:
+    # faust picks the changelog codecs from key_type/value_type (JSON unless
+    # they are faust Records), not from a schema: the changelog topic is
+    # declared here with the shard codec, and the table told to write with it.
+    schema: faust.Schema[Any, Any] = faust.Schema(
+        key_type=str, key_serializer="raw", value_serializer=SHARD_CODEC
+    )
+    changelog = app.topic(
+        settings.changelog_topic,
+        schema=schema,
+        partitions=settings.partitions,
+        compacting=True,
+        deleting=False,
+        acks=False,
+        internal=True,
+    )
+    table: Any = app.Table(
+        SHARDS_TABLE, schema=schema, partitions=settings.partitions, changelog_topic=changelog
+    )
+    table.key_serializer = "raw"
+    table.value_serializer = SHARD_CODEC
+    return table
+
+
+def active_partitions(app: faust.App, settings: Settings) -> set[int]:
+    """Partitions of the facts topic (and so of the changelog) this worker owns."""
+    return {
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == settings.facts_topic
+    }
+
+
+def _origin(event: EventT[Any]) -> MessageOrigin:
+    message = event.message
+    return MessageOrigin(message.topic, message.partition, message.offset)
+
+
+def _faust_config(settings: Settings, brokers: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker": [f"kafka://{address}" for address in brokers.split(",")],
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "autodiscover": False,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": 1,
+        "processing_guarantee": "at_least_once",
+        # Standbys would double memory, and the memory store loses keys when
+        # a standby is promoted; recovery from the changelog is exact instead.
+        "table_standby_replicas": 0,
+        "broker_commit_every": settings.commit_every,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
+        # Bulk messages are large; a small fetch size stalls the consumer.
+        "consumer_max_fetch_size": 8 << 20,
+        # The web server would expose /table endpoints with patient state.
+        "web_enabled": False,
+        "web_bind": "127.0.0.1",
+        "web_port": settings.web_port,
+        "logging_config": None,
+    }
+    if settings.tansu_compat:
+        config["producer_max_batch_size"] = SINGLE_RECORD_BATCH_BYTES
+    return config

@@ -1,0 +1,107 @@
+"""Wiring: settings -> broker -> topics -> engine -> faust app -> /metrics.
+
+The one place that knows how the parts fit together; the CLI, the demo and
+the tests all start workers through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from spinewatch.adapters.http import MetricsServer
+from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.tansu import EmbeddedBroker
+from spinewatch.app import active_partitions, create_app
+from spinewatch.engine import OutcomeEngine
+from spinewatch.errors import BrokerUnavailable
+from spinewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def kafka_brokers(settings: Settings) -> AsyncIterator[str]:
+    """The configured brokers, or an embedded Tansu broker for the duration."""
+    if settings.kafka_brokers is not None:
+        yield settings.kafka_brokers
+        return
+    async with EmbeddedBroker() as broker:
+        log.info("embedded Tansu broker on %s", broker.bootstrap)
+        yield broker.bootstrap
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.events_topic,
+        settings.facts_topic,
+        settings.deadletter_topic,
+        settings.changelog_topic,
+    ]
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    engine: OutcomeEngine
+    app: faust.App
+    metrics: MetricsServer
+
+    def active_partitions(self) -> set[int]:
+        return active_partitions(self.app, self.settings)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "active_partitions": sorted(self.active_partitions()),
+            "rebuilds": self.engine.metrics.rebuilds._value.get(),
+        }
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, brokers: str, startup_timeout_s: float = 60.0
+) -> AsyncIterator[RunningWorker]:
+    """Start one worker on the current event loop; stop it on exit."""
+    await ensure_topics(brokers, topic_names(settings), settings.partitions)
+    # `_created` series would double every counter for no use on a dashboard.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    engine = OutcomeEngine(settings.shards_per_site, registry)
+    app = create_app(settings, engine, brokers)
+    _register_outcome_metrics(registry, engine, app, settings)
+    metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
+    worker = RunningWorker(settings, engine, app, metrics)
+    metrics.health = worker.health
+    started = asyncio.Event()
+
+    async def on_startup_finished() -> None:
+        started.set()
+
+    app.on_startup_finished = on_startup_finished
+    await metrics.start()
+    try:
+        await app.start()
+        try:
+            await asyncio.wait_for(started.wait(), startup_timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable(f"worker did not start within {startup_timeout_s} s") from None
+        yield worker
+    finally:
+        await app.stop()
+        await metrics.stop()
+
+
+def _register_outcome_metrics(
+    registry: CollectorRegistry, engine: OutcomeEngine, app: faust.App, settings: Settings
+) -> None:
+    # Imported late: the collector pulls in the baseline catalog.
+    from spinewatch.adapters.prometheus import OutcomeCollector  # noqa: PLC0415
+
+    registry.register(OutcomeCollector(engine, lambda: active_partitions(app, settings)))

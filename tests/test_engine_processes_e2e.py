@@ -1,0 +1,144 @@
+"""End-to-end with worker processes: SIGKILL mid-stream, and scale-out.
+
+Exactness is a property of the design (per-procedure fact sets keyed by
+event id, totals rebuilt from the shards on every assignment), so the tests
+demand equality with a clean single pass, not closeness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from spinewatch.bootstrap import running_worker
+from spinewatch.synthetic import default_sites, generate_cohort
+from tests.conftest import SettingsFactory
+from tests.expectation import Expected, expected_counts, observed_counts
+from tests.support import Sample, outcome_samples, produce, scrape_async, sum_by, wait_until
+from tests.workers import WorkerProcess
+
+pytestmark = pytest.mark.e2e
+
+COUNT_METRICS = (
+    "spinewatch_outcome_numerator",
+    "spinewatch_outcome_denominator",
+    "spinewatch_vas_patients",
+)
+
+
+async def _clean_pass(
+    make_settings: SettingsFactory,
+    bootstrap: str,
+    deliveries: tuple[bytes, ...],
+    expected: Expected,
+) -> dict[Sample, float]:
+    settings = make_settings(app_id=f"{make_settings().app_id}-clean")
+    async with running_worker(settings, bootstrap) as worker:
+        await produce(bootstrap, settings.events_topic, deliveries)
+
+        async def probe() -> Expected:
+            return observed_counts(await scrape_async(f"{worker.metrics.url}/metrics"), expected)
+
+        await wait_until(probe, lambda o: o == expected, 90, "clean pass")
+        return outcome_samples(await scrape_async(f"{worker.metrics.url}/metrics"))
+
+
+def _summed_counts(scrapes: list[dict[Sample, float]]) -> dict[Sample, float]:
+    summed: dict[Sample, float] = {}
+    for samples in scrapes:
+        for key, value in samples.items():
+            if key[0] in COUNT_METRICS:
+                summed[key] = summed.get(key, 0.0) + value
+    return summed
+
+
+async def test_sigkill_mid_stream_then_restart_equals_a_clean_pass(
+    make_settings: SettingsFactory, kafka_bootstrap: str
+) -> None:
+    cohort = generate_cohort(21, default_sites(3000))
+    expected = expected_counts(cohort.events)
+    clean = await _clean_pass(make_settings, kafka_bootstrap, cohort.deliveries, expected)
+
+    settings = make_settings()
+    first = WorkerProcess(settings)
+    first.start()
+    try:
+        await first.wait_for_partitions()
+        await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
+        total = len(cohort.events)
+
+        async def applied() -> float:
+            return sum_by(
+                await scrape_async(f"{first.url}/metrics"), "spinewatch_events_applied_total"
+            )
+
+        # Kill as soon as part of the stream is applied (and part is not).
+        seen = await wait_until(applied, lambda n: n > 0, 60, "the first events applied")
+        first.kill()
+        assert seen < total, "the worker finished before it could be killed mid-stream"
+    finally:
+        first.stop()
+
+    second = WorkerProcess(settings)
+    second.start()
+    try:
+        await second.wait_for_partitions()
+
+        async def probe() -> dict[Sample, float]:
+            return outcome_samples(await scrape_async(f"{second.url}/metrics"))
+
+        restarted = await wait_until(
+            probe, lambda s: s == clean, 90, "restart to equal the clean pass"
+        )
+        assert restarted == clean
+        assert observed_counts(restarted, expected) == expected
+    finally:
+        second.stop()
+
+
+async def test_two_workers_in_one_group_report_what_one_worker_does(
+    make_settings: SettingsFactory, kafka_bootstrap: str
+) -> None:
+    cohort = generate_cohort(22, default_sites(1200))
+    expected = expected_counts(cohort.events)
+    clean = await _clean_pass(make_settings, kafka_bootstrap, cohort.deliveries, expected)
+
+    settings = make_settings()
+    workers = [WorkerProcess(settings), WorkerProcess(settings)]
+    for worker in workers:
+        worker.start()
+    try:
+
+        async def assignments() -> list[set[int] | None]:
+            healths = await asyncio.gather(*(asyncio.to_thread(w.health) for w in workers))
+            return [set(h["active_partitions"]) if h else None for h in healths]
+
+        def split(parts: list[set[int] | None]) -> bool:
+            return all(parts) and set.union(*parts) == {0, 1, 2, 3} and not set.intersection(*parts)  # type: ignore[arg-type]
+
+        await wait_until(assignments, split, 90, "both workers to own partitions")
+        await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
+
+        async def summed() -> dict[Sample, float]:
+            scrapes = await asyncio.gather(*(scrape_async(f"{w.url}/metrics") for w in workers))
+            return _summed_counts(list(scrapes))
+
+        want = _summed_counts([clean])
+        together = await wait_until(summed, lambda s: s == want, 90, "two workers to equal one")
+        assert together == want
+        # Each site lives in one partition, so it is reported by one worker only.
+        per_worker = await asyncio.gather(*(scrape_async(f"{w.url}/metrics") for w in workers))
+        sites = [
+            {
+                dict(labels)["site"]
+                for (name, labels) in samples
+                if name == "spinewatch_outcome_denominator"
+            }
+            - {"all"}
+            for samples in per_worker
+        ]
+        assert not sites[0] & sites[1]
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,85 @@
+"""Outcome workers as real OS processes (`spinewatch worker`), for kill tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+from spinewatch.adapters.tansu import free_port
+from spinewatch.settings import Settings
+from tests.support import wait_until
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.model_copy(
+            update={"metrics_port": free_port(), "web_port": free_port()}
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: an unread pipe fills up and blocks the worker.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.metrics_host}:{self.settings.metrics_port}"
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        for name, value in self.settings.model_dump(mode="json").items():
+            if value is not None:
+                env[f"SPINEWATCH_{name.upper()}"] = str(value)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spinewatch.cli", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:  # noqa: S310
+                result: dict[str, Any] = json.loads(response.read())
+                return result
+        except (urllib.error.URLError, OSError):
+            return None
+
+    async def wait_for_partitions(self, timeout_s: float = 60.0) -> set[int]:
+        async def probe() -> dict[str, Any] | None:
+            self._check_alive()
+            return await asyncio.to_thread(self.health)
+
+        health = await wait_until(
+            probe, lambda h: bool(h and h["active_partitions"]), timeout_s, "partitions"
+        )
+        assert health is not None
+        return set(health["active_partitions"])
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            self._log.seek(0)
+            stderr = self._log.read().decode(errors="replace")
+            raise AssertionError(f"worker exited with {self.process.returncode}:\n{stderr[-3000:]}")
