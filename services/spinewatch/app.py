@@ -36,6 +36,9 @@ from spinewatch.settings import SHARDS_TABLE, Settings
 
 log = logging.getLogger(__name__)
 
+# A fact row encodes to 60-250 bytes: 2000 keep a fact batch well under 1 MB.
+MAX_FACTS_PER_MESSAGE = 2000
+
 
 def create_app(settings: Settings, engine: OutcomeEngine, brokers: str) -> faust.App:
     if settings.tansu_compat:
@@ -63,7 +66,11 @@ def create_app(settings: Settings, engine: OutcomeEngine, brokers: str) -> faust
             for letter in result.dead_letters:
                 await deadletter.send(value=letter.value, headers=letter.headers)
             for site_id, items in result.facts_by_site.items():
-                await facts.send(key=site_id, value=encode_facts(items))
+                # Bounded messages: a batch of bulk messages may hold far
+                # more facts than a broker accepts in one record (1 MB).
+                for start in range(0, len(items), MAX_FACTS_PER_MESSAGE):
+                    chunk = items[start : start + MAX_FACTS_PER_MESSAGE]
+                    await facts.send(key=site_id, value=encode_facts(chunk))
 
     @app.agent(facts, name="apply")
     async def apply(stream: StreamT[bytes]) -> None:

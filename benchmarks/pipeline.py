@@ -1,0 +1,832 @@
+"""Throughput and memory benchmark of the spinewatch pipeline on an embedded broker.
+
+    .venv/bin/python benchmarks/pipeline.py [--procedures N] [--json]
+
+One run starts ONE embedded Tansu broker and measures, on the same broker and
+the same seeded synthetic events (no duplicates, no malformed payloads, no
+retractions, so every count is exact):
+
+1. raw aiokafka consume + `parse_event` (and + `json.loads` only): the floor
+   of what any Python consumer can do here;
+2. a bare faust agent that only parses: faust's own per-event cost;
+3. the spinewatch worker (in-process, `running_worker`), one event per message;
+4. the spinewatch worker on the bulk path: JSON arrays of ~2000 events per
+   message, keyed by site_id (a replay);
+5. peak RSS of a `spinewatch worker` subprocess per 100k open procedures.
+
+By default (`--produce before`) each case's messages are produced into a fresh
+topic before its consumer starts, so a case times consumption only; the
+producer's own time is reported apart. `--produce during` starts the consumer
+first and times from the first send instead (producer and consumer then share
+this process's CPU). Every case checks that each distinct event was counted
+exactly once and fails loudly otherwise. Nothing is written to the work tree:
+faust data directories live in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import logging
+import os
+import platform
+import pstats
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import faust
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import Counter
+
+from spinewatch.adapters.compat import apply_tansu_compat
+from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.tansu import EmbeddedBroker, free_port
+from spinewatch.bootstrap import RunningWorker, running_worker, topic_names
+from spinewatch.contracts import parse_event
+from spinewatch.settings import Settings
+from spinewatch.synthetic import default_sites, generate_cohort
+
+PARTITIONS = 4
+SEED = 20260
+STALL_S = 30.0  # no progress for this long fails a case
+DEADLINE_S = 150.0  # a case may take at most this long
+POLL_S = 0.005
+CASES = ("raw", "faust", "single", "bulk", "rss")
+
+Message = tuple[bytes, bytes]  # (key, value)
+
+
+class BenchmarkFailure(RuntimeError):
+    """A case did not count every event exactly once, or stalled."""
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class CrashWatch(logging.Handler):
+    """Remembers the first error logged by faust/mode/spinewatch (an agent crash)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.first: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.first is None and record.name.startswith(("faust", "mode", "spinewatch")):
+            detail = repr(record.exc_info[1]) if record.exc_info else ""
+            self.first = f"{record.name}: {record.getMessage()[:300]} {detail[:600]}".strip()
+
+    def check(self, what: str) -> None:
+        if self.first is not None:
+            raise BenchmarkFailure(f"{what}: the worker logged an error: {self.first}")
+
+
+CRASHES = CrashWatch()
+
+
+# --- workload -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    procedures: int
+    events: int  # distinct events: what every case must count
+    singles: list[Message]  # one event per message, keyed by procedure_id
+    bulk: list[Message]  # JSON arrays of up to bulk_size events, keyed by site_id
+
+
+def make_workload(procedures: int, seed: int, bulk_size: int) -> Workload:
+    cohort = generate_cohort(
+        seed,
+        default_sites(procedures),
+        duplicate_share=0.0,
+        malformed=0,
+        retractions=0,
+    )
+    if len(cohort.deliveries) != len(cohort.events):
+        raise BenchmarkFailure("the cohort has redeliveries; counts would not be exact")
+    singles: list[Message] = []
+    chunks: dict[str, list[bytes]] = defaultdict(list)
+    bulk: list[Message] = []
+    # Delivery order (with the generator's early/late follow-ups), per site
+    # for the bulk path: a site's arrays share a key, so they stay in order.
+    for raw in cohort.deliveries:
+        event = json.loads(raw)
+        singles.append((event["procedure_id"].encode(), raw))
+        chunk = chunks[event["site_id"]]
+        chunk.append(raw)
+        if len(chunk) >= bulk_size:
+            bulk.append((event["site_id"].encode(), _array(chunk)))
+            chunk.clear()
+    bulk += [(site.encode(), _array(chunk)) for site, chunk in chunks.items() if chunk]
+    return Workload(procedures, len(cohort.events), singles, bulk)
+
+
+def _array(items: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+# --- broker helpers -------------------------------------------------------------
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> float:
+    """Send all messages with a batching producer; seconds until all are acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=1 << 20,
+        max_request_size=32 << 20,
+        acks=1,
+    )
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        pending = [await producer.send(topic, value=value, key=key) for key, value in messages]
+        await asyncio.gather(*pending)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+async def wait_for_count(
+    what: str, progress: Callable[[], int], expected: int, *, deadline_s: float = DEADLINE_S
+) -> None:
+    """Poll `progress` until it reaches `expected`; fail on a stall or the deadline."""
+    start = last_change = time.monotonic()
+    last = -1
+    while True:
+        value = progress()
+        if value >= expected:
+            return
+        CRASHES.check(what)
+        now = time.monotonic()
+        if value != last:
+            last, last_change = value, now
+        if now - last_change > STALL_S or now - start > deadline_s:
+            raise BenchmarkFailure(
+                f"{what}: {value}/{expected} after {now - start:.1f} s "
+                f"(no progress for {now - last_change:.1f} s)"
+            )
+        await asyncio.sleep(POLL_S)
+
+
+def counter_value(counter: Counter) -> int:
+    """Sum of a counter's `_total` samples (over all label values)."""
+    return int(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
+
+
+@contextlib.contextmanager
+def profiled(enabled: bool, title: str) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(profile, stream=out).sort_stats(order).print_stats(30)
+            log(f"\n=== cProfile of {title}, top 30 by {order} ===\n{out.getvalue()}")
+
+
+# --- results --------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    case: str
+    events: int
+    messages: int
+    elapsed_s: float  # the timed window, see `window`
+    window: str
+    producer_s: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "events_per_s": round(self.events_per_s)}
+
+
+@dataclass
+class RssResult:
+    procedures: int
+    events: int
+    messages: int
+    idle_rss_mib: float
+    idle_hwm_mib: float
+    peak_hwm_mib: float
+    settled_rss_mib: float
+    peak_growth_per_100k_mib: float  # (peak VmHWM - idle VmRSS) per 100k procedures
+    settled_growth_per_100k_mib: float  # (VmRSS when all held - idle VmRSS) per 100k
+    elapsed_s: float
+    producer_s: float
+
+
+def report(result: CaseResult) -> CaseResult:
+    producer = f", producer {result.producer_s:.2f} s" if result.producer_s is not None else ""
+    log(
+        f"  {result.case}: {result.events} events in {result.elapsed_s:.2f} s "
+        f"= {result.events_per_s:,.0f} ev/s ({result.window}{producer})"
+    )
+    return result
+
+
+# --- 1. raw aiokafka --------------------------------------------------------------
+
+
+async def raw_consume(
+    bootstrap: str, topic: str, expected: int, handle: Callable[[bytes], object]
+) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        count = 0
+        started = last_change = time.perf_counter()
+        while count < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+            for records in batches.values():
+                for record in records:
+                    handle(record.value)
+                count += len(records)
+            now = time.perf_counter()
+            if batches:
+                last_change = now
+            elif now - last_change > STALL_S:
+                raise BenchmarkFailure(f"raw consumer stalled at {count}/{expected}")
+        elapsed = time.perf_counter() - started
+        if count != expected:
+            raise BenchmarkFailure(f"raw consumer read {count} records, expected {expected}")
+        return elapsed
+    finally:
+        await consumer.stop()
+
+
+async def bench_raw(bootstrap: str, run_id: str, work: Workload) -> list[CaseResult]:
+    topic = f"bench-raw-{run_id}"
+    await ensure_topics(bootstrap, [topic], PARTITIONS)
+    producer_s = await produce(bootstrap, topic, work.singles)
+    results = []
+    for name, handle in (
+        ("raw aiokafka + parse_event", parse_event),
+        ("raw aiokafka + json.loads", json.loads),
+    ):
+        elapsed = await raw_consume(bootstrap, topic, work.events, handle)
+        window = "first getmany -> last record handled"
+        results.append(
+            report(CaseResult(name, work.events, len(work.singles), elapsed, window, producer_s))
+        )
+    return results
+
+
+# --- 2. bare faust agent ----------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    count: int = 0
+    first: float | None = None
+    last: float = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.count += 1
+        self.last = now
+
+
+async def bench_faust(
+    bootstrap: str, run_id: str, work: Workload, tmp: Path, produce_first: bool
+) -> CaseResult:
+    app_id = f"bench-faust-{run_id}"
+    topic_name = f"{app_id}-events"
+    await ensure_topics(bootstrap, [topic_name], PARTITIONS)
+    producer_s = await produce(bootstrap, topic_name, work.singles) if produce_first else None
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(tmp / app_id),
+        autodiscover=False,
+        topic_partitions=PARTITIONS,
+        topic_replication_factor=1,
+        web_enabled=False,
+        web_port=free_port(),
+        producer_max_batch_size=16,
+        table_standby_replicas=0,
+        broker_session_timeout=3,
+        broker_heartbeat_interval=1,
+        logging_config=None,
+    )
+    topic = app.topic(topic_name, value_type=bytes, value_serializer="raw")
+    progress = Progress()
+
+    async def parse_only(stream: Any) -> None:
+        async for value in stream:
+            parse_event(value)
+            progress.tick()
+
+    app.agent(topic, name="parse")(parse_only)
+    started = asyncio.Event()
+
+    async def on_startup_finished() -> None:
+        started.set()
+
+    app.on_startup_finished = on_startup_finished
+    await app.start()
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        ready = time.perf_counter()
+        if not produce_first:
+            producer_s = await produce(bootstrap, topic_name, work.singles)
+        await wait_for_count("bare faust agent", lambda: progress.count, work.events)
+    finally:
+        await app.stop()
+    if progress.count != work.events or progress.first is None:
+        raise BenchmarkFailure(f"faust agent parsed {progress.count}, expected {work.events}")
+    start_to_end = progress.last - ready
+    return report(
+        CaseResult(
+            "bare faust agent, parse only",
+            work.events,
+            len(work.singles),
+            progress.last - progress.first,
+            "first -> last event in the agent",
+            producer_s,
+            {"ready_to_last_event_s": round(start_to_end, 3)},
+        )
+    )
+
+
+# --- 3./4. spinewatch in-process --------------------------------------------------
+
+STOP_S = 15.0
+
+
+@contextlib.asynccontextmanager
+async def bounded_worker(settings: Settings, bootstrap: str) -> AsyncIterator[RunningWorker]:
+    """`running_worker`, but a stop that hangs is abandoned after STOP_S.
+
+    After an agent crashed, faust's stop waits forever for the acks of the
+    messages the dead agent held, and ignores cancellation while it waits.
+    """
+    context = running_worker(settings, bootstrap)
+    worker = await context.__aenter__()
+    try:
+        yield worker
+    except BaseException as exc:
+        if not await finishes(context.__aexit__(type(exc), exc, exc.__traceback__), STOP_S):
+            log(f"  worker {settings.app_id} did not stop within {STOP_S:.0f} s; abandoned")
+        raise
+    if not await finishes(context.__aexit__(None, None, None), STOP_S):
+        raise BenchmarkFailure(f"worker {settings.app_id} did not stop within {STOP_S:.0f} s")
+
+
+async def finishes(awaitable: Coroutine[Any, Any, object], timeout_s: float) -> bool:
+    """Run `awaitable` for at most `timeout_s`; on time-out leave it running."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        task.result()  # re-raise its error, if any
+        return True
+    return False
+
+
+def bench_settings(bootstrap: str, app_id: str, tmp: Path, overrides: dict[str, str]) -> Settings:
+    # Field values from strings, exactly as the worker subprocess gets them.
+    values: dict[str, Any] = {
+        "kafka_brokers": bootstrap,
+        "app_id": app_id,
+        "partitions": PARTITIONS,
+        "metrics_port": 0,
+        "web_port": free_port(),
+        "session_timeout_s": 3,
+        "data_dir": tmp / app_id,
+    }
+    return Settings.model_validate(values | overrides)
+
+
+async def bench_spinewatch(
+    bootstrap: str,
+    app_id: str,
+    case: str,
+    messages: Sequence[Message],
+    *,
+    work: Workload,
+    tmp: Path,
+    produce_first: bool,
+    profile: bool,
+    overrides: dict[str, str],
+) -> CaseResult:
+    settings = bench_settings(bootstrap, app_id, tmp, overrides)
+    producer_s: float | None = None
+    if produce_first:
+        await ensure_topics(bootstrap, topic_names(settings), settings.partitions)
+        producer_s = await produce(bootstrap, settings.events_topic, messages)
+    async with bounded_worker(settings, bootstrap) as worker:
+        metrics = worker.engine.metrics
+
+        def applied() -> int:
+            return counter_value(metrics.applied)
+
+        with profiled(profile, case):
+            started = time.perf_counter()
+            if not produce_first:
+                producer_s = await produce(bootstrap, settings.events_topic, messages)
+            await wait_for_count(case, applied, work.events)
+            elapsed = time.perf_counter() - started
+        counts = {
+            "applied": applied(),
+            "duplicates": counter_value(metrics.duplicates),
+            "deadlettered": counter_value(metrics.dead_lettered),
+            "messages": counter_value(metrics.messages),
+            "procedures_held": int(metrics.open_procedures._value.get()),
+        }
+    expected = {
+        "applied": work.events,
+        "duplicates": 0,
+        "deadlettered": 0,
+        "messages": len(messages),
+        "procedures_held": work.procedures,
+    }
+    if counts != expected:
+        raise BenchmarkFailure(f"{case}: counted {counts}, expected {expected}")
+    window = "worker ready -> all applied" if produce_first else "first send -> all applied"
+    return report(CaseResult(case, work.events, len(messages), elapsed, window, producer_s))
+
+
+# --- 5. peak RSS of a worker subprocess ------------------------------------------
+
+
+def proc_status_mib(pid: int) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024  # kB -> MiB
+    return values
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    async with session.get(url) as response:
+        response.raise_for_status()
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("spinewatch_") and "{" not in line:
+            name, _, value = line.partition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+async def bench_rss(
+    bootstrap: str, run_id: str, work: Workload, tmp: Path, overrides: dict[str, str]
+) -> RssResult:
+    app_id = f"bench-rss-{run_id}"
+    metrics_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINEWATCH_")}
+    env |= {
+        "SPINEWATCH_KAFKA_BROKERS": bootstrap,
+        "SPINEWATCH_APP_ID": app_id,
+        "SPINEWATCH_PARTITIONS": str(PARTITIONS),
+        "SPINEWATCH_METRICS_PORT": str(metrics_port),
+        "SPINEWATCH_WEB_PORT": str(free_port()),
+        "SPINEWATCH_SESSION_TIMEOUT_S": "3",
+        "SPINEWATCH_DATA_DIR": str(tmp / app_id),
+    }
+    env |= {f"SPINEWATCH_{name.upper()}": value for name, value in overrides.items()}
+    stderr_path = tmp / f"{app_id}.stderr"
+    with stderr_path.open("wb") as stderr:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "spinewatch.cli",
+            "worker",
+            env=env,
+            cwd=tmp,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert worker.stdout is not None  # noqa: S101 - stdout=PIPE above
+        line = await asyncio.wait_for(worker.stdout.readline(), 90)
+        if not line:
+            tail = stderr_path.read_text(errors="replace")[-2000:]
+            raise BenchmarkFailure(f"worker subprocess exited before ready:\n{tail}")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        async with aiohttp.ClientSession() as session:
+            await scrape(session, url)  # a scrape's own allocations belong to the baseline
+            idle = proc_status_mib(worker.pid)
+            started = time.perf_counter()
+            producer_s = await produce(bootstrap, f"{app_id}-events", work.bulk)
+            held = 0.0
+            samples: dict[str, float] = {}
+            last_change = time.monotonic()
+            while held < work.procedures:
+                await asyncio.sleep(0.1)
+                samples = await scrape(session, url)
+                if samples.get("spinewatch_procedures_held", 0.0) != held:
+                    held, last_change = samples["spinewatch_procedures_held"], time.monotonic()
+                if time.monotonic() - last_change > STALL_S:
+                    raise BenchmarkFailure(
+                        f"worker subprocess stalled at {held}/{work.procedures} procedures"
+                    )
+            elapsed = time.perf_counter() - started
+            peak = proc_status_mib(worker.pid)
+        applied = samples.get("spinewatch_events_applied_total")
+        if held != work.procedures or applied != work.events:
+            raise BenchmarkFailure(
+                f"worker subprocess holds {held} procedures / applied {applied} events, "
+                f"expected {work.procedures} / {work.events}"
+            )
+    finally:
+        await stop_subprocess(worker)
+    scale = 100_000 / work.procedures
+    result = RssResult(
+        procedures=work.procedures,
+        events=work.events,
+        messages=len(work.bulk),
+        idle_rss_mib=round(idle["VmRSS"], 1),
+        idle_hwm_mib=round(idle["VmHWM"], 1),
+        peak_hwm_mib=round(peak["VmHWM"], 1),
+        settled_rss_mib=round(peak["VmRSS"], 1),
+        peak_growth_per_100k_mib=round((peak["VmHWM"] - idle["VmRSS"]) * scale, 1),
+        settled_growth_per_100k_mib=round((peak["VmRSS"] - idle["VmRSS"]) * scale, 1),
+        elapsed_s=round(elapsed, 3),
+        producer_s=round(producer_s, 3),
+    )
+    log(
+        f"  worker subprocess: idle RSS {result.idle_rss_mib} MiB, peak VmHWM "
+        f"{result.peak_hwm_mib} MiB with {work.procedures} procedures "
+        f"-> +{result.peak_growth_per_100k_mib} MiB per 100k procedures at peak "
+        f"(+{result.settled_growth_per_100k_mib} MiB settled); "
+        f"{work.events} events in {elapsed:.2f} s"
+    )
+    return result
+
+
+async def stop_subprocess(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 20)
+    except TimeoutError:
+        log("  worker subprocess ignored SIGTERM for 20 s; killing it")
+        process.kill()
+        await process.wait()
+
+
+# --- driver -----------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    procedures: int
+    rss_procedures: int
+    bulk_size: int
+    seed: int
+    produce_first: bool
+    profile: str | None
+    json: bool
+    overrides: dict[str, str]  # Settings field -> value, for every spinewatch worker
+    cases: frozenset[str]
+
+
+@dataclass
+class Summary:
+    cases: list[CaseResult]
+    rss: RssResult | None
+    facts: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.facts,
+            "cases": [case.as_json() for case in self.cases],
+            "rss": asdict(self.rss) if self.rss is not None else None,
+        }
+
+
+async def run(options: Options) -> Summary:
+    apply_tansu_compat()
+    run_id = uuid.uuid4().hex[:8]
+    began = time.perf_counter()
+    log(f"generating {options.procedures} procedures (seed {options.seed})...")
+    work = make_workload(options.procedures, options.seed, options.bulk_size)
+    log(
+        f"  {work.events} events, {len(work.singles)} single messages, "
+        f"{len(work.bulk)} bulk messages ({time.perf_counter() - began:.1f} s)"
+    )
+    cases: list[CaseResult] = []
+    rss: RssResult | None = None
+    wanted = options.cases
+    with tempfile.TemporaryDirectory(prefix="spinewatch-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with EmbeddedBroker() as broker:
+            bootstrap = broker.bootstrap
+            log(f"embedded Tansu broker on {bootstrap}")
+            if "raw" in wanted:
+                log("1. raw aiokafka")
+                cases += await bench_raw(bootstrap, run_id, work)
+            if "faust" in wanted:
+                log("2. bare faust agent")
+                cases.append(await bench_faust(bootstrap, run_id, work, tmp, options.produce_first))
+            for number, (path, messages) in enumerate(
+                (("single", work.singles), ("bulk", work.bulk)), start=3
+            ):
+                if path not in wanted:
+                    continue
+                log(f"{number}. spinewatch worker, {path} messages")
+                cases.append(
+                    await bench_spinewatch(
+                        bootstrap,
+                        f"bench-{path}-{run_id}",
+                        f"spinewatch {path} messages",
+                        messages,
+                        work=work,
+                        tmp=tmp,
+                        produce_first=options.produce_first,
+                        profile=options.profile == path,
+                        overrides=options.overrides,
+                    )
+                )
+            if "rss" in wanted and options.rss_procedures:
+                log(f"5. worker subprocess RSS, generating {options.rss_procedures} procedures...")
+                rss_work = make_workload(
+                    options.rss_procedures, options.seed + 1, options.bulk_size
+                )
+                rss = await bench_rss(bootstrap, run_id, rss_work, tmp, options.overrides)
+    facts = {
+        "procedures": work.procedures,
+        "events": work.events,
+        "bulk_size": options.bulk_size,
+        "produce": "before" if options.produce_first else "during",
+        "partitions": PARTITIONS,
+        "settings_overrides": options.overrides,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "total_s": round(time.perf_counter() - began, 1),
+    }
+    return Summary(cases, rss, facts)
+
+
+def table(cases: Sequence[CaseResult], rss: RssResult | None) -> str:
+    lines = [
+        f"{'case':<32} {'events':>8} {'msgs':>7} {'elapsed s':>10} {'events/s':>10} "
+        f"{'producer s':>11}  window",
+        "-" * 120,
+    ]
+    for case in cases:
+        producer = f"{case.producer_s:.2f}" if case.producer_s is not None else "-"
+        lines.append(
+            f"{case.case:<32} {case.events:>8} {case.messages:>7} {case.elapsed_s:>10.2f} "
+            f"{case.events_per_s:>10,.0f} {producer:>11}  {case.window}"
+        )
+    if rss is not None:
+        lines += [
+            "",
+            f"worker subprocess, {rss.procedures} procedures ({rss.events} events, "
+            f"{rss.messages} bulk messages, all held after {rss.elapsed_s:.2f} s):",
+            f"  idle VmRSS {rss.idle_rss_mib} MiB (idle VmHWM {rss.idle_hwm_mib} MiB), "
+            f"peak VmHWM {rss.peak_hwm_mib} MiB, VmRSS when all held {rss.settled_rss_mib} MiB",
+            f"  peak growth per 100k open procedures: {rss.peak_growth_per_100k_mib} MiB "
+            f"(settled: {rss.settled_growth_per_100k_mib} MiB)",
+        ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--procedures", type=int, default=20_000, help="for cases 1-4")
+    parser.add_argument(
+        "--rss-procedures", type=int, default=50_000, help="for case 5 (0 skips it)"
+    )
+    parser.add_argument("--bulk-size", type=int, default=2000, help="events per bulk message")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--produce",
+        choices=("before", "during"),
+        default="before",
+        help="produce each case's messages before its consumer starts, or after it is ready",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("single", "bulk"),
+        help="cProfile the in-process worker during that case (slows it down)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated subset of {','.join(CASES)} (default: all)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a spinewatch Settings field for every worker, e.g. ingest_batch_max=4",
+    )
+    args = parser.parse_args(argv)
+    if not set(args.cases.split(",")) <= set(CASES):
+        parser.error(f"--cases: choose from {','.join(CASES)}")
+    if args.procedures < 10 or args.bulk_size < 1 or args.rss_procedures < 0:
+        parser.error("need --procedures >= 10, --bulk-size >= 1, --rss-procedures >= 0")
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or name not in Settings.model_fields:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE with a Settings field")
+        overrides[name] = value
+    return Options(
+        procedures=args.procedures,
+        rss_procedures=args.rss_procedures,
+        bulk_size=args.bulk_size,
+        seed=args.seed,
+        produce_first=args.produce == "before",
+        profile=args.profile,
+        json=args.json,
+        overrides=overrides,
+        cases=frozenset(args.cases.split(",")),
+    )
+
+
+def shut_down(loop: asyncio.AbstractEventLoop, timeout_s: float = 10.0) -> None:
+    """The end of `asyncio.run`, with a bound on how long leftover tasks may take."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=timeout_s))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger().addHandler(CRASHES)
+    # The same silencing as `spinewatch worker`: noise under load on Tansu.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    logging.getLogger("mode.timers").setLevel(logging.ERROR)
+    loop = asyncio.new_event_loop()
+    try:
+        summary = loop.run_until_complete(run(options))
+    except BenchmarkFailure as exc:
+        # The broker and any worker subprocess are gone by now, but an
+        # abandoned in-process faust app keeps a non-daemon consumer thread
+        # that would block the interpreter's exit forever.
+        log(f"BENCHMARK FAILED: {exc}")
+        sys.stdout.flush()
+        os._exit(1)
+    shut_down(loop)
+    text = table(summary.cases, summary.rss)
+    if options.json:
+        log(text)
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        print(text)
+        print(f"\ntotal {summary.facts['total_s']} s on {summary.facts['cpus']} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
