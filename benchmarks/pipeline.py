@@ -6,8 +6,8 @@ One run starts ONE embedded Tansu broker and measures, on the same broker and
 the same seeded synthetic events (no duplicates, no malformed payloads, no
 retractions, so every count is exact):
 
-1. raw aiokafka consume + `parse_event` (and + `json.loads` only): the floor
-   of what any Python consumer can do here;
+1. raw aiokafka consume + `parse_event` (and + `json.loads` only): the
+   ceiling for any Python consumer on this machine and broker;
 2. a bare faust agent that only parses: faust's own per-event cost;
 3. the spinewatch worker (in-process, `running_worker`), one event per message;
 4. the spinewatch worker on the bulk path: JSON arrays of ~2000 events per
@@ -39,6 +39,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -64,6 +65,7 @@ SEED = 20260
 STALL_S = 30.0  # no progress for this long fails a case
 DEADLINE_S = 150.0  # a case may take at most this long
 POLL_S = 0.005
+RSS_POLL_S = 0.5  # a /metrics scrape computes every cohort report: not free
 CASES = ("raw", "faust", "single", "bulk", "rss")
 
 Message = tuple[bytes, bytes]  # (key, value)
@@ -90,8 +92,16 @@ class CrashWatch(logging.Handler):
             self.first = f"{record.name}: {record.getMessage()[:300]} {detail[:600]}".strip()
 
     def check(self, what: str) -> None:
-        if self.first is not None:
-            raise BenchmarkFailure(f"{what}: the worker logged an error: {self.first}")
+        if self.first is None:
+            return
+        hint = ""
+        if "MessageSizeTooLarge" in self.first:
+            hint = (
+                "\n  (a fact message outgrew the producer's max_request_size of 1 MB: see"
+                " MAX_FACTS_PER_MESSAGE in spinewatch.app; a smaller ingest_batch_max,"
+                " e.g. --bulk-set ingest_batch_max=3, bounds it too)"
+            )
+        raise BenchmarkFailure(f"{what}: the worker logged an error: {self.first}{hint}")
 
 
 CRASHES = CrashWatch()
@@ -230,7 +240,11 @@ class CaseResult:
         return self.events / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "events_per_s": round(self.events_per_s)}
+        fields = asdict(self) | {
+            "elapsed_s": round(self.elapsed_s, 3),
+            "producer_s": None if self.producer_s is None else round(self.producer_s, 3),
+        }
+        return fields | {"events_per_s": round(self.events_per_s)}
 
 
 @dataclass
@@ -246,6 +260,7 @@ class RssResult:
     settled_growth_per_100k_mib: float  # (VmRSS when all held - idle VmRSS) per 100k
     elapsed_s: float
     producer_s: float
+    scrape_ms: float  # one /metrics scrape with every procedure held
 
 
 def report(result: CaseResult) -> CaseResult:
@@ -469,7 +484,9 @@ async def bench_spinewatch(
             started = time.perf_counter()
             if not produce_first:
                 producer_s = await produce(bootstrap, settings.events_topic, messages)
-            await wait_for_count(case, applied, work.events)
+            await wait_for_count(
+                case, applied, work.events, deadline_s=DEADLINE_S * (4 if profile else 1)
+            )
             elapsed = time.perf_counter() - started
         counts = {
             "applied": applied(),
@@ -494,6 +511,9 @@ async def bench_spinewatch(
 # --- 5. peak RSS of a worker subprocess ------------------------------------------
 
 
+CHILDREN: set[asyncio.subprocess.Process] = set()  # worker subprocesses still running
+
+
 def proc_status_mib(pid: int) -> dict[str, float]:
     values: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -501,6 +521,15 @@ def proc_status_mib(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024  # kB -> MiB
     return values
+
+
+def worker_error(stderr_path: Path) -> str | None:
+    """The first error the worker subprocess logged from faust, mode or spinewatch."""
+    with stderr_path.open(errors="replace") as lines:
+        for line in lines:
+            if any(f" ERROR {name}" in line for name in ("faust", "mode", "spinewatch")):
+                return line.strip()[:600]
+    return None
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -544,6 +573,7 @@ async def bench_rss(
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
         )
+    CHILDREN.add(worker)
     try:
         assert worker.stdout is not None  # noqa: S101 - stdout=PIPE above
         line = await asyncio.wait_for(worker.stdout.readline(), 90)
@@ -556,28 +586,41 @@ async def bench_rss(
             idle = proc_status_mib(worker.pid)
             started = time.perf_counter()
             producer_s = await produce(bootstrap, f"{app_id}-events", work.bulk)
-            held = 0.0
-            samples: dict[str, float] = {}
+            # Every procedure held AND every event applied: a procedure is
+            # held from its first event, while its follow-ups may still be queued.
+            target = (float(work.procedures), float(work.events))
+            progress = (0.0, 0.0)
             last_change = time.monotonic()
-            while held < work.procedures:
-                await asyncio.sleep(0.1)
+            while progress < target:
+                await asyncio.sleep(RSS_POLL_S)
                 samples = await scrape(session, url)
-                if samples.get("spinewatch_procedures_held", 0.0) != held:
-                    held, last_change = samples["spinewatch_procedures_held"], time.monotonic()
-                if time.monotonic() - last_change > STALL_S:
+                now = (
+                    samples.get("spinewatch_procedures_held", 0.0),
+                    samples.get("spinewatch_events_applied_total", 0.0),
+                )
+                if now != progress:
+                    progress, last_change = now, time.monotonic()
+                crashed = worker_error(stderr_path)
+                if crashed or time.monotonic() - last_change > STALL_S:
+                    CRASHES.first = CRASHES.first or crashed
+                    CRASHES.check("worker subprocess")
                     raise BenchmarkFailure(
-                        f"worker subprocess stalled at {held}/{work.procedures} procedures"
+                        f"worker subprocess stalled at {progress[0]:.0f}/{work.procedures} "
+                        f"procedures, {progress[1]:.0f}/{work.events} events"
                     )
             elapsed = time.perf_counter() - started
             peak = proc_status_mib(worker.pid)
-        applied = samples.get("spinewatch_events_applied_total")
-        if held != work.procedures or applied != work.events:
+            scrape_started = time.perf_counter()
+            await scrape(session, url)
+            scrape_s = time.perf_counter() - scrape_started
+        if progress != target:
             raise BenchmarkFailure(
-                f"worker subprocess holds {held} procedures / applied {applied} events, "
-                f"expected {work.procedures} / {work.events}"
+                f"worker subprocess holds {progress[0]:.0f} procedures / applied "
+                f"{progress[1]:.0f} events, expected {work.procedures} / {work.events}"
             )
     finally:
         await stop_subprocess(worker)
+        CHILDREN.discard(worker)
     scale = 100_000 / work.procedures
     result = RssResult(
         procedures=work.procedures,
@@ -591,6 +634,7 @@ async def bench_rss(
         settled_growth_per_100k_mib=round((peak["VmRSS"] - idle["VmRSS"]) * scale, 1),
         elapsed_s=round(elapsed, 3),
         producer_s=round(producer_s, 3),
+        scrape_ms=round(scrape_s * 1000, 1),
     )
     log(
         f"  worker subprocess: idle RSS {result.idle_rss_mib} MiB, peak VmHWM "
@@ -627,14 +671,18 @@ class Options:
     profile: str | None
     json: bool
     overrides: dict[str, str]  # Settings field -> value, for every spinewatch worker
+    bulk_overrides: dict[str, str]  # on top, for the bulk-path workers (cases 4 and 5)
     cases: frozenset[str]
+
+    def overrides_for(self, path: str) -> dict[str, str]:
+        return self.overrides | self.bulk_overrides if path == "bulk" else self.overrides
 
 
 @dataclass
 class Summary:
-    cases: list[CaseResult]
-    rss: RssResult | None
-    facts: dict[str, Any]
+    cases: list[CaseResult] = field(default_factory=list)
+    rss: RssResult | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -644,7 +692,8 @@ class Summary:
         }
 
 
-async def run(options: Options) -> Summary:
+async def run(options: Options, summary: Summary) -> None:
+    """Run the selected cases, adding each result to `summary` as it completes."""
     apply_tansu_compat()
     run_id = uuid.uuid4().hex[:8]
     began = time.perf_counter()
@@ -654,9 +703,19 @@ async def run(options: Options) -> Summary:
         f"  {work.events} events, {len(work.singles)} single messages, "
         f"{len(work.bulk)} bulk messages ({time.perf_counter() - began:.1f} s)"
     )
-    cases: list[CaseResult] = []
-    rss: RssResult | None = None
+    cases = summary.cases
     wanted = options.cases
+    summary.facts = {
+        "procedures": work.procedures,
+        "events": work.events,
+        "bulk_size": options.bulk_size,
+        "produce": "before" if options.produce_first else "during",
+        "partitions": PARTITIONS,
+        "settings_overrides": options.overrides,
+        "bulk_settings_overrides": options.bulk_overrides,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     with tempfile.TemporaryDirectory(prefix="spinewatch-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with EmbeddedBroker() as broker:
@@ -684,7 +743,7 @@ async def run(options: Options) -> Summary:
                         tmp=tmp,
                         produce_first=options.produce_first,
                         profile=options.profile == path,
-                        overrides=options.overrides,
+                        overrides=options.overrides_for(path),
                     )
                 )
             if "rss" in wanted and options.rss_procedures:
@@ -692,19 +751,10 @@ async def run(options: Options) -> Summary:
                 rss_work = make_workload(
                     options.rss_procedures, options.seed + 1, options.bulk_size
                 )
-                rss = await bench_rss(bootstrap, run_id, rss_work, tmp, options.overrides)
-    facts = {
-        "procedures": work.procedures,
-        "events": work.events,
-        "bulk_size": options.bulk_size,
-        "produce": "before" if options.produce_first else "during",
-        "partitions": PARTITIONS,
-        "settings_overrides": options.overrides,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "total_s": round(time.perf_counter() - began, 1),
-    }
-    return Summary(cases, rss, facts)
+                summary.rss = await bench_rss(
+                    bootstrap, run_id, rss_work, tmp, options.overrides_for("bulk")
+                )
+    summary.facts["total_s"] = round(time.perf_counter() - began, 1)
 
 
 def table(cases: Sequence[CaseResult], rss: RssResult | None) -> str:
@@ -728,6 +778,8 @@ def table(cases: Sequence[CaseResult], rss: RssResult | None) -> str:
             f"peak VmHWM {rss.peak_hwm_mib} MiB, VmRSS when all held {rss.settled_rss_mib} MiB",
             f"  peak growth per 100k open procedures: {rss.peak_growth_per_100k_mib} MiB "
             f"(settled: {rss.settled_growth_per_100k_mib} MiB)",
+            f"  bulk ingest in the subprocess: {rss.events / rss.elapsed_s:,.0f} ev/s "
+            f"(scraped every {RSS_POLL_S} s); one /metrics scrape then took {rss.scrape_ms} ms",
         ]
     return "\n".join(lines)
 
@@ -762,7 +814,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a spinewatch Settings field for every worker, e.g. ingest_batch_max=4",
+        help="a spinewatch Settings field for every worker, e.g. shards_per_site=64",
+    )
+    parser.add_argument(
+        "--bulk-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a Settings field for the bulk-path workers only, e.g. ingest_batch_max=3",
     )
     args = parser.parse_args(argv)
     if not set(args.cases.split(",")) <= set(CASES):
@@ -770,11 +829,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if args.procedures < 10 or args.bulk_size < 1 or args.rss_procedures < 0:
         parser.error("need --procedures >= 10, --bulk-size >= 1, --rss-procedures >= 0")
     overrides: dict[str, str] = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or name not in Settings.model_fields:
-            parser.error(f"--set {item!r}: expected FIELD=VALUE with a Settings field")
-        overrides[name] = value
+    bulk_overrides: dict[str, str] = {}
+    for items, into in ((args.set, overrides), (args.bulk_set, bulk_overrides)):
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or name not in Settings.model_fields:
+                parser.error(f"{item!r}: expected FIELD=VALUE with a Settings field")
+            into[name] = value
     return Options(
         procedures=args.procedures,
         rss_procedures=args.rss_procedures,
@@ -784,6 +845,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         profile=args.profile,
         json=args.json,
         overrides=overrides,
+        bulk_overrides=bulk_overrides,
         cases=frozenset(args.cases.split(",")),
     )
 
@@ -808,15 +870,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     logging.getLogger("mode.timers").setLevel(logging.ERROR)
     loop = asyncio.new_event_loop()
+    summary = Summary()
     try:
-        summary = loop.run_until_complete(run(options))
-    except BenchmarkFailure as exc:
-        # The broker and any worker subprocess are gone by now, but an
-        # abandoned in-process faust app keeps a non-daemon consumer thread
-        # that would block the interpreter's exit forever.
-        log(f"BENCHMARK FAILED: {exc}")
+        loop.run_until_complete(run(options, summary))
+    except (Exception, KeyboardInterrupt) as exc:
+        if summary.cases or summary.rss:
+            log("\ncompleted before the failure:\n" + table(summary.cases, summary.rss))
+        if isinstance(exc, BenchmarkFailure):
+            log(f"\nBENCHMARK FAILED: {exc}")
+        else:
+            traceback.print_exc()
+            log("\nBENCHMARK FAILED (see the traceback above)")
+        # The broker dies with this process (PR_SET_PDEATHSIG); a worker
+        # subprocess may not have been stopped yet. An abandoned in-process
+        # faust app keeps a non-daemon consumer thread that would block the
+        # interpreter's exit forever, hence the hard exit.
+        for child in CHILDREN:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
         sys.stdout.flush()
-        os._exit(1)
+        os._exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
     shut_down(loop)
     text = table(summary.cases, summary.rss)
     if options.json:
