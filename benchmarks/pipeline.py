@@ -814,7 +814,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a spinewatch Settings field for every worker, e.g. shards_per_site=64",
+        help="a spinewatch Settings field for every worker, e.g. ingest_batch_max=4000",
     )
     parser.add_argument(
         "--bulk-set",

@@ -47,7 +47,6 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
             "kafka_brokers": kafka_bootstrap,
             "app_id": app_id,
             "partitions": 4,
-            "shards_per_site": 8,
             "metrics_port": free_port(),
             "web_port": free_port(),
             "session_timeout_s": 3.0,

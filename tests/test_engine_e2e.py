@@ -162,14 +162,20 @@ async def test_invalid_messages_are_dead_lettered_and_the_stream_goes_on(
     assert outcome_samples(samples)  # and the valid events were all counted (waited above)
 
 
-async def test_rocksdb_store_counts_exactly(
+async def test_rocksdb_store_counts_exactly_and_after_a_restart_from_disk(
     make_settings: SettingsFactory, kafka_bootstrap: str, tmp_path: Any
 ) -> None:
-    # RocksDB is the production store; a restart from its on-disk state is
-    # not covered yet (see the closing note).
     cohort = _small_cohort(seed=15, procedures=120)
+    expected = expected_counts(cohort.events)
     settings = make_settings(store="rocksdb://", data_dir=tmp_path)
     async with running_worker(settings, kafka_bootstrap) as worker:
         await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
-        await _wait_for_expected(worker.metrics.url, expected_counts(cohort.events))
+        await _wait_for_expected(worker.metrics.url, expected)
     assert any(tmp_path.rglob("*")), "RocksDB wrote nothing to its data directory"
+    # A second worker on the same data directory starts from the segments on
+    # disk (and the changelog tail), and reports the same totals. Some events
+    # are delivered again: they must not count twice.
+    async with running_worker(settings, kafka_bootstrap) as worker:
+        await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries[:50])
+        await _wait_for_expected(worker.metrics.url, expected)
+        assert worker.engine.metrics.duplicates._value.get() >= 50

@@ -5,61 +5,131 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
-from spinewatch.adapters.state_codec import (
-    UnreadableState,
-    decode_facts,
-    decode_shard,
-    encode_facts,
-    encode_shard,
-)
+from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
+from spinewatch.contracts import Event, parse_event
 from spinewatch.domain.contribution import contribution_of
-from spinewatch.domain.facts import fact_from_row, fact_of, fact_to_row
+from spinewatch.domain.facts import fact_of
+from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt
 from spinewatch.domain.records import ProcedureRecord, apply_event
-from spinewatch.domain.shards import ShardState, apply_to_shard, rebuild_totals, shard_key
+from spinewatch.engine import OutcomeEngine, segment_key, segment_partition
 from spinewatch.ingest import RejectReason, triage
-from tests.test_domain import pathway
+from tests.test_domain import _event, pathway
 
 
-def test_every_fact_survives_its_row_encoding() -> None:
-    for event in pathway():
-        fact = fact_of(event)
-        assert fact_from_row(json.loads(json.dumps(fact_to_row(fact)))) == fact
+def _with_retraction() -> list[Event]:
+    events = pathway()
+    retraction = _event(
+        "event.retracted", events[0].procedure_id, 1000,
+        target_event_id=str(events[-1].event_id), reason="entered_in_error",
+    )  # fmt: skip
+    return [*events, retraction]
 
 
-def test_shard_and_fact_batch_codecs_round_trip() -> None:
-    events = pathway() + pathway()
-    state = ShardState(partition=3)
-    totals: dict = {}  # type: ignore[type-arg]
-    apply_to_shard(state, [(str(e.procedure_id), fact_of(e)) for e in events], totals)
-    decoded = decode_shard(encode_shard(state))
-    assert decoded.partition == 3
-    assert decoded.records == state.records
-    assert decoded.contributions == {}  # a cache, rebuilt rather than stored
-    items = [(str(e.procedure_id), fact_of(e)) for e in events]
+def test_fact_batches_round_trip_through_the_codec() -> None:
+    items = [(str(e.procedure_id), fact_of(e)) for e in _with_retraction()]
+    assert {type(fact).__name__ for _, fact in items} == {
+        "ProcedureFact",
+        "FollowupFact",
+        "ComplicationFact",
+        "RetractionFact",
+    }
     assert decode_facts(encode_facts(items)) == items
-    with pytest.raises(UnreadableState):
-        decode_shard(b"\x93\x02\x00\x90")  # another format version
-    with pytest.raises(UnreadableState):
-        decode_facts(b"\xc1")
 
 
-def test_incremental_shard_totals_equal_a_rebuild_and_redelivery_is_ignored() -> None:
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xc1",  # not msgpack
+        b"\x92\x02\x90",  # format version 2
+        b"\x92\x01\x91\x92\xa1p\x92\x09\xa1e",  # a fact with an unknown tag
+    ],
+)
+def test_unreadable_fact_batches_are_refused(raw: bytes) -> None:
+    with pytest.raises(UnreadableState):
+        decode_facts(raw)
+
+
+def test_incremental_totals_equal_a_rebuild_and_redelivery_is_ignored() -> None:
     events = [e for _ in range(5) for e in pathway()]
     items = [(str(e.procedure_id), fact_of(e)) for e in events]
-    state = ShardState(partition=0)
-    totals: dict = {}  # type: ignore[type-arg]
-    first = apply_to_shard(state, items[:17], totals)
-    second = apply_to_shard(state, items, totals)  # 17 redelivered
-    assert (first.applied + second.applied, second.duplicates) == (len(items), 17)
-    assert totals == rebuild_totals([decode_shard(encode_shard(state))])
-    assert totals[next(iter(totals))]["patients"] == 5
+    state = PartitionState()
+    first = apply_facts(state, items[:17])
+    second = apply_facts(state, items)  # 17 redelivered
+    assert (len(first) + len(second), len(items) - len(second)) == (len(items), 17)
+    # Segments in any order rebuild the same state.
+    assert rebuilt([second, first]).totals == state.totals
+    assert rebuilt([first + second]).records == state.records
+    assert state.totals[next(iter(state.totals))]["patients"] == 5
 
 
-def test_shard_key_is_stable_and_bounded() -> None:
-    keys = {shard_key("site-a", f"{i:032x}", 8) for i in range(500)}
-    assert keys == {f"site-a/{n:04d}" for n in range(8)}
-    assert shard_key("site-a", "abc", 8) == shard_key("site-a", "abc", 8)
+def _varied_stream() -> list[Event]:
+    """Pathways plus every case that must leave the follow-up fast path."""
+    first, second, third = pathway(), pathway(), pathway()
+    pid = first[0].procedure_id
+    later_week_1 = _event("followup.recorded", pid, 400, timepoint="week_1", vas=1)
+    no_pre = pathway()
+    procedure_without_pre = parse_event(
+        json.dumps({**no_pre[0].model_dump(mode="json"), "pre_vas": None})
+    )
+    return [
+        *first,
+        *second,
+        *third,
+        procedure_without_pre,
+        *no_pre[1:],
+        later_week_1,  # a second follow-up at one timepoint: the newer wins
+        _event(  # a retracted follow-up
+            "event.retracted", second[0].procedure_id, 500,
+            target_event_id=str(second[2].event_id), reason="entered_in_error",
+        ),
+        _event(  # a retracted procedure voids its record
+            "event.retracted", third[0].procedure_id, 500,
+            target_event_id=str(third[0].event_id), reason="entered_in_error",
+        ),
+    ]  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_batching_and_order_gives_the_totals_of_a_rebuild(data: st.DataObject) -> None:
+    # Batches of one fact take the follow-up fast path wherever it applies.
+    stream = _varied_stream()
+    items = [(str(e.procedure_id), fact_of(e)) for e in stream]
+    shuffled = data.draw(st.permutations(items))
+    state = PartitionState()
+    start = 0
+    while start < len(shuffled):
+        size = data.draw(st.integers(1, 4))
+        apply_facts(state, shuffled[start : start + size])
+        start += size
+    reference = rebuilt([items])
+    assert state.totals == reference.totals
+    assert state.contributions == reference.contributions
+
+
+def test_engine_writes_only_new_facts_and_rebuilds_from_its_segments() -> None:
+    events = [e for _ in range(3) for e in pathway()]
+    items = [(str(e.procedure_id), fact_of(e)) for e in events]
+    engine = OutcomeEngine(CollectorRegistry())
+    table: dict[str, bytes] = {}
+    engine.apply(table, 2, 10, encode_facts(items[:5]))
+    engine.apply(table, 2, 11, encode_facts(items))  # 5 of them redelivered
+    engine.apply(table, 2, 12, encode_facts(items[:5]))  # nothing new: no segment
+    assert sorted(table) == [segment_key(2, 10), segment_key(2, 11)]
+    assert decode_facts(table[segment_key(2, 11)]) == items[5:]
+    assert {segment_partition(key) for key in table} == {2}
+    assert segment_partition(segment_key(3, 7).encode()) == 3  # as RocksDB returns keys
+    before = engine.totals({2})
+    fresh = OutcomeEngine(CollectorRegistry())
+    fresh.rebuild(table.items(), {1, 2})
+    assert fresh.totals({1, 2}) == before
+    assert fresh.totals({1}) == {}
+    fresh.rebuild(table.items(), {1})  # partition 2 moved away
+    assert fresh.totals({1, 2}) == {}
 
 
 def _raw(event_index: int = 0) -> bytes:

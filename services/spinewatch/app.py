@@ -6,8 +6,9 @@ Two agents, each a few lines:
   (valid events become facts, defects go to the dead-letter topic with
   field-level reasons) and forwards one fact batch per site to the internal
   facts topic, keyed by site so that a site's state lives in one partition.
-* `apply` reads fact batches and applies them to the shard table, whose
-  changelog is the durable state.
+* `apply` reads fact batches, applies them to the records of their
+  partition and appends what was new to the segments table, whose changelog
+  is the durable state.
 
 Offsets are committed only after the producer flushed what a batch sent
 (faust flushes before it commits), so at-least-once delivery holds; the
@@ -24,26 +25,20 @@ import faust
 from faust.types import EventT, StreamT
 
 from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
-from spinewatch.adapters.state_codec import (
-    SHARD_CODEC,
-    UnreadableState,
-    decode_facts,
-    encode_facts,
-    register_codecs,
-)
-from spinewatch.engine import MessageOrigin, OutcomeEngine
-from spinewatch.settings import SHARDS_TABLE, Settings
+from spinewatch.adapters.state_codec import UnreadableState
+from spinewatch.engine import OutcomeEngine
+from spinewatch.ingest import MessageOrigin
+from spinewatch.ingest_pool import IngestPool
+from spinewatch.settings import SEGMENTS_TABLE, Settings
 
 log = logging.getLogger(__name__)
 
-# A fact row encodes to 60-250 bytes: 2000 keep a fact batch well under 1 MB.
-MAX_FACTS_PER_MESSAGE = 2000
 
-
-def create_app(settings: Settings, engine: OutcomeEngine, brokers: str) -> faust.App:
+def create_app(
+    settings: Settings, engine: OutcomeEngine, pool: IngestPool, brokers: str
+) -> faust.App:
     if settings.tansu_compat:
         apply_tansu_compat()
-    register_codecs()
     app = faust.App(settings.app_id, **_faust_config(settings, brokers))
 
     events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")
@@ -55,64 +50,61 @@ def create_app(settings: Settings, engine: OutcomeEngine, brokers: str) -> faust
         value_serializer="raw",
     )
     deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
-    shards = _shard_table(app, settings)
+    segments = _segment_table(app, settings)
 
     @app.agent(events, name="ingest")
     async def ingest(stream: StreamT[bytes]) -> None:
         batch_size, within = settings.ingest_batch_max, settings.ingest_batch_within_s
         batches = cast("faust.Stream[bytes]", stream).take_events(batch_size, within=within)
         async for batch in batches:
-            result = engine.ingest((e.value, _origin(e)) for e in batch)
-            for letter in result.dead_letters:
-                await deadletter.send(value=letter.value, headers=letter.headers)
-            for site_id, items in result.facts_by_site.items():
-                # Bounded messages: a batch of bulk messages may hold far
-                # more facts than a broker accepts in one record (1 MB).
-                for start in range(0, len(items), MAX_FACTS_PER_MESSAGE):
-                    chunk = items[start : start + MAX_FACTS_PER_MESSAGE]
-                    await facts.send(key=site_id, value=encode_facts(chunk))
+            async for result in pool.triaged([(e.value, _origin(e)) for e in batch]):
+                engine.count_ingested(result)
+                for letter in result.dead_letters:
+                    await deadletter.send(value=letter.value, headers=letter.headers)
+                for site_id, fact_batch in result.fact_batches:
+                    await facts.send(key=site_id, value=fact_batch)
 
     @app.agent(facts, name="apply")
     async def apply(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
+            message = event.message
             try:
-                items = decode_facts(event.value)
+                engine.apply(segments, message.partition, message.offset, event.value)
             except UnreadableState as exc:  # only if another release wrote the topic
                 log.error("unreadable fact batch at %s: %s", _origin(event), exc)
-                continue
-            engine.apply(shards, event.message.partition, event.key, items)
 
-    # Recovery completes after every rebalance: the totals are then rebuilt
-    # from the shards this worker now actively owns, and nothing else.
-    async def rebuild_totals() -> None:
-        engine.rebuild(shards.items(), active_partitions(app, settings))
+    # Recovery completes after every rebalance: records and totals are then
+    # rebuilt from the segments of the partitions this worker now actively
+    # owns, and nothing else.
+    async def rebuild_state() -> None:
+        engine.rebuild(segments.items(), active_partitions(app, settings))
 
-    shards.on_recover(rebuild_totals)
+    segments.on_recover(rebuild_state)
 
     return app
 
 
-def _shard_table(app: faust.App, settings: Settings) -> Any:
-    # faust picks the changelog codecs from key_type/value_type (JSON unless
-    # they are faust Records), not from a schema: the changelog topic is
-    # declared here with the shard codec, and the table told to write with it.
+def _segment_table(app: faust.App, settings: Settings) -> Any:
+    # Keys and values are raw bytes both in the table and in its changelog:
+    # faust would otherwise pick JSON from key_type/value_type.
     schema: faust.Schema[Any, Any] = faust.Schema(
-        key_type=str, key_serializer="raw", value_serializer=SHARD_CODEC
+        key_type=str, key_serializer="raw", value_type=bytes, value_serializer="raw"
     )
     changelog = app.topic(
         settings.changelog_topic,
         schema=schema,
         partitions=settings.partitions,
-        compacting=True,
+        # Segment keys are unique, so compaction would keep everything anyway.
+        compacting=False,
         deleting=False,
         acks=False,
         internal=True,
     )
     table: Any = app.Table(
-        SHARDS_TABLE, schema=schema, partitions=settings.partitions, changelog_topic=changelog
+        SEGMENTS_TABLE, schema=schema, partitions=settings.partitions, changelog_topic=changelog
     )
     table.key_serializer = "raw"
-    table.value_serializer = SHARD_CODEC
+    table.value_serializer = "raw"
     return table
 
 

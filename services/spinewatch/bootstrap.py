@@ -18,10 +18,12 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from spinewatch.adapters.http import MetricsServer
 from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.lifetime import tune_gc
 from spinewatch.adapters.tansu import EmbeddedBroker
 from spinewatch.app import active_partitions, create_app
 from spinewatch.engine import OutcomeEngine
 from spinewatch.errors import BrokerUnavailable
+from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,15 @@ async def running_worker(
 ) -> AsyncIterator[RunningWorker]:
     """Start one worker on the current event loop; stop it on exit."""
     await ensure_topics(brokers, topic_names(settings), settings.partitions)
+    tune_gc(settings.gc_young_threshold)
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
-    engine = OutcomeEngine(settings.shards_per_site, registry)
-    app = create_app(settings, engine, brokers)
+    engine = OutcomeEngine(registry)
+    pool = IngestPool(
+        settings.ingest_processes, settings.ingest_chunk_bytes, settings.gc_young_threshold
+    )
+    app = create_app(settings, engine, pool, brokers)
     _register_outcome_metrics(registry, engine, app, settings)
     metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
     worker = RunningWorker(settings, engine, app, metrics)
@@ -87,6 +93,7 @@ async def running_worker(
     app.on_startup_finished = on_startup_finished
     await metrics.start()
     try:
+        await pool.start()
         await app.start()
         try:
             await asyncio.wait_for(started.wait(), startup_timeout_s)
@@ -94,7 +101,13 @@ async def running_worker(
             raise BrokerUnavailable(f"worker did not start within {startup_timeout_s} s") from None
         yield worker
     finally:
-        await app.stop()
+        # faust's stop can hang once an agent crashed or the broker went
+        # away; a worker asked to stop must stop regardless.
+        try:
+            await asyncio.wait_for(app.stop(), settings.stop_timeout_s)
+        except TimeoutError:
+            log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
+        await pool.stop()
         await metrics.stop()
 
 

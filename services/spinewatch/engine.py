@@ -1,55 +1,42 @@
 """The outcomes engine's runtime: what the stream agents call, what /metrics reads.
 
-This module holds no Kafka code. The agents (`spinewatch.app`) hand it raw
-message values and table access; it triages, reduces events to facts,
-applies them to shards and keeps the cohort totals of the partitions this
-worker actively owns. Every step is synchronous, so an update of a shard and
-of the totals happens with no await in between: the totals always equal the
-sum over the shards held, even while partitions move.
+This module holds no Kafka code. The agents (`spinewatch.app`) hand it
+triaged batches (`spinewatch.ingest`) to count, and fact batches with table
+access; it applies facts to the records of the partition they belong to,
+and appends what was new to the changelog table as one segment per batch. Every step is
+synchronous, so the records, the totals and the segment written move
+together with no await in between.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, MutableMapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from spinewatch.adapters.state_codec import decode_facts, encode_facts
 from spinewatch.domain.aggregates import add_into
-from spinewatch.domain.contribution import AggregateKey, Contribution, Tally
-from spinewatch.domain.facts import Fact, fact_of
-from spinewatch.domain.shards import ShardState, Totals, apply_to_shard, rebuild_totals, shard_key
-from spinewatch.ingest import Rejected, triage
+from spinewatch.domain.contribution import AggregateKey, Tally
+from spinewatch.domain.facts import Fact
+from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt
+from spinewatch.ingest import IngestResult
 
 log = logging.getLogger(__name__)
 
-ShardTable = MutableMapping[str, ShardState]
+# The changelog table: segment key -> encoded fact batch.
+SegmentTable = MutableMapping[str, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class MessageOrigin:
-    topic: str
-    partition: int
-    offset: int
+def segment_key(partition: int, offset: int) -> str:
+    """Deterministic: a redelivered fact batch rewrites the same segment."""
+    return f"{partition:05d}/{offset:016d}"
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A rejected payload with the reason, for the dead-letter topic."""
-
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass(slots=True)
-class IngestResult:
-    facts_by_site: dict[str, list[tuple[str, Fact]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+def segment_partition(key: str | bytes) -> int:
+    # A disk store (RocksDB) hands raw keys back as bytes.
+    text = key.decode() if isinstance(key, bytes) else key
+    return int(text.partition("/")[0])
 
 
 class EngineMetrics:
@@ -86,130 +73,71 @@ class EngineMetrics:
         )
         self.rebuilds = Counter(
             "spinewatch_state_rebuilds",
-            "Rebuilds of the cohort totals from the shards after partitions moved.",
+            "Rebuilds of the cohort totals from the changelog after partitions moved.",
             registry=registry,
         )
         self.open_procedures = Gauge(
             "spinewatch_procedures_held",
-            "Procedures held in the shards of actively owned partitions.",
+            "Procedures held in actively owned partitions.",
             registry=registry,
         )
 
 
 class OutcomeEngine:
-    def __init__(self, shards_per_site: int, registry: CollectorRegistry) -> None:
-        self.shards_per_site = shards_per_site
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.metrics = EngineMetrics(registry)
-        self.totals_by_partition: dict[int, Totals] = {}
-        # Last contribution of each procedure, per shard key. Kept here, not
-        # only on the shard object, because a disk store (RocksDB) hands out
-        # a freshly decoded shard on every read.
-        self._contributions: dict[str, dict[str, Contribution]] = {}
-        self.procedures_by_partition: dict[int, int] = {}
+        # Records and totals of the partitions this worker actively owns,
+        # rebuilt from the changelog table on every recovery.
+        self.partitions: dict[int, PartitionState] = {}
 
-    # -- ingest: raw message values -> fact batches per site, dead letters
-    def ingest(self, messages: Iterable[tuple[bytes, MessageOrigin]]) -> IngestResult:
-        result = IngestResult()
-        for raw, origin in messages:
-            triaged = triage(raw)
-            bulk = raw.lstrip()[:1] == b"["
-            self.metrics.messages.labels("bulk" if bulk else "single").inc()
-            for event in triaged.accepted:
-                self.metrics.accepted.labels(event.event_type).inc()
-                result.facts_by_site[event.site_id].append(
-                    (str(event.procedure_id), fact_of(event))
-                )
-            for rejected in triaged.rejected:
-                self.metrics.dead_lettered.labels(rejected.reason.value).inc()
-                result.dead_letters.append(_dead_letter(rejected, origin))
-        return result
+    def count_ingested(self, result: IngestResult) -> None:
+        """Add a triaged batch to the stream counters (once per batch, not per event)."""
+        for path, count in result.messages_by_path.items():
+            self.metrics.messages.labels(path).inc(count)
+        for event_type, count in result.accepted_by_type.items():
+            self.metrics.accepted.labels(event_type).inc(count)
+        for reason, count in result.rejected_by_reason.items():
+            self.metrics.dead_lettered.labels(reason).inc(count)
 
-    # -- state: one fact batch (one site) -> shards and totals
-    def apply(
-        self, table: ShardTable, partition: int, site_id: str, items: list[tuple[str, Fact]]
-    ) -> None:
-        by_shard: dict[str, list[tuple[str, Fact]]] = defaultdict(list)
-        for procedure_id, fact in items:
-            by_shard[shard_key(site_id, procedure_id, self.shards_per_site)].append(
-                (procedure_id, fact)
+    # -- state: one fact batch (one site) -> records, totals, one segment
+    def apply(self, table: SegmentTable, partition: int, offset: int, raw: bytes) -> None:
+        items = decode_facts(raw)
+        state = self.partitions.setdefault(partition, PartitionState())
+        new = apply_facts(state, items)
+        self.metrics.applied.inc(len(new))
+        self.metrics.duplicates.inc(len(items) - len(new))
+        if new:
+            # The batch as received when all of it was new (the usual case).
+            table[segment_key(partition, offset)] = (
+                raw if len(new) == len(items) else encode_facts(new)
             )
-        totals = self.totals_by_partition.setdefault(partition, {})
-        for key, group in by_shard.items():
-            state = table.get(key)
-            if state is None:
-                state = ShardState(partition)
-            state.contributions = self._contributions.setdefault(key, state.contributions)
-            held_before = len(state.records)
-            update = apply_to_shard(state, group, totals)
-            self.metrics.applied.inc(update.applied)
-            self.metrics.duplicates.inc(update.duplicates)
-            if update.applied:
-                self.procedures_by_partition[partition] = (
-                    self.procedures_by_partition.get(partition, 0)
-                    + len(state.records)
-                    - held_before
-                )
-                # One changelog write per shard per batch, however many
-                # events of the batch landed in it.
-                table[key] = state
-        self._refresh_held()
+            self._refresh_held()
 
     def rebuild(
-        self, shards: Iterable[tuple[str, ShardState]], active_partitions: set[int]
+        self, segments: Iterable[tuple[str | bytes, bytes]], active_partitions: set[int]
     ) -> None:
-        """Totals from scratch for the partitions this worker now owns."""
-        owned: dict[int, list[ShardState]] = defaultdict(list)
-        self._contributions = {}
-        for key, state in shards:
-            if state.partition in active_partitions:
-                owned[state.partition].append(state)
-                self._contributions[key] = state.contributions
-        self.totals_by_partition = {p: rebuild_totals(owned[p]) for p in active_partitions}
-        self.procedures_by_partition = {
-            p: sum(len(s.records) for s in owned[p]) for p in active_partitions
-        }
+        """Records and totals from scratch for the partitions this worker now owns."""
+        owned: dict[int, list[list[tuple[str, Fact]]]] = {p: [] for p in active_partitions}
+        for key, raw in segments:
+            partition = segment_partition(key)
+            if partition in owned:
+                owned[partition].append(decode_facts(raw))
+        self.partitions = {p: rebuilt(batches) for p, batches in owned.items()}
         self.metrics.rebuilds.inc()
         self._refresh_held()
         log.info("cohort totals rebuilt for partitions %s", sorted(active_partitions))
 
-    def forget(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            self.totals_by_partition.pop(partition, None)
-            self.procedures_by_partition.pop(partition, None)
-        self._refresh_held()
-
     def totals(self, active_partitions: set[int]) -> dict[AggregateKey, Tally]:
         """Cohort totals summed over the actively owned partitions only."""
         summed: dict[AggregateKey, Tally] = {}
-        for partition, totals in self.totals_by_partition.items():
+        for partition, state in self.partitions.items():
             if partition not in active_partitions:
                 continue
-            for key, tally in totals.items():
+            for key, tally in state.totals.items():
                 add_into(summed.setdefault(key, {}), tally)
         return summed
 
     def _refresh_held(self) -> None:
-        self.metrics.open_procedures.set(sum(self.procedures_by_partition.values()))
-
-
-def _dead_letter(rejected: Rejected, origin: MessageOrigin) -> DeadLetter:
-    errors = [
-        {"field": error.location, "code": error.code, "message": error.message}
-        for error in rejected.errors
-    ]
-    headers: list[tuple[str, bytes]] = [
-        ("spinewatch-reason", rejected.reason.value.encode()),
-        ("spinewatch-errors", json.dumps(errors).encode()),
-        ("spinewatch-source-topic", origin.topic.encode()),
-        ("spinewatch-source-partition", str(origin.partition).encode()),
-        ("spinewatch-source-offset", str(origin.offset).encode()),
-    ]
-    if rejected.index is not None:
-        headers.append(("spinewatch-bulk-index", str(rejected.index).encode()))
-    return DeadLetter(rejected.raw, headers)
-
-
-def header_map(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes]) -> dict[str, str]:
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return {name: value.decode() for name, value in items}
+        held = sum(len(state.records) for state in self.partitions.values())
+        self.metrics.open_procedures.set(held)

@@ -27,9 +27,6 @@ class Settings(BaseSettings):
         description="Consumer group id, and the prefix of every topic name.",
     )
     partitions: int = Field(default=4, ge=1, le=256)
-    shards_per_site: int = Field(
-        default=32, ge=1, le=4096, description="State shards per site (changelog keys)."
-    )
     store: Literal["memory://", "rocksdb://"] = "memory://"
     data_dir: Path = Field(default=Path(".spinewatch-data"), description="RocksDB/faust data.")
     metrics_host: str = "127.0.0.1"
@@ -38,9 +35,24 @@ class Settings(BaseSettings):
         default=6066, ge=1, le=65535, description="faust binds it even when its web is off."
     )
     session_timeout_s: float = Field(default=10.0, ge=1.0, le=300.0)
+    ingest_processes: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="Child processes that validate inbound batches; 0 validates inline.",
+    )
+    ingest_chunk_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Inbound bytes triaged per unit of work: bounds fact batches and latency.",
+    )
     ingest_batch_max: int = Field(default=2000, ge=1, le=100_000)
     ingest_batch_within_s: float = Field(default=0.05, gt=0, le=5.0)
     commit_every: int = Field(default=500, ge=1)
+    gc_young_threshold: int = Field(
+        default=10_000, ge=700, description="Allocations between young-generation GC runs."
+    )
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=300.0)
     # Work-arounds for the Tansu broker (see adapters/compat.py); harmless
     # but slower on Apache Kafka, where they should be switched off.
     tansu_compat: bool = True
@@ -60,7 +72,7 @@ class Settings(BaseSettings):
 
     @property
     def changelog_topic(self) -> str:
-        return f"{self.app_id}-{SHARDS_TABLE}-changelog"
+        return f"{self.app_id}-{SEGMENTS_TABLE}-changelog"
 
 
-SHARDS_TABLE = "shards"
+SEGMENTS_TABLE = "segments"

@@ -9,7 +9,7 @@ from scratch, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from spinewatch.contracts import (
@@ -29,6 +29,9 @@ from spinewatch.domain.facts import (
     SUSPECTED_TUMOUR_PROCEDURES,
     SUSPECTED_TUMOUR_WITHOUT_BIOPSY,
     VAS_SCALE,
+    FollowupFact,
+    ProcedureFact,
+    RetractionFact,
     levels_with_leakage_at,
 )
 from spinewatch.domain.records import LiveView, ProcedureRecord
@@ -54,6 +57,7 @@ __all__ = [
     "Contribution",
     "Tally",
     "contribution_of",
+    "followup_delta",
     "levels_with_leakage_at",
     "patients_with",
     "vas_moments",
@@ -103,66 +107,134 @@ class Contribution:
 
 
 def contribution_of(record: ProcedureRecord) -> Contribution | None:
-    """None until the procedure is known (or after it was retracted)."""
+    """None until the procedure is known (or after it was retracted).
+
+    Runs once per touched procedure per batch, so it fills one dict with
+    precomputed tally names instead of chaining generators.
+    """
     view = record.live()
     procedure = view.procedure
     if procedure is None:
         return None
     tally: Tally = {PATIENTS: 1}
-    _count(tally, procedure.intrinsic)
-    _count(tally, _complications(view, procedure.symptomatic_leak))
-    _count(tally, _pain(view, procedure.pre_vas))
-    cohort = CohortKey(
-        procedure.site_id,
-        ProcedureType(procedure.procedure_type),
-        Indication(procedure.indication),
-    )
-    return Contribution(cohort, procedure.operator_ref, tally)
-
-
-def _count(tally: Tally, items: Iterable[tuple[str, int]]) -> None:
-    for name, value in items:
+    for name, value in procedure.intrinsic:
         tally[name] = tally.get(name, 0) + value
+    _count_complications(tally, view, procedure.symptomatic_leak)
+    _count_pain(tally, view, procedure.pre_vas)
+    return Contribution(_cohort_key(procedure), procedure.operator_ref, tally)
 
 
-def _complications(view: LiveView, symptomatic_leak: bool) -> Iterable[tuple[str, int]]:
-    related = set(view.related_complications)
+_COHORT_KEYS: dict[tuple[str, str, str], CohortKey] = {}
+
+
+def _cohort_key(procedure: ProcedureFact) -> CohortKey:
+    # One CohortKey per cohort, shared: cheaper than building enums per
+    # procedure, and the totals dict then hashes a cached object.
+    raw = (procedure.site_id, procedure.procedure_type, procedure.indication)
+    key = _COHORT_KEYS.get(raw)
+    if key is None:
+        key = CohortKey(raw[0], ProcedureType(raw[1]), Indication(raw[2]))
+        _COHORT_KEYS[raw] = key
+    return key
+
+
+_SYMPTOMATIC = ComplicationCategory.SYMPTOMATIC_CEMENT_LEAKAGE.value
+_PATIENTS_WITH = {category.value: patients_with(category) for category in ComplicationCategory}
+
+
+def _count_complications(tally: Tally, view: LiveView, symptomatic_leak: bool) -> None:
+    related = view.related_complications
     if symptomatic_leak:
-        related.add(ComplicationCategory.SYMPTOMATIC_CEMENT_LEAKAGE.value)
-    yield (
-        PATIENTS_WITH_SYMPTOMATIC_LEAKAGE,
-        int(ComplicationCategory.SYMPTOMATIC_CEMENT_LEAKAGE.value in related),
-    )
-    yield PATIENTS_WITH_COMPLICATION, int(bool(related))
+        related = related | {_SYMPTOMATIC}
+    tally[PATIENTS_WITH_SYMPTOMATIC_LEAKAGE] = int(_SYMPTOMATIC in related)
+    tally[PATIENTS_WITH_COMPLICATION] = int(bool(related))
     for category in related:
-        yield f"{PATIENTS_WITH_COMPLICATION}.{category}", 1
+        tally[_PATIENTS_WITH[category]] = 1
 
 
-def _pain(view: LiveView, pre: int | None) -> Iterable[tuple[str, int]]:
+@dataclass(frozen=True, slots=True)
+class _TimepointNames:
+    vas: tuple[str, str, str]
+    change: tuple[str, str, str]
+    eligible: str
+    responders: str
+
+
+_TIMEPOINTS = {
+    timepoint.value: _TimepointNames(
+        vas_moments(f"vas.{timepoint.value}"),
+        vas_moments(f"vas_change.{timepoint.value}"),
+        f"responder_eligible.{timepoint.value}",
+        f"responders.{timepoint.value}",
+    )
+    for timepoint in FollowupTimepoint
+}
+_PRE = vas_moments(PRE_PROCEDURE)
+_WEEK_1 = FollowupTimepoint.WEEK_1.value
+_LESS = AnalgesicUse.LESS.value
+
+
+def _count_pain(tally: Tally, view: LiveView, pre: int | None) -> None:
     if pre is not None:
-        yield from _moments(PRE_PROCEDURE, pre)
-    for timepoint, followup in view.followups.items():
-        if timepoint == FollowupTimepoint.WEEK_1.value and followup.analgesic_use is not None:
-            yield ANALGESIC_REPORTED_WEEK_1, 1
-            yield (
-                ANALGESIC_SAME_OR_MORE_WEEK_1,
-                int(followup.analgesic_use != AnalgesicUse.LESS.value),
-            )
-        if followup.vas is None:
-            continue
-        yield from _moments(f"vas.{timepoint}", followup.vas)
-        if pre is None:
-            continue
-        # Paired change from the same patient's pre-procedure score.
-        yield from _moments(f"vas_change.{timepoint}", followup.vas - pre)
-        if pre > 0:
-            yield f"responder_eligible.{timepoint}", 1
-            responded = (pre - followup.vas) >= RESPONDER_REDUCTION * pre
-            yield f"responders.{timepoint}", int(responded)
+        _add_moments(tally, _PRE, pre)
+    for followup in view.followups.values():
+        _count_followup(tally, followup, pre)
 
 
-def _moments(series: str, scaled: int) -> Iterable[tuple[str, int]]:
-    n, total, squares = vas_moments(series)
-    yield n, 1
-    yield total, scaled
-    yield squares, scaled * scaled
+def _count_followup(tally: Tally, followup: FollowupFact, pre: int | None) -> None:
+    """The tallies one live follow-up adds to its procedure's contribution."""
+    if followup.timepoint == _WEEK_1 and followup.analgesic_use is not None:
+        tally[ANALGESIC_REPORTED_WEEK_1] = 1
+        tally[ANALGESIC_SAME_OR_MORE_WEEK_1] = int(followup.analgesic_use != _LESS)
+    vas = followup.vas
+    if vas is None:
+        return
+    names = _TIMEPOINTS[followup.timepoint]
+    _add_moments(tally, names.vas, vas)
+    if pre is None:
+        return
+    # Paired change from the same patient's pre-procedure score.
+    _add_moments(tally, names.change, vas - pre)
+    if pre > 0:
+        tally[names.eligible] = 1
+        tally[names.responders] = int((pre - vas) >= RESPONDER_REDUCTION * pre)
+
+
+def followup_delta(record: ProcedureRecord) -> Tally | None:
+    """What the record's newest fact, a follow-up, adds to its contribution.
+
+    The common update (a follow-up for a known procedure) changes a
+    contribution by that follow-up's tallies alone, provided nothing in the
+    record can make the live view differ: a single procedure version, no
+    retraction, and no other follow-up at the same timepoint. Then the
+    delta's names are all new to the contribution, and old tally + delta
+    equals `contribution_of(record).tally`. None when the conditions do not
+    hold: the caller then recomputes from scratch.
+    """
+    followup = record.facts[-1]
+    if type(followup) is not FollowupFact:
+        return None
+    procedure: ProcedureFact | None = None
+    for fact in record.facts[:-1]:
+        kind = type(fact)
+        if kind is ProcedureFact:
+            if procedure is not None:
+                return None
+            procedure = fact  # type: ignore[assignment]
+        elif kind is RetractionFact or (
+            kind is FollowupFact and fact.timepoint == followup.timepoint  # type: ignore[union-attr]
+        ):
+            return None
+    if procedure is None:
+        return None
+    delta: Tally = {}
+    _count_followup(delta, followup, procedure.pre_vas)
+    return delta
+
+
+def _add_moments(tally: Tally, names: tuple[str, str, str], scaled: int) -> None:
+    # Each series appears once per procedure: set, not add.
+    n, total, squares = names
+    tally[n] = 1
+    tally[total] = scaled
+    tally[squares] = scaled * scaled

@@ -36,7 +36,11 @@ class ProcedureRecord:
     facts: tuple[Fact, ...] = ()
 
     def has(self, event_id: str) -> bool:
-        return any(fact.event_id == event_id for fact in self.facts)
+        # Runs once per inbound fact; a record holds a handful of facts.
+        for fact in self.facts:  # noqa: SIM110 - any(<genexpr>) is ~3x slower here
+            if fact.event_id == event_id:
+                return True
+        return False
 
     def live(self) -> LiveView:
         """The procedure as currently known, with its latest follow-ups.
