@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from spinewatch.adapters.compat import FETCH_MAX_WAIT_MS
 from spinewatch.bootstrap import running_worker
 from spinewatch.contracts import Indication, ProcedureType
 from spinewatch.synthetic import SiteProfile, default_sites, encode, generate_cohort
@@ -59,6 +60,9 @@ async def test_exact_counts_match_an_independent_expectation(
     )
     settings = make_settings()
     async with running_worker(settings, kafka_bootstrap) as worker:
+        # Tansu work-around 3: the worker's fetches wait briefly, not 1.5 s.
+        consumer = worker.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
         await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
         await _wait_for_expected(worker.metrics.url, expected)
         samples = await scrape_async(f"{worker.metrics.url}/metrics")

@@ -63,6 +63,7 @@ class RunningWorker:
         return {
             "active_partitions": sorted(self.active_partitions()),
             "rebuilds": self.engine.metrics.rebuilds._value.get(),
+            "events_applied": self.engine.metrics.applied._value.get(),
         }
 
 

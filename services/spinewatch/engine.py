@@ -19,7 +19,7 @@ from spinewatch.adapters.state_codec import decode_facts, encode_facts
 from spinewatch.domain.aggregates import add_into
 from spinewatch.domain.contribution import AggregateKey, Tally
 from spinewatch.domain.facts import Fact
-from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt
+from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.ingest import IngestResult
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,11 @@ class EngineMetrics:
 
 
 class OutcomeEngine:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, settle_after: int = 20_000) -> None:
         self.registry = registry
+        # Dirty records a partition may hold before its totals are settled
+        # without a reader asking: bounds the work a scrape can meet.
+        self.settle_after = settle_after
         self.metrics = EngineMetrics(registry)
         # Records and totals of the partitions this worker actively owns,
         # rebuilt from the changelog table on every recovery.
@@ -105,6 +108,8 @@ class OutcomeEngine:
         items = decode_facts(raw)
         state = self.partitions.setdefault(partition, PartitionState())
         new = apply_facts(state, items)
+        if len(state.dirty) >= self.settle_after:
+            settle(state)
         self.metrics.applied.inc(len(new))
         self.metrics.duplicates.inc(len(items) - len(new))
         if new:
@@ -118,7 +123,7 @@ class OutcomeEngine:
         self, segments: Iterable[tuple[str | bytes, bytes]], active_partitions: set[int]
     ) -> None:
         """Records and totals from scratch for the partitions this worker now owns."""
-        owned: dict[int, list[list[tuple[str, Fact]]]] = {p: [] for p in active_partitions}
+        owned: dict[int, list[list[tuple[bytes, Fact]]]] = {p: [] for p in active_partitions}
         for key, raw in segments:
             partition = segment_partition(key)
             if partition in owned:
@@ -134,6 +139,7 @@ class OutcomeEngine:
         for partition, state in self.partitions.items():
             if partition not in active_partitions:
                 continue
+            settle(state)
             for key, tally in state.totals.items():
                 add_into(summed.setdefault(key, {}), tally)
         return summed

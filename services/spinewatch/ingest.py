@@ -146,13 +146,13 @@ class IngestResult:
 def ingest_batch(messages: Iterable[tuple[bytes, MessageOrigin]]) -> IngestResult:
     """Triage message values and reduce the valid events to facts, per site."""
     result = IngestResult()
-    facts_by_site: defaultdict[str, list[tuple[str, Fact]]] = defaultdict(list)
+    facts_by_site: defaultdict[str, list[tuple[bytes, Fact]]] = defaultdict(list)
     for raw, origin in messages:
         triaged = triage(raw)
         result.messages_by_path["bulk" if triaged.bulk else "single"] += 1
         for event in triaged.accepted:
             result.accepted_by_type[event.event_type] += 1
-            facts_by_site[event.site_id].append((str(event.procedure_id), fact_of(event)))
+            facts_by_site[event.site_id].append((event.procedure_id.bytes, fact_of(event)))
         for rejected in triaged.rejected:
             result.rejected_by_reason[rejected.reason.value] += 1
             result.dead_letters.append(_dead_letter(rejected, origin))

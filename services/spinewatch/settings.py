@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
     session_timeout_s: float = Field(default=10.0, ge=1.0, le=300.0)
     ingest_processes: int = Field(
-        default=1,
+        default=2,
         ge=0,
         le=16,
         description="Child processes that validate inbound batches; 0 validates inline.",

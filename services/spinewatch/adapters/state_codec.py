@@ -18,7 +18,7 @@ from spinewatch.domain.facts import Fact
 
 FORMAT_VERSION = 1
 
-FactBatch = list[tuple[str, Fact]]  # (procedure_id, fact)
+FactBatch = list[tuple[bytes, Fact]]  # (procedure id as UUID bytes, fact)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(tuple[int, FactBatch])
@@ -28,7 +28,7 @@ class UnreadableState(ValueError):
     """Bytes that are not a fact batch this release can read."""
 
 
-def encode_facts(items: Sequence[tuple[str, Fact]]) -> bytes:
+def encode_facts(items: Sequence[tuple[bytes, Fact]]) -> bytes:
     return _encoder.encode((FORMAT_VERSION, items))
 
 

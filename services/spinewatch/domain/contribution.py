@@ -9,7 +9,6 @@ from scratch, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from spinewatch.contracts import (
@@ -97,13 +96,18 @@ AggregateKey = tuple[CohortKey, str | None]
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
-    cohort: CohortKey
-    operator_ref: str | None
-    tally: Mapping[str, int]
+    key: AggregateKey  # shared by every procedure of the cohort and operator
+    # Owned by the partition state's cache, which extends it in place when a
+    # follow-up joins (see `followup_delta`): never shared with totals.
+    tally: Tally
 
     @property
-    def key(self) -> AggregateKey:
-        return (self.cohort, self.operator_ref)
+    def cohort(self) -> CohortKey:
+        return self.key[0]
+
+    @property
+    def operator_ref(self) -> str | None:
+        return self.key[1]
 
 
 def contribution_of(record: ProcedureRecord) -> Contribution | None:
@@ -121,20 +125,25 @@ def contribution_of(record: ProcedureRecord) -> Contribution | None:
         tally[name] = tally.get(name, 0) + value
     _count_complications(tally, view, procedure.symptomatic_leak)
     _count_pain(tally, view, procedure.pre_vas)
-    return Contribution(_cohort_key(procedure), procedure.operator_ref, tally)
+    return Contribution(_aggregate_key(procedure), tally)
 
 
-_COHORT_KEYS: dict[tuple[str, str, str], CohortKey] = {}
+_AGGREGATE_KEYS: dict[tuple[str, str, str, str | None], AggregateKey] = {}
 
 
-def _cohort_key(procedure: ProcedureFact) -> CohortKey:
-    # One CohortKey per cohort, shared: cheaper than building enums per
-    # procedure, and the totals dict then hashes a cached object.
-    raw = (procedure.site_id, procedure.procedure_type, procedure.indication)
-    key = _COHORT_KEYS.get(raw)
+def _aggregate_key(procedure: ProcedureFact) -> AggregateKey:
+    # One key object per cohort and operator, shared: cheaper than building
+    # enums per procedure, and the totals dict then hashes a cached object.
+    raw = (
+        procedure.site_id,
+        procedure.procedure_type,
+        procedure.indication,
+        procedure.operator_ref,
+    )
+    key = _AGGREGATE_KEYS.get(raw)
     if key is None:
-        key = CohortKey(raw[0], ProcedureType(raw[1]), Indication(raw[2]))
-        _COHORT_KEYS[raw] = key
+        cohort = CohortKey(raw[0], ProcedureType(raw[1]), Indication(raw[2]))
+        key = _AGGREGATE_KEYS[raw] = (cohort, raw[3])
     return key
 
 

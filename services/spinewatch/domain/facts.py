@@ -45,8 +45,13 @@ def levels_with_leakage_at(site: str) -> str:
     return f"{LEVELS_WITH_LEAKAGE}.{site}"
 
 
+# Event ids are the UUID's 16 bytes: less than half the memory of the text
+# form, no formatting cost per event, and the same order as the text form.
+EventId = bytes
+
+
 class ProcedureFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=0):
-    event_id: str
+    event_id: EventId
     recorded_at_us: int  # epoch microseconds: orders corrected versions
     site_id: str
     procedure_type: str
@@ -59,7 +64,7 @@ class ProcedureFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=
 
 
 class FollowupFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1):
-    event_id: str
+    event_id: EventId
     recorded_at_us: int
     timepoint: str
     vas: int | None  # thousandths
@@ -67,14 +72,14 @@ class FollowupFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1
 
 
 class ComplicationFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=2):
-    event_id: str
+    event_id: EventId
     category: str
     procedure_related: bool
 
 
 class RetractionFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=3):
-    event_id: str
-    target_event_id: str
+    event_id: EventId
+    target_event_id: EventId
 
 
 Fact = ProcedureFact | FollowupFact | ComplicationFact | RetractionFact
@@ -86,7 +91,7 @@ def fact_of(event: Event) -> Fact:
     Runs once per inbound event, so it avoids generators and repeated
     attribute walks: on the bulk path it costs as much as the validation.
     """
-    event_id = str(event.event_id)
+    event_id = event.event_id.bytes
     match event:
         case FollowupRecorded():
             return FollowupFact(
@@ -114,7 +119,7 @@ def fact_of(event: Event) -> Fact:
                 event_id, event.category.value, event.relatedness.counts_as_procedure_related
             )
         case EventRetracted():
-            return RetractionFact(event_id, str(event.target_event_id))
+            return RetractionFact(event_id, event.target_event_id.bytes)
     raise AssertionError(f"unhandled event type {type(event).__name__}")  # pragma: no cover
 
 

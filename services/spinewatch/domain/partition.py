@@ -8,8 +8,11 @@ would, and a batch writes one segment however many procedures it touched
 (no procedure or shard is ever re-encoded).
 
 Cohort totals are the sum of each record's contribution, kept up to date by
-"subtract the old contribution, add the new one" once per touched record
-per batch.
+"subtract the old contribution, add the new one". That update is deferred:
+applying facts only marks their records dirty, and `settle` recomputes each
+dirty record once. A replay delivers a procedure and its follow-ups close
+together, so one recomputation then covers several facts; whoever reads the
+totals settles first, so a read is always exact.
 """
 
 from __future__ import annotations
@@ -30,31 +33,41 @@ from spinewatch.domain.facts import Fact
 from spinewatch.domain.records import ProcedureRecord, apply_fact
 
 Totals = dict[AggregateKey, Tally]
-FactItem = tuple[str, Fact]  # (procedure_id, fact)
+FactItem = tuple[bytes, Fact]  # (procedure id as UUID bytes, fact)
 
 _EMPTY = ProcedureRecord()
 
 
 @dataclass(slots=True)
 class PartitionState:
-    records: dict[str, ProcedureRecord] = field(default_factory=dict)
+    records: dict[bytes, ProcedureRecord] = field(default_factory=dict)
     # Last contribution of each record, so an update can subtract it.
-    contributions: dict[str, Contribution] = field(default_factory=dict)
+    contributions: dict[bytes, Contribution] = field(default_factory=dict)
     totals: Totals = field(default_factory=dict)
+    # Records changed since the totals were last settled, with how many facts
+    # each gained.
+    dirty: Counter[bytes] = field(default_factory=Counter)
 
 
 def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem]:
-    """Add facts to their records, move the totals, return the facts that were new.
+    """Add facts to their records and return the facts that were new.
 
     A fact already held (a redelivery or a replay) is left out of the result,
     so the caller persists only what changed and counts the rest as
-    duplicates.
+    duplicates. The totals are not moved until `settle`.
     """
     new = add_facts(state, items)
-    added = Counter(procedure_id for procedure_id, _ in new)
-    # A procedure that gained exactly one fact may take the follow-up fast path.
-    refresh_contributions(state, added, single_fact={p for p, n in added.items() if n == 1})
+    state.dirty.update(procedure_id for procedure_id, _ in new)
     return new
+
+
+def settle(state: PartitionState) -> None:
+    """Bring the totals up to date with every record changed since the last call."""
+    if not state.dirty:
+        return
+    dirty, state.dirty = state.dirty, Counter()
+    # A record that gained exactly one fact may take the follow-up fast path.
+    refresh_contributions(state, dirty, single_fact={p for p, n in dirty.items() if n == 1})
 
 
 def add_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem]:
@@ -72,7 +85,7 @@ def add_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem
 
 
 def refresh_contributions(
-    state: PartitionState, procedure_ids: Iterable[str], single_fact: Container[str] = ()
+    state: PartitionState, procedure_ids: Iterable[bytes], single_fact: Container[bytes] = ()
 ) -> None:
     """Recompute the contribution of each named record, once, and move the totals.
 
@@ -87,9 +100,7 @@ def refresh_contributions(
         if old is not None and procedure_id in single_fact:
             delta = followup_delta(record)
             if delta is not None:
-                contributions[procedure_id] = Contribution(
-                    old.cohort, old.operator_ref, {**old.tally, **delta}
-                )
+                old.tally.update(delta)  # names new to it: see followup_delta
                 add_into(totals[old.key], delta)
                 continue
         new = contribution_of(record)

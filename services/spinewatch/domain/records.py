@@ -35,7 +35,7 @@ class LiveView:
 class ProcedureRecord:
     facts: tuple[Fact, ...] = ()
 
-    def has(self, event_id: str) -> bool:
+    def has(self, event_id: bytes) -> bool:
         # Runs once per inbound fact; a record holds a handful of facts.
         for fact in self.facts:  # noqa: SIM110 - any(<genexpr>) is ~3x slower here
             if fact.event_id == event_id:

@@ -1,0 +1,73 @@
+"""The ingest pool: child processes give the same result as inline triage."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from spinewatch.adapters.state_codec import decode_facts
+from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
+from spinewatch.ingest_pool import IngestPool, _chunks
+from tests.test_domain import pathway
+
+ORIGIN = MessageOrigin("events", 0, 7)
+
+
+def _batch() -> list[tuple[bytes, MessageOrigin]]:
+    events = [e for _ in range(4) for e in pathway()]
+    bulk = b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+    single = events[0].model_dump_json().encode()
+    return [(bulk, ORIGIN), (single, ORIGIN), (b"{oops", ORIGIN)]
+
+
+def _summary(results: list[IngestResult]) -> tuple[object, ...]:
+    facts = sorted(
+        (site, procedure_id, fact.event_id)
+        for result in results
+        for site, raw in result.fact_batches
+        for procedure_id, fact in decode_facts(raw)
+    )
+    letters = [letter.value for result in results for letter in result.dead_letters]
+    accepted = sum(
+        (result.accepted_by_type for result in results), start=type(results[0].accepted_by_type)()
+    )
+    return (facts, letters, dict(accepted))
+
+
+async def test_child_processes_triage_exactly_like_inline() -> None:
+    batch = _batch()
+    pool = IngestPool(processes=1, chunk_bytes=64, gc_young_threshold=10_000)
+    await pool.start()
+    try:
+        pooled = [result async for result in pool.triaged(batch)]
+    finally:
+        await pool.stop()
+    inline = [ingest_batch(batch)]
+    assert len(pooled) == 3  # 64-byte chunks: one message each
+    assert _summary(pooled) == _summary(inline)
+    assert _summary(inline)[1] == [b"{oops"]
+
+
+async def test_a_dead_child_costs_nothing_the_batch_is_triaged_inline() -> None:
+    batch = _batch()
+    pool = IngestPool(processes=1, chunk_bytes=1 << 20, gc_young_threshold=10_000)
+    await pool.start()
+    try:
+        executor = pool._executor
+        assert executor is not None
+        for pid in list(executor._processes):  # the spawned, warmed child
+            os.kill(pid, signal.SIGKILL)
+        results = [result async for result in pool.triaged(batch)]
+        assert _summary(results) == _summary([ingest_batch(batch)])
+        assert pool._executor is not executor  # replaced for the next batch
+        again = [result async for result in pool.triaged(batch)]
+        assert _summary(again) == _summary(results)
+    finally:
+        await pool.stop()
+
+
+def test_chunks_keep_order_and_bound_bytes() -> None:
+    items = [(bytes(n), ORIGIN) for n in (5, 5, 5, 20, 1)]
+    chunks = list(_chunks(items, 10))
+    assert [[len(b) for b, _ in chunk] for chunk in chunks] == [[5, 5], [5], [20], [1]]
+    assert [item for chunk in chunks for item in chunk] == items
