@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
@@ -71,3 +73,22 @@ def test_chunks_keep_order_and_bound_bytes() -> None:
     chunks = list(_chunks(items, 10))
     assert [[len(b) for b, _ in chunk] for chunk in chunks] == [[5, 5], [5], [20], [1]]
     assert [item for chunk in chunks for item in chunk] == items
+
+
+def test_a_worker_whose_main_module_cannot_be_reimported_triages_inline() -> None:
+    # Spawned children re-import the parent's __main__: from stdin they cannot.
+    script = (
+        "import asyncio\n"
+        "from spinewatch.ingest_pool import IngestPool\n"
+        "async def main():\n"
+        "    pool = IngestPool(1, 1 << 20, 10_000)\n"
+        "    await pool.start()\n"
+        "    print('inline' if pool._executor is None else 'pooled')\n"
+        "    await pool.stop()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "inline"
+    assert "triaging inline instead" in done.stderr

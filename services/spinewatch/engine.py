@@ -84,10 +84,12 @@ class EngineMetrics:
 
 
 class OutcomeEngine:
-    def __init__(self, registry: CollectorRegistry, settle_after: int = 20_000) -> None:
+    def __init__(self, registry: CollectorRegistry, settle_after: int = 5_000) -> None:
         self.registry = registry
         # Dirty records a partition may hold before its totals are settled
-        # without a reader asking: bounds the work a scrape can meet.
+        # without a reader asking: bounds the work a scrape can meet, and
+        # keeps settling interleaved with the ingest processes' work rather
+        # than left for one long pause.
         self.settle_after = settle_after
         self.metrics = EngineMetrics(registry)
         # Records and totals of the partitions this worker actively owns,

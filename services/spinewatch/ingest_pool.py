@@ -43,9 +43,19 @@ class IngestPool:
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
         # Import the contracts in every child now, not on the first batch.
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, ingest_batch, []) for _ in range(self.processes))
-        )
+        try:
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._executor, ingest_batch, [])
+                    for _ in range(self.processes)
+                )
+            )
+        except BrokenProcessPool:
+            # A spawned child re-imports the parent's __main__; when that is
+            # impossible (a REPL, stdin) the worker still runs, inline.
+            log.error("ingest processes could not start; triaging inline instead")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def triaged(self, batch: Batch) -> AsyncIterator[IngestResult]:
         """Results of the batch's chunks, in order.

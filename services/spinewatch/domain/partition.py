@@ -5,7 +5,7 @@ segments, each holding the facts one batch added. The records, and the
 cohort totals derived from them, are a pure function of those facts. So a
 restarted or rebalanced worker rebuilds exactly what a single clean pass
 would, and a batch writes one segment however many procedures it touched
-(no procedure or shard is ever re-encoded).
+(no procedure is ever re-encoded).
 
 Cohort totals are the sum of each record's contribution, kept up to date by
 "subtract the old contribution, add the new one". That update is deferred:

@@ -83,7 +83,7 @@ class ReportRow:
 
 
 def sum_tallies(tallies: Iterable[Mapping[str, int]]) -> Tally:
-    """One cohort tally from several (sites, operators, shards)."""
+    """One cohort tally from several (sites, operators, partitions)."""
     total: Tally = {}
     for tally in tallies:
         add_into(total, tally)
