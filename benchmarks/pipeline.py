@@ -66,7 +66,7 @@ STALL_S = 30.0  # no progress for this long fails a case
 DEADLINE_S = 150.0  # a case may take at most this long
 POLL_S = 0.005
 RSS_POLL_S = 0.5  # a /metrics scrape computes every cohort report: not free
-CASES = ("raw", "faust", "single", "bulk", "rss")
+CASES = ("raw", "faust", "single", "bulk", "restore", "rss")
 
 Message = tuple[bytes, bytes]  # (key, value)
 
@@ -468,7 +468,7 @@ async def bench_spinewatch(
     produce_first: bool,
     profile: bool,
     overrides: dict[str, str],
-) -> CaseResult:
+) -> tuple[CaseResult, Settings, dict[Any, Any]]:
     settings = bench_settings(bootstrap, app_id, tmp, overrides)
     producer_s: float | None = None
     if produce_first:
@@ -496,7 +496,7 @@ async def bench_spinewatch(
             )
             # Totals are settled lazily (on read): the window includes the
             # read that brings them up to date with every applied event.
-            worker.engine.totals(worker.active_partitions())
+            totals = worker.engine.totals(worker.active_partitions())
             elapsed = time.perf_counter() - started
         counts = {
             "applied": applied(),
@@ -520,7 +520,35 @@ async def bench_spinewatch(
         else "first send -> all applied and settled"
     )
     extra = {"ready_to_assigned_s": round(join_s, 3)}
-    return report(CaseResult(case, work.events, len(messages), elapsed, window, producer_s, extra))
+    result = report(
+        CaseResult(case, work.events, len(messages), elapsed, window, producer_s, extra)
+    )
+    return result, settings, totals
+
+
+async def bench_restore(
+    bootstrap: str, settings: Settings, work: Workload, expected: dict[Any, Any]
+) -> CaseResult:
+    """A fresh worker on the same topics: state back from the changelog segments."""
+    started = time.perf_counter()
+    async with bounded_worker(settings, bootstrap) as worker:
+        metrics = worker.engine.metrics
+        await wait_for_count(
+            "restore", lambda: int(metrics.open_procedures._value.get()), work.procedures
+        )
+        totals = worker.engine.totals(worker.active_partitions())
+        elapsed = time.perf_counter() - started
+    if totals != expected:
+        raise BenchmarkFailure("restore: the restored totals differ from the live ones")
+    return report(
+        CaseResult(
+            "spinewatch restore from changelog",
+            work.events,
+            0,
+            elapsed,
+            "worker start (incl. group join) -> state restored, totals equal",
+        )
+    )
 
 
 # --- 5. peak RSS of a worker subprocess ------------------------------------------
@@ -748,19 +776,21 @@ async def run(options: Options, summary: Summary) -> None:
                 if path not in wanted:
                     continue
                 log(f"{number}. spinewatch worker, {path} messages")
-                cases.append(
-                    await bench_spinewatch(
-                        bootstrap,
-                        f"bench-{path}-{run_id}",
-                        f"spinewatch {path} messages",
-                        messages,
-                        work=work,
-                        tmp=tmp,
-                        produce_first=options.produce_first,
-                        profile=options.profile == path,
-                        overrides=options.overrides_for(path),
-                    )
+                result, settings, totals = await bench_spinewatch(
+                    bootstrap,
+                    f"bench-{path}-{run_id}",
+                    f"spinewatch {path} messages",
+                    messages,
+                    work=work,
+                    tmp=tmp,
+                    produce_first=options.produce_first,
+                    profile=options.profile == path,
+                    overrides=options.overrides_for(path),
                 )
+                cases.append(result)
+                if path == "bulk" and "restore" in wanted:
+                    log("   restore: a fresh worker reads the bulk case's changelog")
+                    cases.append(await bench_restore(bootstrap, settings, work, totals))
             if "rss" in wanted and options.rss_procedures:
                 log(f"5. worker subprocess RSS, generating {options.rss_procedures} procedures...")
                 rss_work = make_workload(
