@@ -35,15 +35,33 @@ def comparators(
     indication: str,
 ) -> list[BaselineEntry]:
     """Outcome entries for a metric and cohort, preferred ones first."""
-    found = [
-        entry
-        for entry in catalog.baselines
-        if entry.figure is Figure.OUTCOME
-        and entry.metric == metric
-        and entry.procedure == procedure
-        and entry.indication == indication
-    ]
-    return sorted(found, key=_comparator_order)
+    return list(_outcome_index(catalog).get((metric, procedure, indication), ()))
+
+
+CohortIndex = dict[tuple[str, str, str], tuple[BaselineEntry, ...]]
+
+# A /metrics scrape asks for comparators once per report row (thousands):
+# scanning the catalog each time was ~40% of a scrape. The catalog is
+# immutable, so each one is indexed once. Keyed by id() with the catalog
+# itself kept in the value, so an id cannot be reused while cached.
+_INDEXES: dict[int, tuple[BaselineCatalog, CohortIndex]] = {}
+_INDEXES_KEPT = 8
+
+
+def _outcome_index(catalog: BaselineCatalog) -> CohortIndex:
+    cached = _INDEXES.get(id(catalog))
+    if cached is not None and cached[0] is catalog:
+        return cached[1]
+    grouped: dict[tuple[str, str, str], list[BaselineEntry]] = {}
+    for entry in catalog.baselines:
+        if entry.figure is Figure.OUTCOME:
+            key = (entry.metric, entry.procedure, entry.indication)
+            grouped.setdefault(key, []).append(entry)
+    index = {key: tuple(sorted(entries, key=_comparator_order)) for key, entries in grouped.items()}
+    if len(_INDEXES) >= _INDEXES_KEPT:
+        del _INDEXES[next(iter(_INDEXES))]
+    _INDEXES[id(catalog)] = (catalog, index)
+    return index
 
 
 _TIMEPOINT_ORDER = {timepoint: rank for rank, timepoint in enumerate(BaselineTimepoint)}
