@@ -9,7 +9,10 @@
     +-- CatalogError          the baseline catalog file is malformed or cites
     |                         something that is not in its seed document
     +-- BrokerUnavailable     the Kafka-protocol broker (embedded or
-                              configured) did not start or answer in time
+    |                         configured) did not start or answer in time
+    +-- ChartDesignError      a drift chart parameter (probability, odds
+                              ratio, control limit, ARL target) is outside
+                              its meaningful range
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -56,3 +59,7 @@ class CatalogError(SpinewatchError):
 
 class BrokerUnavailable(SpinewatchError):
     """The Kafka-protocol broker did not start, or did not answer in time."""
+
+
+class ChartDesignError(SpinewatchError, ValueError):
+    """A drift chart parameter outside its meaningful range."""
