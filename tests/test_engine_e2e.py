@@ -146,7 +146,14 @@ async def test_invalid_messages_are_dead_lettered_and_the_stream_goes_on(
     async with running_worker(settings, kafka_bootstrap) as worker:
         await produce(kafka_bootstrap, settings.events_topic, deliveries)
         await _wait_for_expected(worker.metrics.url, expected_counts(cohort.events))
-        samples = await scrape_async(f"{worker.metrics.url}/metrics")
+        # The poison may sit in another partition than the valid events, and
+        # so be triaged after them: wait for the dead letters in their own right.
+        samples = await wait_until(
+            lambda: scrape_async(f"{worker.metrics.url}/metrics"),
+            lambda s: sum_by(s, "spinewatch_events_deadlettered_total") >= 5,
+            30.0,
+            "five dead letters counted",
+        )
         letters = await consume(kafka_bootstrap, settings.deadletter_topic, count=5)
 
     assert len(letters) == 5
