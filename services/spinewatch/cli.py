@@ -7,6 +7,9 @@
     spinewatch worker [--check]         run an outcomes worker (settings from
                                         SPINEWATCH_* variables), or probe one
     spinewatch demo                     run the bundled demonstration
+    spinewatch plan --metric M --procedure P --indication I --volume N/month
+                    [--shift OR] [--arl0-months M | --arl0-cases N] [--json]
+                                        design a drift chart: h, ARL0, ARL1
 
 Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
 """
@@ -23,7 +26,8 @@ from typing import TextIO
 from spinewatch.baselines import load_catalog, verify_catalog
 from spinewatch.contracts import parse_event
 from spinewatch.contracts.export import write_json_schemas
-from spinewatch.errors import InvalidEvent
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.errors import ChartDesignError, InvalidEvent
 from spinewatch.seeds import default_seeds_dir
 
 
@@ -64,7 +68,27 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
     demo.set_defaults(run=_demo)
+
+    plan = commands.add_parser("plan", help="design a drift chart for a cohort and volume")
+    plan.add_argument("--metric", required=True, help="e.g. cement_leakage_rate_per_level")
+    plan.add_argument("--procedure", required=True, type=ProcedureType)
+    plan.add_argument("--indication", required=True, type=Indication)
+    plan.add_argument("--volume", required=True, type=_per_month, help="procedures, e.g. 12/month")
+    plan.add_argument("--shift", type=float, default=2.0, help="odds ratio to detect (default 2)")
+    target = plan.add_mutually_exclusive_group()
+    target.add_argument("--arl0-months", type=float, default=None, help="default 36")
+    target.add_argument("--arl0-cases", type=float, default=None)
+    plan.add_argument("--json", action="store_true", help="one JSON object")
+    plan.set_defaults(run=_plan)
     return parser
+
+
+def _per_month(text: str) -> float:
+    number = text.removesuffix("/month")
+    try:
+        return float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N/month, got {text!r}") from None
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -135,6 +159,29 @@ def _demo(args: argparse.Namespace) -> int:
     from spinewatch.demo import run_demo  # noqa: PLC0415
 
     return run_demo()
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from spinewatch.plan import describe, plan_chart  # noqa: PLC0415 - loads SciPy
+
+    months = args.arl0_months
+    if months is None and args.arl0_cases is None:
+        months = 36.0  # one false alarm per three years at this volume
+    try:
+        plan = plan_chart(
+            args.metric,
+            args.procedure,
+            args.indication,
+            procedures_per_month=args.volume,
+            odds_ratio=args.shift,
+            arl0_months=months,
+            arl0_cases=args.arl0_cases,
+        )
+    except ChartDesignError as exc:
+        print(f"spinewatch plan: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_json()) if args.json else describe(plan))
+    return 0
 
 
 if __name__ == "__main__":

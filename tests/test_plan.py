@@ -1,0 +1,77 @@
+"""`spinewatch plan`: a chart design from the catalog baseline and the site's volume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spinewatch.baselines import load_catalog
+from spinewatch.cli import main
+from spinewatch.domain.arl import run_lengths
+
+
+def _plan(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    assert main(["plan", *args, "--json"]) == 0
+    result: dict[str, object] = json.loads(capsys.readouterr().out)
+    return result
+
+
+def test_plan_json_for_seed_000_leakage(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _plan(
+        capsys,
+        "--metric", "cement_leakage_rate_per_level", "--procedure", "pvp",
+        "--indication", "hemangioma", "--volume", "12/month", "--shift", "2",
+        "--arl0-months", "24",
+    )  # fmt: skip
+    entry = next(e for e in load_catalog().baselines if e.id == "s000.leakage.per_level")
+    assert plan["p0"] == pytest.approx(entry.statistic.value)  # type: ignore[union-attr]
+    citation = plan["citation"]
+    assert isinstance(citation, dict)
+    assert citation["baseline_id"] == "s000.leakage.per_level"
+    assert citation["seed"] == entry.source.seed
+    assert plan["odds_ratio"] == 2.0
+    # The target is 24 months of treated levels at 12 procedures a month.
+    trials_per_month = plan["trials_per_month"]
+    assert isinstance(trials_per_month, float)
+    assert 24 <= plan["arl0_months"] < 24 * 1.05  # type: ignore[operator]
+    assert plan["arl0"] == pytest.approx(plan["arl0_months"] * trials_per_month)  # type: ignore[operator]
+    assert plan["arl1_months"] == pytest.approx(plan["arl1"] / trials_per_month)  # type: ignore[operator]
+    # h reproduces the reported run lengths.
+    arl0, arl1 = run_lengths([(plan["p0"], 1.0)], 2.0, plan["h"])  # type: ignore[list-item, arg-type]
+    assert arl0 == pytest.approx(plan["arl0"])
+    assert arl1 == pytest.approx(plan["arl1"])
+
+
+def test_a_published_range_is_charted_against_its_upper_bound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan = _plan(
+        capsys,
+        "--metric", "complication_rate", "--procedure", "pvp", "--indication", "osteoporotic",
+        "--volume", "20/month", "--arl0-cases", "1000",
+    )  # fmt: skip
+    assert plan["p0_basis"] == "upper bound of the published range"
+    assert plan["p0"] == pytest.approx(0.03)  # seed 003: Pilitis, 1-3% in osteoporotic collapse
+    assert 1000 <= plan["arl0"] < 1050  # type: ignore[operator]
+
+
+def test_a_zero_baseline_is_a_sentinel_not_a_chart(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "plan", "--metric", "pulmonary_cement_embolism_rate", "--procedure", "pvp",
+            "--indication", "hemangioma", "--volume", "8/month",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    assert "sentinel" in capsys.readouterr().err
+
+
+def test_text_plan_states_delay_in_cases_and_months(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--metric", "complication_rate", "--procedure", "pvp", "--indication", "metastasis"]
+    assert main(["plan", *args, "--volume", "8/month"]) == 0
+    text = capsys.readouterr().out
+    assert "s003.pilitis.metastasis" in text
+    assert "months at 8 procedures/month" in text
+    assert main(["plan", "--metric", "nonsense", *args[2:], "--volume", "8/month"]) == 1
+    assert "choose from" in capsys.readouterr().err
