@@ -28,6 +28,14 @@ from spinewatch.domain.funnel import (
     funnel_limits,
     overdispersion_factor,
 )
+from spinewatch.domain.vas_chart import (
+    calibrate_vas,
+    new_vas_chart,
+    observe_change,
+    simulate_vas_run_lengths,
+    standardised,
+    vas_arl,
+)
 from spinewatch.errors import ChartDesignError
 
 LN2, LN11 = math.log(2.0), math.log(1.1)
@@ -224,3 +232,33 @@ def test_overdispersion_is_one_for_chance_spread_and_widens_real_spread() -> Non
     exact = funnel_limits(400, 0.1)[0]
     widened = funnel_limits(400, 0.1, overdispersion=phi)[0]
     assert widened.high - widened.low > exact.high - exact.low
+
+
+def test_vas_cusum_arl_matches_published_values_and_monte_carlo() -> None:
+    # Montgomery, Introduction to Statistical Quality Control, table 9.3:
+    # k = 0.5, h = 4: ARL0 = 336, ARL at a 1-SD shift = 8.38.
+    assert vas_arl(0.5, 4.0) == pytest.approx(336, abs=1)
+    assert vas_arl(0.5, 4.0, mean_shift=1.0) == pytest.approx(8.38, abs=0.02)
+    for reference, limit, shift in ((0.25, 6.0, 0.0), (0.5, 5.0, 0.5)):
+        exact = vas_arl(reference, limit, mean_shift=shift)
+        simulated = simulate_vas_run_lengths(reference, limit, mean_shift=shift, runs=3000, seed=11)
+        standard_error = simulated.std(ddof=1) / math.sqrt(len(simulated))
+        assert abs(exact - simulated.mean()) < 3.5 * standard_error
+
+
+def test_vas_chart_calibration_and_change_point() -> None:
+    design = calibrate_vas(1.0, 500.0)
+    assert 500 <= design.arl0 < 1.05 * 500
+    assert design.arl1 < 15
+    # Less relief than published: z drifts up by 1 SD after patient 30.
+    rng = random.Random(5)
+    state = new_vas_chart(1.0, design.limit)
+    for i in range(120):
+        state = observe_change(state, rng.gauss(1.0 if i >= 30 else 0.0, 1.0))
+    first = next(s for s in state.signals if s.case_index >= 30)
+    assert first.case_index - 30 < 40
+    assert 20 <= first.change_point <= first.case_index
+    # Standardisation uses the baseline mean and SD (VAS change, points).
+    assert standardised(-2.0, -4.0, 2.0) == pytest.approx(1.0)
+    with pytest.raises(ChartDesignError):
+        standardised(-2.0, -4.0, 0.0)
