@@ -1,8 +1,8 @@
 """End-to-end with worker processes: SIGKILL mid-stream, and scale-out.
 
 Exactness is a property of the design (per-procedure fact sets keyed by
-event id, totals rebuilt from the shards on every assignment), so the tests
-demand equality with a clean single pass, not closeness.
+event id, totals rebuilt from the changelog segments on every assignment),
+so the tests demand equality with a clean single pass, not closeness.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure parts of the engine: facts, codecs, triage and shards (no Kafka)."""
+"""Pure parts of the engine: facts, codecs, triage and partition state (no Kafka)."""
 
 from __future__ import annotations
 

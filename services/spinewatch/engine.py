@@ -3,9 +3,9 @@
 This module holds no Kafka code. The agents (`spinewatch.app`) hand it
 triaged batches (`spinewatch.ingest`) to count, and fact batches with table
 access; it applies facts to the records of the partition they belong to,
-and appends what was new to the changelog table as one segment per batch. Every step is
-synchronous, so the records, the totals and the segment written move
-together with no await in between.
+and appends what was new to the changelog table as one segment per
+batch. Every step is synchronous, so the records, the totals and the
+segment written move together with no await in between.
 """
 
 from __future__ import annotations
