@@ -28,6 +28,8 @@ from spinewatch.synthetic_calibration import (
     ASSUMED_MISSED_FOLLOWUP,
     ASSUMED_OPERATIVE_CV,
     SHAPES,
+    UNRELATED_CATEGORIES,
+    any_complication_rate,
     calibrated_rate,
     calibrated_stat,
     complication_rate,
@@ -182,13 +184,25 @@ def _level(
 
 
 def _complications(case: _Case, levels: list[Event]) -> tuple[list[Event], int | None]:
-    """Complications of an augmentation procedure, and the day of death if any."""
+    """Complications of an augmentation procedure, and the day of death if any.
+
+    At most one procedure-related complication per patient, at the cohort's
+    any-complication figure, its category in proportion to the category
+    figures; deaths (the disease, not the procedure) are drawn apart.
+    """
     if not case.procedure.is_vertebral_augmentation:
         return [], None  # the catalog has no complication figures for other pathways
-    rng, found, death_day = case.rng, [], None
-    for category, ((low, high), severities, relatedness) in SHAPES.items():
-        if rng.random() >= complication_rate(category, case.indication):
-            continue
+    rng, drawn = case.rng, []
+    related = [c for c in SHAPES if c not in UNRELATED_CATEGORIES]
+    weights = [complication_rate(c, case.indication) for c in related]
+    if sum(weights) > 0 and rng.random() < any_complication_rate(case.indication):
+        drawn.append(rng.choices(related, weights)[0])
+    drawn += [
+        c for c in UNRELATED_CATEGORIES if rng.random() < complication_rate(c, case.indication)
+    ]
+    found, death_day = [], None
+    for category in drawn:
+        (low, high), severities, relatedness = SHAPES[category]
         day = rng.randint(low, high)
         occurred = case.when + timedelta(days=day, hours=rng.randint(1, 12))
         recorded = occurred + timedelta(hours=rng.randint(0, 7 * 24))
