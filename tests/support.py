@@ -94,13 +94,18 @@ async def wait_until(
 ) -> T:
     """Poll `probe` until `done(result)`; fail with the last result at the deadline."""
     deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     result = await probe()
     while not done(result):
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout_s} s waiting for {what}: {result!r}"[:2000]
             )
-        await asyncio.sleep(0.1)
+        # Wait at least as long as the probe took: a /metrics scrape costs the
+        # worker and the parser real CPU, and polling it back to back on two
+        # cores slowed the very processing it waits for.
+        await asyncio.sleep(max(0.1, time.monotonic() - started))
+        started = time.monotonic()
         result = await probe()
     return result
 
