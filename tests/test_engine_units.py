@@ -44,7 +44,7 @@ def test_fact_batches_round_trip_through_the_codec() -> None:
     "raw",
     [
         b"\xc1",  # not msgpack
-        b"\x92\x02\x90",  # format version 2
+        b"\x92\x09\x90",  # format version 9
         b"\x92\x01\x91\x92\xa1p\x92\x09\xa1e",  # a fact with an unknown tag
     ],
 )

@@ -16,7 +16,8 @@ import msgspec
 
 from spinewatch.domain.facts import Fact
 
-FORMAT_VERSION = 1
+# 2: procedure facts carry their clinical time (occurred_at) for the drift charts.
+FORMAT_VERSION = 2
 
 FactBatch = list[tuple[bytes, Fact]]  # (procedure id as UUID bytes, fact)
 

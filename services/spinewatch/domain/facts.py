@@ -53,6 +53,7 @@ EventId = bytes
 class ProcedureFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=0):
     event_id: EventId
     recorded_at_us: int  # epoch microseconds: orders corrected versions
+    occurred_at_us: int  # clinical time: orders cases on the drift charts
     site_id: str
     procedure_type: str
     indication: str
@@ -106,6 +107,7 @@ def fact_of(event: Event) -> Fact:
             return ProcedureFact(
                 event_id,
                 _micros(event.recorded_at),
+                _micros(event.occurred_at),
                 event.site_id,
                 event.procedure_type.value,
                 event.indication.value,
