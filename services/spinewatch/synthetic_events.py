@@ -27,13 +27,15 @@ from spinewatch.synthetic_calibration import (
     ASSUMED_LEVEL_COUNTS,
     ASSUMED_MISSED_FOLLOWUP,
     ASSUMED_OPERATIVE_CV,
+    RELATED_CATEGORIES,
     SHAPES,
     UNRELATED_CATEGORIES,
-    any_complication_rate,
     calibrated_rate,
     calibrated_stat,
     complication_rate,
     leakage_rate,
+    other_complication_rate,
+    symptomatic_leak_given_leak,
 )
 
 if TYPE_CHECKING:  # only for annotations: spinewatch.synthetic imports this module
@@ -124,7 +126,8 @@ def _procedure(case: _Case, operator: str, odds_ratio: float) -> Event:
     recorded = case.when + timedelta(minutes=rng.randint(30, 36 * 60))
     base = leakage_rate(case.procedure, case.indication)
     leak_p = odds_ratio * base / (1 - base + odds_ratio * base)  # odds times odds_ratio
-    levels = [_level(rng, v, case.procedure, leak_p) for v in _vertebrae(rng)]
+    symptomatic_p = symptomatic_leak_given_leak(case.procedure, case.indication)
+    levels = [_level(rng, v, case.procedure, leak_p, symptomatic_p) for v in _vertebrae(rng)]
     biopsy = rng.random() < ASSUMED_BIOPSY[case.indication.is_suspected_tumour]
     event = _envelope(case, "procedure.performed", case.when, recorded) | {
         "procedure_type": case.procedure.value,
@@ -156,7 +159,11 @@ def _vertebrae(rng: random.Random) -> list[Vertebra]:
 
 
 def _level(
-    rng: random.Random, vertebra: Vertebra, procedure: ProcedureType, leak_p: float
+    rng: random.Random,
+    vertebra: Vertebra,
+    procedure: ProcedureType,
+    leak_p: float,
+    symptomatic_p: float,
 ) -> Event:
     if not procedure.is_vertebral_augmentation:
         return {"vertebra": vertebra.value}  # no cement injected, nothing to leak
@@ -169,9 +176,7 @@ def _level(
     site = _pick(
         rng, {s: calibrated_rate(f"leakage_site.{s}") for s in ("paravertebral", "foraminal")}
     )
-    symptomatic = rng.random() < calibrated_rate("leakage_symptomatic.numerator") / calibrated_rate(
-        "leakage_symptomatic.denominator"
-    )
+    symptomatic = rng.random() < symptomatic_p
     # A level nobody imaged reports no leak (and leaves the denominator).
     reported = leaks and imaging != "not_assessed"
     return {
@@ -186,17 +191,18 @@ def _level(
 def _complications(case: _Case, levels: list[Event]) -> tuple[list[Event], int | None]:
     """Complications of an augmentation procedure, and the day of death if any.
 
-    At most one procedure-related complication per patient, at the cohort's
-    any-complication figure, its category in proportion to the category
-    figures; deaths (the disease, not the procedure) are drawn apart.
+    At most one procedure-related complication per patient besides a
+    symptomatic leak (drawn with the levels), at the share of the cohort's
+    any-complication figure that symptomatic leaks leave, its category in
+    proportion to the category figures; deaths (the disease, not the
+    procedure) are drawn apart.
     """
     if not case.procedure.is_vertebral_augmentation:
         return [], None  # the catalog has no complication figures for other pathways
     rng, drawn = case.rng, []
-    related = [c for c in SHAPES if c not in UNRELATED_CATEGORIES]
-    weights = [complication_rate(c, case.indication) for c in related]
-    if sum(weights) > 0 and rng.random() < any_complication_rate(case.indication):
-        drawn.append(rng.choices(related, weights)[0])
+    weights = [complication_rate(c, case.indication) for c in RELATED_CATEGORIES]
+    if sum(weights) > 0 and rng.random() < other_complication_rate(case.indication):
+        drawn.append(rng.choices(RELATED_CATEGORIES, weights)[0])
     drawn += [
         c for c in UNRELATED_CATEGORIES if rng.random() < complication_rate(c, case.indication)
     ]
