@@ -115,7 +115,13 @@ def outcome_samples(samples: dict[Sample, float]) -> dict[Sample, float]:
     return {key: value for key, value in samples.items() if key[0].startswith(OUTCOME_PREFIXES)}
 
 
-OUTCOME_PREFIXES = ("spinewatch_outcome_", "spinewatch_vas_", "spinewatch_baseline_")
+# Drift charts included: they too must come out exactly equal after a restart.
+OUTCOME_PREFIXES = (
+    "spinewatch_outcome_",
+    "spinewatch_vas_",
+    "spinewatch_baseline_",
+    "spinewatch_drift_",
+)
 
 
 def value(samples: dict[Sample, float], name: str, **labels: str) -> float:

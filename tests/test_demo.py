@@ -30,4 +30,19 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
     assert re.search(r"/metrics served \d{3,} series", text)
     # Seed 000's leakage baseline is shown next to a PVP/hemangioma cohort.
     assert "vs 3/28 (10.7%) (s000.leakage.per_level)" in text
+    # The drifting site's leakage chart signals, after the change began,
+    # with the estimated change point; the stable sites are accounted for.
+    truth = re.search(r"leakage odds doubled from its procedures of (\S+)\)", text)
+    signal = re.search(
+        r"SIGNAL riverside / cement_leakage_rate_per_level: at case \d+ \((\S+)\), "
+        r"CUSUM ([\d.]+) >= h ([\d.]+)\n\s+change point estimated at case \d+ \((\S+)\)",
+        text,
+    )
+    assert truth is not None
+    assert signal is not None, text[-1500:]
+    signalled, statistic, limit, change_point = signal.groups()
+    assert signalled >= truth.group(1)
+    assert change_point <= signalled
+    assert float(statistic) >= float(limit)
+    assert re.search(r"stable sites (\(|: false alarms)", text)
     assert "broker and worker stopped" in text

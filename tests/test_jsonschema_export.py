@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from spinewatch.cli import main
 from spinewatch.contracts import EVENT_MODELS
-from spinewatch.contracts.export import event_json_schemas, render, schema_file_name
+from spinewatch.contracts.export import DRIFT_MODELS, event_json_schemas, render, schema_file_name
 from tests.strategies import any_event, procedure_performed
 
 COMMITTED = Path(__file__).resolve().parents[1] / "schemas" / "json-schema"
@@ -39,10 +39,11 @@ def test_cli_writes_one_schema_per_event_type(
 ) -> None:
     assert main(["schemas", "--out", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(schema_file_name(t) for t in EVENT_MODELS)
+    types = [*EVENT_MODELS, *DRIFT_MODELS]
+    assert written == sorted(schema_file_name(t) for t in types)
     for name in written:
         Draft202012Validator.check_schema(json.loads((tmp_path / "out" / name).read_text()))
-    assert len(capsys.readouterr().out.splitlines()) == len(EVENT_MODELS)
+    assert len(capsys.readouterr().out.splitlines()) == len(types)
 
 
 @settings(max_examples=150)

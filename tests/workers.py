@@ -35,7 +35,9 @@ class WorkerProcess:
         env = dict(os.environ)
         for name, value in self.settings.model_dump(mode="json").items():
             if value is not None:
-                env[f"SPINEWATCH_{name.upper()}"] = str(value)
+                # Complex fields (tuples) are read from the environment as JSON.
+                text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+                env[f"SPINEWATCH_{name.upper()}"] = text
         self.process = subprocess.Popen(
             [sys.executable, "-m", "spinewatch.cli", "worker"],
             env=env,

@@ -42,14 +42,9 @@ def create_app(
     app = faust.App(settings.app_id, **_faust_config(settings, brokers))
 
     events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")
-    facts = app.topic(
-        settings.facts_topic,
-        key_type=str,
-        key_serializer="raw",
-        value_type=bytes,
-        value_serializer="raw",
-    )
+    facts = _keyed_topic(app, settings.facts_topic)
     deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
+    drift = _keyed_topic(app, settings.drift_topic)
     segments = _segment_table(app, settings)
 
     @app.agent(events, name="ingest")
@@ -73,6 +68,14 @@ def create_app(
             except UnreadableState as exc:  # only if another release wrote the topic
                 log.error("unreadable fact batch at %s: %s", _origin(event), exc)
 
+    # Charts are refolded on a timer rather than per event: one refold covers
+    # everything that arrived since the last, and signals go out keyed by site.
+    @app.timer(interval=settings.drift_interval_s, name="drift")  # type: ignore[untyped-decorator]
+    async def publish_drift() -> None:
+        engine.refresh_drift(active_partitions(app, settings))
+        for site_id, message in engine.drift.take_outbox():
+            await drift.send(key=site_id, value=message.model_dump_json().encode())
+
     # Recovery completes after every rebalance: records and totals are then
     # rebuilt from the segments of the partitions this worker now actively
     # owns, and nothing else.
@@ -82,6 +85,13 @@ def create_app(
     segments.on_recover(rebuild_state)
 
     return app
+
+
+def _keyed_topic(app: faust.App, name: str) -> Any:
+    """A topic of raw bytes keyed by site id (raw too: no JSON round trip)."""
+    return app.topic(
+        name, key_type=str, key_serializer="raw", value_type=bytes, value_serializer="raw"
+    )
 
 
 def _segment_table(app: faust.App, settings: Settings) -> Any:

@@ -21,6 +21,9 @@ from spinewatch.adapters.kafka_admin import ensure_topics
 from spinewatch.adapters.lifetime import tune_gc
 from spinewatch.adapters.tansu import EmbeddedBroker
 from spinewatch.app import active_partitions, create_app
+from spinewatch.baselines import load_catalog
+from spinewatch.domain.drift_design import design_charts
+from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
 from spinewatch.errors import BrokerUnavailable
 from spinewatch.ingest_pool import IngestPool
@@ -46,6 +49,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.facts_topic,
         settings.deadletter_topic,
         settings.changelog_topic,
+        settings.drift_topic,
     ]
 
 
@@ -77,7 +81,7 @@ async def running_worker(
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
-    engine = OutcomeEngine(registry)
+    engine = OutcomeEngine(registry, drift=drift_monitor(settings))
     pool = IngestPool(
         settings.ingest_processes, settings.ingest_chunk_bytes, settings.gc_young_threshold
     )
@@ -112,10 +116,36 @@ async def running_worker(
         await metrics.stop()
 
 
+def drift_monitor(settings: Settings) -> DriftMonitor:
+    """The monitored charts, designed from the catalog for the configured ARL0.
+
+    Runs before anything starts, so an impossible design (a metric with
+    nothing to chart, an unreachable ARL0) stops the worker at start-up
+    with the reason, not mid-stream.
+    """
+    charts = design_charts(
+        load_catalog(),
+        settings.drift_metrics,
+        settings.drift_odds_ratios,
+        settings.drift_arl0_cases,
+    )
+    for chart in charts:
+        log.info(
+            "drift chart %s: h=%.3f, ARL0 %.0f, ARL1 %.0f cases, %d strata",
+            chart.name,
+            chart.design.limit,
+            chart.design.arl0,
+            chart.design.arl1,
+            len(chart.strata),
+        )
+    return DriftMonitor(charts, settings.drift_resolve_after_cases)
+
+
 def _register_outcome_metrics(
     registry: CollectorRegistry, engine: OutcomeEngine, app: faust.App, settings: Settings
 ) -> None:
     # Imported late: the collector pulls in the baseline catalog.
-    from spinewatch.adapters.prometheus import OutcomeCollector  # noqa: PLC0415
+    from spinewatch.adapters.prometheus import DriftCollector, OutcomeCollector  # noqa: PLC0415
 
     registry.register(OutcomeCollector(engine, lambda: active_partitions(app, settings)))
+    registry.register(DriftCollector(engine, lambda: active_partitions(app, settings)))

@@ -5,7 +5,11 @@ one worker, streams a seeded synthetic cohort (several sites, calibrated on
 the catalog baselines, with follow-ups, redelivered duplicates, a follow-up
 that arrives before its procedure, a late follow-up, retractions and one
 malformed message) through the real pipeline, serves /metrics while it
-runs, prints observed against baseline per cohort, and stops everything.
+runs, prints observed against baseline per cohort, then the drift charts:
+one site's leakage odds double a third of the way through its year, and
+the demo prints the signal the worker published for it, with the
+estimated change point, and whether the stable sites stayed in control.
+It stops everything it started.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from spinewatch.baselines import load_catalog
 from spinewatch.bootstrap import RunningWorker, kafka_brokers, running_worker
+from spinewatch.demo_drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
 from spinewatch.domain.aggregates import ALL, cohort_views
 from spinewatch.domain.report import ReportRow, cohort_report
 from spinewatch.settings import Settings
@@ -54,7 +59,9 @@ async def _demo(out: TextIO) -> int:
     # A fresh app id per run: against a configured broker, an earlier run's
     # topics and offsets must not mix into this one.
     settings = Settings(app_id=f"spinewatch-demo-{uuid.uuid4().hex[:8]}", metrics_port=0)
-    cohort = generate_cohort(DEMO_SEED, default_sites(DEMO_PROCEDURES))
+    sites = with_drifting_site(default_sites(DEMO_PROCEDURES))
+    cohort = generate_cohort(DEMO_SEED, sites)
+    began = drift_start(cohort.events, next(s for s in sites if s.site_id == DRIFTING_SITE))
     started = time.monotonic()
     async with kafka_brokers(settings) as brokers:
         where = "embedded Tansu" if settings.kafka_brokers is None else "configured"
@@ -66,6 +73,7 @@ async def _demo(out: TextIO) -> int:
             series = await asyncio.to_thread(_scrape_series_count, worker.metrics.url)
             _print_counts(worker, cohort, series, out)
             _print_table(worker, out)
+            await print_drift(worker, brokers, sites, began, out)
     print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
     return 0
 

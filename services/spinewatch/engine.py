@@ -20,6 +20,7 @@ from spinewatch.domain.aggregates import add_into
 from spinewatch.domain.contribution import AggregateKey, Tally
 from spinewatch.domain.facts import Fact
 from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
+from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.ingest import IngestResult
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,12 @@ class EngineMetrics:
 
 
 class OutcomeEngine:
-    def __init__(self, registry: CollectorRegistry, settle_after: int = 5_000) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        settle_after: int = 5_000,
+        drift: DriftMonitor | None = None,
+    ) -> None:
         self.registry = registry
         # Dirty records a partition may hold before its totals are settled
         # without a reader asking: bounds the work a scrape can meet, and
@@ -95,6 +101,8 @@ class OutcomeEngine:
         # Records and totals of the partitions this worker actively owns,
         # rebuilt from the changelog table on every recovery.
         self.partitions: dict[int, PartitionState] = {}
+        # Drift charts follow every settled change (none when no metric is monitored).
+        self.drift = drift or DriftMonitor((), resolve_after_cases=1)
 
     def count_ingested(self, result: IngestResult) -> None:
         """Add a triaged batch to the stream counters (once per batch, not per event)."""
@@ -111,7 +119,7 @@ class OutcomeEngine:
         state = self.partitions.setdefault(partition, PartitionState())
         new = apply_facts(state, items)
         if len(state.dirty) >= self.settle_after:
-            settle(state)
+            self._settle(partition, state)
         self.metrics.applied.inc(len(new))
         self.metrics.duplicates.inc(len(items) - len(new))
         if new:
@@ -131,6 +139,7 @@ class OutcomeEngine:
             if partition in owned:
                 owned[partition].append(decode_facts(raw))
         self.partitions = {p: rebuilt(batches) for p, batches in owned.items()}
+        self.drift.rebuild(self.partitions)
         self.metrics.rebuilds.inc()
         self._refresh_held()
         log.info("cohort totals rebuilt for partitions %s", sorted(active_partitions))
@@ -141,10 +150,21 @@ class OutcomeEngine:
         for partition, state in self.partitions.items():
             if partition not in active_partitions:
                 continue
-            settle(state)
+            self._settle(partition, state)
             for key, tally in state.totals.items():
                 add_into(summed.setdefault(key, {}), tally)
         return summed
+
+    def refresh_drift(self, active_partitions: set[int]) -> None:
+        """Settle, then refold the charts that changed; new messages go to the outbox."""
+        for partition in active_partitions:
+            state = self.partitions.get(partition)
+            if state is not None:
+                self._settle(partition, state)
+        self.drift.refresh(active_partitions)
+
+    def _settle(self, partition: int, state: PartitionState) -> None:
+        self.drift.track(partition, state, settle(state))
 
     def _refresh_held(self) -> None:
         held = sum(len(state.records) for state in self.partitions.values())

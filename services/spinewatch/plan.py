@@ -17,22 +17,21 @@ cannot be charted: every such event is a sentinel, paged on occurrence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.arl import ChartDesign, calibrate, shifted_probability
-from spinewatch.domain.baseline_match import BaselineMatch, baseline_for
-from spinewatch.domain.report_metrics import RATE_METRICS, RateMetric
+from spinewatch.domain.baseline_match import BaselineMatch, metric_baseline
+from spinewatch.domain.drift_design import P0Basis, chart_probability, monitorable_metrics
+from spinewatch.domain.report_metrics import RateMetric
 from spinewatch.errors import ChartDesignError
 
 # Seed 000: "26 patients" with "28 vertebrae" treated. A per-level metric
 # takes about this many trials per procedure.
 LEVELS_PER_PROCEDURE = 28 / 26
 DAYS_PER_MONTH = 365.25 / 12
-
-P0Basis = Literal["published value", "upper bound of the published range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +86,6 @@ class ChartPlan:
         }
 
 
-def monitorable_metrics() -> dict[str, RateMetric]:
-    """Rate metrics with a catalog comparator (expected-zero rules are not charted)."""
-    return {m.name: m for m in RATE_METRICS if m.catalog_metric is not None and not m.expected_zero}
-
-
 def plan_chart(
     metric_name: str,
     procedure: ProcedureType,
@@ -110,41 +104,17 @@ def plan_chart(
         raise ChartDesignError(
             f"no chart for {metric_name!r}; choose from: {', '.join(monitorable_metrics())}"
         )
-    match = baseline_for(
-        catalog or load_catalog(),
-        metric.catalog_metric,
-        procedure,
-        indication,
-        unit=metric.unit,
-        timepoint=metric.timepoint,
-    )
+    match = metric_baseline(catalog or load_catalog(), metric, procedure, indication)
     if match is None:
         raise ChartDesignError(
             f"the catalog has no baseline for {metric_name} in {procedure.value} / "
             f"{indication.value}"
         )
-    p0, basis = _chart_probability(match)
+    p0, basis = chart_probability(match)
     per_procedure = LEVELS_PER_PROCEDURE if metric.unit == "treated_level" else 1.0
     target = _target_arl0(arl0_months, arl0_cases, procedures_per_month * per_procedure)
     design = calibrate([(p0, 1.0)], odds_ratio, target)
     return ChartPlan(metric, procedure, indication, match, p0, basis, design, procedures_per_month)
-
-
-def _chart_probability(match: BaselineMatch) -> tuple[float, P0Basis]:
-    if match.value is not None:
-        p0, basis = match.value, "published value"
-    elif match.high is not None:
-        p0, basis = match.high, "upper bound of the published range"
-    else:
-        raise ChartDesignError(f"baseline {match.entry_id} gives no proportion to chart")
-    if p0 <= 0.0:
-        raise ChartDesignError(
-            f"baseline {match.entry_id} is 0 ({match.described}): every event is a sentinel "
-            "to page on, not a rate to chart"
-        )
-    if p0 >= 1.0:
-        raise ChartDesignError(f"baseline {match.entry_id} is {p0}: nothing to chart")
-    return p0, basis  # type: ignore[return-value]
 
 
 def _target_arl0(months: float | None, cases: float | None, trials_per_month: float) -> float:

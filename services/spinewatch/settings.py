@@ -9,8 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Charted by default: leakage per treated level, symptomatic leakage, any
+# complication, and each named complication whose literature figure is not
+# zero somewhere (zero-figure events page as sentinels instead).
+DEFAULT_DRIFT_METRICS = (
+    "cement_leakage_rate_per_level",
+    "symptomatic_cement_leakage_rate",
+    "complication_rate",
+    "radiculopathy_rate",
+    "reoperation_rate",
+    "neurological_deficit_rate",
+)
 
 
 class Settings(BaseSettings):
@@ -57,6 +69,58 @@ class Settings(BaseSettings):
     # but slower on Apache Kafka, where they should be switched off.
     tansu_compat: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    # -- drift charts (see domain/drift_design.py) --------------------------
+    drift_metrics: tuple[str, ...] = Field(
+        default=DEFAULT_DRIFT_METRICS,
+        description="Rate metrics charted per site; () turns drift monitoring off.",
+    )
+    drift_odds_ratios: tuple[float, ...] = Field(
+        default=(2.0,),
+        min_length=1,
+        description="Shifts the charts detect: > 1 deterioration, < 1 improvement.",
+    )
+    drift_arl0_cases: float = Field(
+        default=10_000,
+        ge=50,
+        le=1_000_000,
+        description="Target in-control run length per chart, in cases (levels or patients).",
+    )
+    drift_resolve_after_cases: int = Field(
+        default=100,
+        ge=1,
+        description="Cases without a new signal after which a chart is back in control.",
+    )
+    drift_interval_s: float = Field(
+        default=1.0, gt=0, le=300, description="How often charts are refolded and published."
+    )
+
+    @field_validator("drift_metrics")
+    @classmethod
+    def _known_metrics(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from spinewatch.domain.drift_design import monitorable_metrics  # noqa: PLC0415
+
+        known = monitorable_metrics()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"not chartable: {unknown}; choose from {sorted(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each metric once")
+        return names
+
+    @field_validator("drift_odds_ratios")
+    @classmethod
+    def _shifts(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
+        for ratio in ratios:
+            if not 0.05 <= ratio <= 20 or ratio == 1:
+                raise ValueError(f"odds ratio {ratio} must lie in [0.05, 20] and not be 1")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError("each odds ratio once")
+        return ratios
+
+    @property
+    def drift_topic(self) -> str:
+        return f"{self.app_id}-drift"
 
     @property
     def events_topic(self) -> str:

@@ -1,6 +1,8 @@
 """JSON Schema export of the event contracts, one document per event type.
 
-Non-Python producers validate against these files; the copies committed under
+Inbound events (what hospital systems send) and the engine's outbound
+drift messages (what the alerting service reads). Non-Python producers and
+consumers validate against these files; the copies committed under
 `schemas/json-schema/` are checked by the test suite to match the models.
 """
 
@@ -10,8 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from spinewatch.contracts.drift import DriftInControl, DriftSignalled
 from spinewatch.contracts.envelope import SCHEMA_VERSION
 from spinewatch.contracts.registry import EVENT_MODELS
+
+DRIFT_MODELS: dict[str, type[BaseModel]] = {
+    "drift.signalled": DriftSignalled,
+    "drift.in_control": DriftInControl,
+}
 
 
 def schema_file_name(event_type: str) -> str:
@@ -21,7 +31,8 @@ def schema_file_name(event_type: str) -> str:
 def event_json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema (draft 2020-12) of every event type, keyed by file name."""
     documents: dict[str, dict[str, Any]] = {}
-    for event_type, model in sorted(EVENT_MODELS.items()):
+    models: dict[str, type[BaseModel]] = {**EVENT_MODELS, **DRIFT_MODELS}
+    for event_type, model in sorted(models.items()):
         schema = model.model_json_schema(mode="validation")
         documents[schema_file_name(event_type)] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -207,3 +207,19 @@ def _match(entry: BaselineEntry, *, exact_cohort: bool) -> BaselineMatch:
         literature_procedure=str(entry.procedure),
         literature_indication=str(entry.indication),
     )
+
+
+def metric_baseline(
+    catalog: BaselineCatalog, metric: RateMetric, procedure: ProcedureType, indication: Indication
+) -> BaselineMatch | None:
+    """`baseline_for` with the catalog metric, unit and timepoint a rate metric names."""
+    if metric.catalog_metric is None:
+        return None
+    return baseline_for(
+        catalog,
+        metric.catalog_metric,
+        procedure,
+        indication,
+        unit=metric.unit,
+        timepoint=metric.timepoint,
+    )

@@ -100,6 +100,8 @@ class Contribution:
     # Owned by the partition state's cache, which extends it in place when a
     # follow-up joins (see `followup_delta`): never shared with totals.
     tally: Tally
+    # Clinical time of the procedure: orders the site's cases on drift charts.
+    occurred_at_us: int = 0
 
     @property
     def cohort(self) -> CohortKey:
@@ -125,7 +127,7 @@ def contribution_of(record: ProcedureRecord) -> Contribution | None:
         tally[name] = tally.get(name, 0) + value
     _count_complications(tally, view, procedure.symptomatic_leak)
     _count_pain(tally, view, procedure.pre_vas)
-    return Contribution(_aggregate_key(procedure), tally)
+    return Contribution(_aggregate_key(procedure), tally, procedure.occurred_at_us)
 
 
 _AGGREGATE_KEYS: dict[tuple[str, str, str, str | None], AggregateKey] = {}

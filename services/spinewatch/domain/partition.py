@@ -18,7 +18,7 @@ totals settles first, so a read is always exact.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass, field
 
 from spinewatch.domain.aggregates import add_into, replace_contribution
@@ -61,13 +61,18 @@ def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactIt
     return new
 
 
-def settle(state: PartitionState) -> None:
-    """Bring the totals up to date with every record changed since the last call."""
+def settle(state: PartitionState) -> Collection[bytes]:
+    """Bring the totals up to date with every record changed since the last call.
+
+    Returns the procedures whose contributions were recomputed, for the
+    drift charts to follow.
+    """
     if not state.dirty:
-        return
+        return ()
     dirty, state.dirty = state.dirty, Counter()
     # A record that gained exactly one fact may take the follow-up fast path.
     refresh_contributions(state, dirty, single_fact={p for p, n in dirty.items() if n == 1})
+    return dirty.keys()
 
 
 def add_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem]:

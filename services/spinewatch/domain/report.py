@@ -27,6 +27,7 @@ from spinewatch.domain.baseline_match import (
     baseline_for,
     expected_zero_match,
     literature_groups,
+    metric_baseline,
 )
 from spinewatch.domain.contribution import Tally
 from spinewatch.domain.report_metrics import (
@@ -126,15 +127,8 @@ def _rate_row(
     baseline: BaselineMatch | None = None
     if metric.expected_zero:
         baseline = expected_zero_match(metric, procedure, indication)
-    elif metric.catalog_metric is not None:
-        baseline = baseline_for(
-            catalog,
-            metric.catalog_metric,
-            procedure,
-            indication,
-            unit=metric.unit,
-            timepoint=metric.timepoint,
-        )
+    else:
+        baseline = metric_baseline(catalog, metric, procedure, indication)
     return ReportRow(
         metric=metric.name,
         timepoint=metric.timepoint,

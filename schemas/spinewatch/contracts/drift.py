@@ -1,0 +1,81 @@
+"""What the engine publishes on the drift topic: chart signals and their resolution.
+
+Outbound contracts, read by the alerting service. They describe a cohort
+(a site, across the strata its chart weighs), never a patient: no patient
+or procedure identifier appears, only counts, dates of the cases that
+mark the episode, and the literature figures the chart tested against.
+
+Ids are deterministic (a UUIDv5 of what the signal is), so the same signal
+re-derived after a restart or a rebalance carries the same id, and a
+consumer that remembers ids pages once however often it is delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from spinewatch.contracts.base import Contract, SiteId
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+
+DRIFT_SCHEMA_VERSION = 1
+
+Direction = Literal["worse", "better"]
+Unit = Literal["treated_level", "patient"]
+
+
+class StratumBaseline(Contract):
+    """One stratum the chart weighed cases by, with its literature figure."""
+
+    procedure_type: ProcedureType
+    indication: Indication
+    cases: int = Field(ge=0, description="Cases of this stratum from the change point on.")
+    p0: float = Field(gt=0, lt=1, description="Expected probability per case (unit).")
+    p0_basis: Literal["published value", "upper bound of the published range"]
+    baseline_id: str
+    described: str
+    seed: str
+    locator: str
+    quote: str
+    exact_cohort: bool = Field(description="False: a broader published group stands in.")
+    arl0_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
+    arl1_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
+
+
+class DriftSignalled(Contract):
+    event_type: Literal["drift.signalled"]
+    schema_version: Literal[1]
+    signal_id: UUID = Field(description="Deterministic: the idempotency key of this signal.")
+    site_id: SiteId
+    metric: str
+    unit: Unit
+    direction: Direction
+    odds_ratio: float = Field(gt=0, description="The shift the chart is designed to detect.")
+    statistic: float = Field(ge=0, description="CUSUM statistic when it crossed the limit.")
+    limit: float = Field(gt=0, description="Control limit h.")
+    arl0_cases: float = Field(gt=0, description="Cases between false alarms, as designed.")
+    arl1_cases: float = Field(gt=0, description="Cases to detect the shift, as designed.")
+    case_number: int = Field(ge=1, description="The signalling case, counted on this chart.")
+    signalled_on: date = Field(description="Clinical date of the signalling case.")
+    change_point_case_number: int = Field(ge=1)
+    change_point_on: date = Field(description="Estimated start: the CUSUM last left zero.")
+    cases_since_change: int = Field(ge=1)
+    observed_events: int = Field(ge=0, description="Adverse outcomes since the change point.")
+    expected_events: float = Field(ge=0, description="Expected at the baselines, same cases.")
+    baselines: tuple[StratumBaseline, ...]
+
+
+class DriftInControl(Contract):
+    """The chart ran `cases_since_signal` cases without a new signal after its last one."""
+
+    event_type: Literal["drift.in_control"]
+    schema_version: Literal[1]
+    signal_id: UUID = Field(description="The last signal of the episode that ended.")
+    site_id: SiteId
+    metric: str
+    direction: Direction
+    cases_since_signal: int = Field(ge=1)
+    in_control_on: date = Field(description="Clinical date of the case that closed it.")

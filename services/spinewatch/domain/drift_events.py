@@ -1,0 +1,155 @@
+"""Drift-topic messages derived from a site's charts: signals and returns to control.
+
+Every message has a deterministic id: a UUIDv5 of the site, the chart and
+the signalling case. Charts are rebuilt from the records after a restart,
+so the same signal gets the same id, and the alerting service pages once.
+Building a message is the costly part, so callers ask for the ids first
+(`pending`) and build only the messages not yet published.
+
+The signalling case's procedure id goes into the hash and nowhere else:
+the message names cases by their number on the chart and their date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from uuid import UUID, uuid5
+
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftSignalled,
+    StratumBaseline,
+)
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.drift_design import MonitoredChart
+from spinewatch.domain.site_charts import CaseKey, SignalAt, SiteCharts, Track
+
+_NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
+
+DriftMessage = DriftSignalled | DriftInControl
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A message a site's charts imply, by id, with what is needed to build it."""
+
+    message_id: UUID
+    site_id: str
+    chart_index: int
+    signal: SignalAt
+    resolved: bool  # True: the return to control after `signal`
+
+
+def signal_id(site_id: str, chart: MonitoredChart, signal: SignalAt) -> UUID:
+    at_us, procedure_id = signal.at
+    return uuid5(
+        _NAMESPACE, f"{site_id}|{chart.name}|{chart.design.limit!r}|{at_us}|{procedure_id.hex()}"
+    )
+
+
+def in_control_id(signal: UUID) -> UUID:
+    return uuid5(signal, "in_control")
+
+
+def pending(site_id: str, charts: SiteCharts, resolve_after: int) -> Iterator[Pending]:
+    """Every message the site's charts imply now: each signal, and each episode's end."""
+    for index, (chart, track) in enumerate(zip(charts.charts, charts.tracks, strict=True)):
+        for signal in track.signals:
+            sid = signal_id(site_id, chart, signal)
+            yield Pending(sid, site_id, index, signal, resolved=False)
+        if track.signals and track.in_control(resolve_after):
+            last = track.signals[-1]
+            sid = signal_id(site_id, chart, last)
+            yield Pending(in_control_id(sid), site_id, index, last, resolved=True)
+
+
+def latest_only(items: list[Pending]) -> list[Pending]:
+    """Per chart, the last signal and its resolution: what a rebuilt worker re-announces.
+
+    A worker that takes over partitions does not know what the previous
+    owner published; re-announcing each chart's current episode is enough
+    for the alerting service (ids dedupe it), without replaying history.
+    """
+    last: dict[tuple[str, int], UUID] = {}
+    for item in items:
+        if not item.resolved:
+            last[(item.site_id, item.chart_index)] = item.message_id
+    keep = set(last.values()) | {in_control_id(sid) for sid in last.values()}
+    return [item for item in items if item.message_id in keep]
+
+
+def build(item: Pending, charts: SiteCharts) -> DriftMessage:
+    chart = charts.charts[item.chart_index]
+    track = charts.tracks[item.chart_index]
+    if item.resolved:
+        return _in_control(item, chart, track)
+    return _signalled(item, chart, charts)
+
+
+def _signalled(item: Pending, chart: MonitoredChart, charts: SiteCharts) -> DriftSignalled:
+    signal, design = item.signal.signal, chart.design
+    strata = charts.strata_between(item.chart_index, item.signal.change_at, item.signal.at)
+    baselines = []
+    for (procedure, indication), cases in sorted(strata.items()):
+        risk = chart.strata[(procedure, indication)]
+        arl0, arl1 = chart.run_lengths[(procedure, indication)]
+        source = risk.baseline.source
+        baselines.append(
+            StratumBaseline(
+                procedure_type=ProcedureType(procedure),
+                indication=Indication(indication),
+                cases=cases,
+                p0=risk.p0,
+                p0_basis=risk.basis,
+                baseline_id=risk.baseline.entry_id or "practice_rule",
+                described=risk.baseline.described,
+                seed=source.seed,
+                locator=source.locator,
+                quote=source.quote,
+                exact_cohort=risk.baseline.exact_cohort,
+                arl0_cases=arl0,
+                arl1_cases=arl1,
+            )
+        )
+    return DriftSignalled(
+        event_type="drift.signalled",
+        schema_version=1,
+        signal_id=item.message_id,
+        site_id=item.site_id,
+        metric=chart.metric.name,
+        unit=chart.metric.unit,
+        direction=chart.direction,
+        odds_ratio=design.odds_ratio,
+        statistic=signal.statistic,
+        limit=signal.limit,
+        arl0_cases=design.arl0,
+        arl1_cases=design.arl1,
+        case_number=signal.case_index + 1,
+        signalled_on=clinical_date(item.signal.at),
+        change_point_case_number=signal.change_point + 1,
+        change_point_on=clinical_date(item.signal.change_at),
+        cases_since_change=signal.cases_since_change,
+        observed_events=signal.observed_events,
+        expected_events=signal.expected_events,
+        baselines=tuple(baselines),
+    )
+
+
+def _in_control(item: Pending, chart: MonitoredChart, track: Track) -> DriftInControl:
+    since = track.cases_since_signal() or 1
+    return DriftInControl(
+        event_type="drift.in_control",
+        schema_version=1,
+        signal_id=signal_id(item.site_id, chart, item.signal),
+        site_id=item.site_id,
+        metric=chart.metric.name,
+        direction=chart.direction,
+        cases_since_signal=since,
+        in_control_on=clinical_date(track.last_at or item.signal.at),
+    )
+
+
+def clinical_date(key: CaseKey) -> date:
+    return datetime.fromtimestamp(key[0] / 1e6, UTC).date()

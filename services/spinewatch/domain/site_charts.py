@@ -1,0 +1,203 @@
+"""A site's drift charts, kept equal to the fold over its cases in clinical order.
+
+A chart is defined as the fold of `observe` over the site's cases sorted by
+(procedure time, procedure id), each case weighed against its stratum's
+baseline (`spinewatch.domain.charts` states that definition in a few
+lines). Refolding a whole site whenever one case changes would cost
+O(site) per update, so `SiteCharts` keeps the chart states every
+`CHECKPOINT_EVERY` cases and refolds only from the checkpoint before the
+earliest case that changed. New procedures usually arrive in clinical order
+(a short tail to fold); an outcome reported late (a complication weeks
+after the procedure) refolds from that case on, which is what "in procedure
+order where the outcome is known later" requires. The result is the same
+as a fold from scratch, whatever the order of updates: a property test
+checks it against the definition.
+
+Pure: no I/O, no clock. A worker holds one `PartitionCharts` per partition
+it owns, rebuilt with the records on every recovery.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spinewatch.domain.contribution import Contribution
+from spinewatch.domain.cusum import ChartState, Signal, new_chart, observe
+from spinewatch.domain.drift_design import MonitoredChart, Stratum
+
+CaseKey = tuple[int, bytes]  # (procedure time in epoch microseconds, procedure id)
+Outcomes = tuple[tuple[int, int] | None, ...]  # per chart: (events, trials) or not a case
+
+CHECKPOINT_EVERY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChartCase:
+    stratum: Stratum
+    outcomes: Outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class SignalAt:
+    """A signal, with the cases where it fired and where the shift is estimated to start."""
+
+    signal: Signal
+    at: CaseKey
+    change_at: CaseKey
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One chart's fold state, with the case keys the bare statistic cannot name."""
+
+    state: ChartState
+    left_zero_at: CaseKey | None = None
+    signals: tuple[SignalAt, ...] = ()
+    last_at: CaseKey | None = None  # the latest case of this chart
+
+    def cases_since_signal(self) -> int | None:
+        if not self.signals:
+            return None
+        return self.state.cases - 1 - self.signals[-1].signal.case_index
+
+    def in_control(self, resolve_after: int) -> bool:
+        """The chart's state for alerting: out of control from a signal until
+        `resolve_after` further cases pass without another one. (The CUSUM
+        itself resets at the signal; a persisting shift signals again within
+        about ARL1 cases, which keeps the episode open.)"""
+        since = self.cases_since_signal()
+        return since is None or since >= resolve_after
+
+
+def _step(track: Track, chart: MonitoredChart, key: CaseKey, case: ChartCase, j: int) -> Track:
+    outcome = case.outcomes[j]
+    risk = chart.strata.get(case.stratum)
+    if outcome is None or risk is None:
+        return track  # not a case of this chart, or no literature figure to weigh it by
+    before = track.state
+    left_zero_at = key if before.statistic == 0.0 else track.left_zero_at
+    state = observe(before, outcome[0], outcome[1], risk.p0)
+    signals = track.signals
+    if len(state.signals) > len(before.signals):
+        signals = (*signals, SignalAt(state.signals[-1], key, left_zero_at or key))
+    return Track(state, left_zero_at, signals, key)
+
+
+def outcomes_of(charts: Sequence[MonitoredChart], contribution: Contribution) -> ChartCase:
+    cohort = contribution.cohort
+    stratum = (cohort.procedure_type.value, cohort.indication.value)
+    return ChartCase(stratum, tuple(chart.outcome(contribution.tally) for chart in charts))
+
+
+class SiteCharts:
+    def __init__(
+        self, charts: Sequence[MonitoredChart], checkpoint_every: int = CHECKPOINT_EVERY
+    ) -> None:
+        self.charts = tuple(charts)
+        self._every = checkpoint_every
+        initial = tuple(Track(new_chart(c.design.odds_ratio, c.design.limit)) for c in charts)
+        self._keys: list[CaseKey] = []
+        self._cases: dict[CaseKey, ChartCase] = {}
+        # _checkpoints[n]: the tracks after the first n * checkpoint_every cases.
+        self._checkpoints: list[tuple[Track, ...]] = [initial]
+        self.tracks: tuple[Track, ...] = initial
+        self._stale_from: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def put(self, key: CaseKey, case: ChartCase) -> None:
+        if self._cases.get(key) == case:
+            return  # e.g. a follow-up that changes no charted outcome
+        index = bisect_left(self._keys, key)
+        if key not in self._cases:
+            self._keys.insert(index, key)
+        self._cases[key] = case
+        self._mark(index)
+
+    def remove(self, key: CaseKey) -> None:
+        if self._cases.pop(key, None) is None:
+            return
+        index = bisect_left(self._keys, key)
+        del self._keys[index]
+        self._mark(index)
+
+    def _mark(self, index: int) -> None:
+        if self._stale_from is None or index < self._stale_from:
+            self._stale_from = index
+
+    @property
+    def stale(self) -> bool:
+        return self._stale_from is not None
+
+    def refresh(self) -> bool:
+        """Refold from the checkpoint before the earliest change; False if nothing changed."""
+        if self._stale_from is None:
+            return False
+        every = self._every
+        block = self._stale_from // every
+        del self._checkpoints[block + 1 :]
+        tracks = list(self._checkpoints[block])
+        charts, cases = self.charts, self._cases
+        for index in range(block * every, len(self._keys)):
+            key = self._keys[index]
+            case = cases[key]
+            for j, chart in enumerate(charts):
+                tracks[j] = _step(tracks[j], chart, key, case, j)
+            if (index + 1) % every == 0:
+                self._checkpoints.append(tuple(tracks))
+        self.tracks = tuple(tracks)
+        self._stale_from = None
+        return True
+
+    def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
+        """Cases of one chart per stratum from `first` to `last` inclusive (a signal's window)."""
+        chart = self.charts[chart_index]
+        counts: Counter[Stratum] = Counter()
+        start = bisect_left(self._keys, first)
+        for key in self._keys[start:]:
+            if key > last:
+                break
+            case = self._cases[key]
+            if case.outcomes[chart_index] is not None and case.stratum in chart.strata:
+                counts[case.stratum] += 1
+        return counts
+
+
+@dataclass(slots=True)
+class PartitionCharts:
+    """The charts of every site in one partition (a site lives in one partition)."""
+
+    charts: tuple[MonitoredChart, ...]
+    sites: dict[str, SiteCharts] = field(default_factory=dict)
+    _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
+
+    def track(
+        self, contributions: Mapping[bytes, Contribution], procedure_ids: Iterable[bytes]
+    ) -> None:
+        """Bring the cases of these procedures up to date with their contributions."""
+        for procedure_id in procedure_ids:
+            contribution = contributions.get(procedure_id)
+            previous = self._case_of.get(procedure_id)
+            if contribution is None:  # voided, or its procedure not known yet
+                if previous is not None:
+                    del self._case_of[procedure_id]
+                    self.sites[previous[0]].remove(previous[1])
+                continue
+            site = contribution.cohort.site_id
+            key = (contribution.occurred_at_us, procedure_id)
+            if previous is not None and previous != (site, key):
+                # A correction moved the procedure in time (or to another site).
+                self.sites[previous[0]].remove(previous[1])
+            self._case_of[procedure_id] = (site, key)
+            charts = self.sites.get(site)
+            if charts is None:
+                charts = self.sites[site] = SiteCharts(self.charts)
+            charts.put(key, outcomes_of(self.charts, contribution))
+
+    def refresh(self) -> list[str]:
+        """Refold every site with changes; the sites whose charts moved."""
+        return [site for site, charts in self.sites.items() if charts.refresh()]

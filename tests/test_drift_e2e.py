@@ -1,0 +1,176 @@
+"""End-to-end: drift charts in a worker on the embedded broker.
+
+A site whose leakage odds double a third of the way through is streamed
+with a stable site. The worker must publish the signal on the drift topic
+(as the contract, with citations and no identifiers), expose the charts on
+/metrics exactly as the fold over the final records defines them, and,
+after a restart, rebuild the same charts and re-announce the same signal
+under the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from scipy import stats
+
+from spinewatch.baselines import load_catalog
+from spinewatch.bootstrap import running_worker
+from spinewatch.contracts import Indication, ProcedureType, parse_event
+from spinewatch.contracts.drift import DriftSignalled
+from spinewatch.domain.drift_design import design_charts
+from spinewatch.domain.drift_events import pending
+from spinewatch.domain.facts import fact_of
+from spinewatch.domain.partition import rebuilt
+from spinewatch.domain.site_charts import PartitionCharts
+from spinewatch.settings import Settings
+from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from tests.conftest import SettingsFactory
+from tests.support import Sample, consume, produce, scrape_async, value, wait_until
+
+pytestmark = pytest.mark.e2e
+
+LEAKAGE = "cement_leakage_rate_per_level"
+PVP_HEMANGIOMA = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}
+DRIFT_AFTER = 300
+
+
+def _reference(settings: Settings, events: Sequence[Any]) -> PartitionCharts:
+    """The charts as defined: the fold over every site's final records."""
+    charts = design_charts(
+        load_catalog(),
+        settings.drift_metrics,
+        settings.drift_odds_ratios,
+        settings.drift_arl0_cases,
+    )
+    parsed = [parse_event(encode(e)) for e in events]
+    state = rebuilt([[(e.procedure_id.bytes, fact_of(e)) for e in parsed]])
+    reference = PartitionCharts(charts)
+    reference.track(state.contributions, state.contributions.keys())
+    reference.refresh()
+    return reference
+
+
+def _chart_gauges(samples: dict[Sample, float]) -> dict[Sample, float]:
+    return {k: v for k, v in samples.items() if k[0].startswith("spinewatch_drift_")}
+
+
+async def _drift_messages(bootstrap: str, topic: str, at_least: int) -> list[dict[str, Any]]:
+    records = await consume(bootstrap, topic, at_least, timeout_s=5)
+    return [json.loads(r.value) | {"_key": r.key} for r in records if r.value is not None]
+
+
+async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
+    make_settings: SettingsFactory, kafka_bootstrap: str
+) -> None:
+    sites = [
+        SiteProfile("drifting", 900, PVP_HEMANGIOMA, leakage_odds_ratio=2.0, drift_after=300),
+        SiteProfile("steady", 900, PVP_HEMANGIOMA),
+    ]
+    cohort = generate_cohort(7, sites)
+    settings = make_settings(drift_interval_s=0.2)
+    reference = _reference(settings, cohort.events)
+    drifting = reference.sites["drifting"]
+    leakage = next(i for i, c in enumerate(drifting.charts) if c.metric.name == LEAKAGE)
+    want = list(pending("drifting", drifting, settings.drift_resolve_after_cases))
+    signal_ids = {str(p.message_id) for p in want if not p.resolved and p.chart_index == leakage}
+    assert signal_ids, "the seeded drift is not signalled even by the reference fold"
+    procedures = sorted(
+        e["occurred_at"] for e in cohort.events if e["event_type"] == "procedure.performed"
+        and e["site_id"] == "drifting"
+    )  # fmt: skip
+    drift_began = datetime.fromisoformat(procedures[DRIFT_AFTER]).astimezone(UTC).date()
+
+    async with running_worker(settings, kafka_bootstrap) as worker:
+        await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
+
+        async def published() -> set[str]:
+            messages = await _drift_messages(kafka_bootstrap, settings.drift_topic, 1)
+            return {m["signal_id"] for m in messages if m["event_type"] == "drift.signalled"}
+
+        await wait_until(published, lambda ids: signal_ids <= ids, 90, "the drift signal")
+
+        async def gauges() -> dict[Sample, float]:
+            return _chart_gauges(await scrape_async(f"{worker.metrics.url}/metrics"))
+
+        scraped = await wait_until(
+            gauges,
+            lambda g: value(g, "spinewatch_drift_chart_cases", site="drifting", metric=LEAKAGE,
+                            direction="worse") == drifting.tracks[leakage].state.cases,
+            60,
+            "every case on the chart",
+        )  # fmt: skip
+        everything = await scrape_async(f"{worker.metrics.url}/metrics")
+
+    # Beside the chart, the funnel plot and the exact p-value say the same of
+    # the drifting site's cumulative leakage against seed 000's 3/28.
+    row = {"site": "drifting", "procedure": "pvp", "indication": "hemangioma",
+           "operator": "all", "metric": LEAKAGE, "timepoint": "intra_procedure"}  # fmt: skip
+    leaks = value(everything, "spinewatch_outcome_numerator", **row)
+    levels = value(everything, "spinewatch_outcome_denominator", **row)
+    p_value = value(everything, "spinewatch_outcome_exceedance_p_value", **row)
+    assert p_value == pytest.approx(stats.binom.sf(leaks - 1, levels, 3 / 28), rel=1e-9)
+    assert p_value < 0.001
+    upper = value(everything, "spinewatch_outcome_funnel_upper_ratio", coverage="0.998", **row)
+    assert 3 / 28 < upper < leaks / levels
+    steady = row | {"site": "steady"}
+    steady_rate = value(everything, "spinewatch_outcome_rate_ratio", **steady)
+    assert steady_rate < value(
+        everything, "spinewatch_outcome_funnel_upper_ratio", coverage="0.998", **steady
+    )
+
+    labels = {"site": "drifting", "metric": LEAKAGE, "direction": "worse"}
+    track = drifting.tracks[leakage]
+    assert value(scraped, "spinewatch_drift_chart_statistic", **labels) == track.state.statistic
+    assert value(scraped, "spinewatch_drift_chart_limit", **labels) == track.state.limit
+    assert value(scraped, "spinewatch_drift_signals", **labels) == len(track.signals)
+    assert value(scraped, "spinewatch_drift_vlad_cases", **labels) == track.state.vlad
+    assert track.state.vlad < 0  # more leaks than expected
+    for site, charts in reference.sites.items():
+        for chart, chart_track in zip(charts.charts, charts.tracks, strict=True):
+            if chart_track.state.cases:
+                got = value(
+                    scraped,
+                    "spinewatch_drift_chart_state",
+                    site=site,
+                    metric=chart.metric.name,
+                    direction=chart.direction,
+                )
+                assert got == (
+                    0 if chart_track.in_control(settings.drift_resolve_after_cases) else 1
+                )
+
+    messages = await _drift_messages(kafka_bootstrap, settings.drift_topic, 1)
+    signals = [DriftSignalled.model_validate_json(_json(m)) for m in messages
+               if m["event_type"] == "drift.signalled" and m["signal_id"] in signal_ids]  # fmt: skip
+    first = min(signals, key=lambda s: s.case_number)
+    assert first.signalled_on >= drift_began, "signalled before the leakage odds changed"
+    assert first.observed_events > first.expected_events
+    assert first.baselines[0].baseline_id == "s000.leakage.per_level"
+    assert all(m["_key"] == m["site_id"].encode() for m in messages)
+    raw = b"".join(_json(m).encode() for m in messages)
+    for event in cohort.events[:500]:
+        assert event["procedure_id"].encode() not in raw
+        assert event["patient_ref"].encode() not in raw
+
+    # A restarted worker rebuilds the charts from the changelog and
+    # re-announces the latest signal under the same id.
+    latest = max(signals, key=lambda s: s.case_number).signal_id
+    before = sum(1 for m in messages if m["signal_id"] == str(latest))
+    async with running_worker(settings, kafka_bootstrap) as restarted:
+
+        async def announced() -> int:
+            again = await _drift_messages(kafka_bootstrap, settings.drift_topic, len(messages) + 1)
+            return sum(1 for m in again if m["signal_id"] == str(latest))
+
+        await wait_until(announced, lambda n: n > before, 60, "the re-announced signal")
+        rescraped = _chart_gauges(await scrape_async(f"{restarted.metrics.url}/metrics"))
+    assert rescraped == scraped
+
+
+def _json(message: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in message.items() if k != "_key"})

@@ -1,0 +1,229 @@
+"""Site charts kept incrementally equal the fold from scratch; what they publish."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from spinewatch.baselines import load_catalog
+from spinewatch.contracts import Indication, ProcedureType, parse_event
+from spinewatch.contracts.drift import DriftInControl, DriftSignalled
+from spinewatch.domain.cusum import ChartState, new_chart, observe
+from spinewatch.domain.drift_design import (
+    MonitoredChart,
+    chartable_strata,
+    design_charts,
+    design_for,
+    monitorable_metrics,
+)
+from spinewatch.domain.drift_events import build, latest_only, pending
+from spinewatch.domain.facts import fact_of
+from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt, settle
+from spinewatch.domain.site_charts import CaseKey, ChartCase, PartitionCharts, SiteCharts
+from spinewatch.errors import ChartDesignError
+from spinewatch.settings import Settings
+from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+
+HEM, MET = ("pvp", "hemangioma"), ("pvp", "metastasis")
+PVP_HEMANGIOMA = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}
+
+
+def _charts(arl0: float = 300.0) -> tuple[MonitoredChart, ...]:
+    # Small ARL0: the random streams below then signal often, which is the
+    # interesting part of a fold (resets, change points).
+    metrics = ("cement_leakage_rate_per_level", "complication_rate")
+    return design_charts(load_catalog(), metrics, (2.0, 0.5), arl0)
+
+
+def _reference(chart: MonitoredChart, j: int, cases: dict[CaseKey, ChartCase]) -> ChartState:
+    """The definition: observe every case of the chart in clinical order."""
+    state = new_chart(chart.design.odds_ratio, chart.design.limit)
+    for key in sorted(cases):
+        outcome, risk = cases[key].outcomes[j], chart.strata.get(cases[key].stratum)
+        if outcome is not None and risk is not None:
+            state = observe(state, outcome[0], outcome[1], risk.p0)
+    return state
+
+
+def _outcome(draw: st.DrawFn, adverse: float) -> tuple[int, int] | None:
+    if draw(st.integers(0, 9)) == 0:
+        return None
+    trials = draw(st.integers(1, 3))
+    return sum(draw(st.floats(0, 1)) < adverse for _ in range(trials)), trials
+
+
+@st.composite
+def _operations(draw: st.DrawFn) -> list[tuple[str, CaseKey, ChartCase | None]]:
+    ops: list[tuple[str, CaseKey, ChartCase | None]] = []
+    keys: list[CaseKey] = []
+    for _ in range(draw(st.integers(1, 120))):
+        kind = draw(st.sampled_from(["new", "new", "new", "update", "remove", "refresh"]))
+        if kind in ("update", "remove") and keys:
+            key = draw(st.sampled_from(keys))
+        else:
+            key = (draw(st.integers(0, 50)), draw(st.binary(min_size=2, max_size=2)))
+            keys.append(key)
+        stratum = draw(st.sampled_from([HEM, MET, ("pkp", "other")]))
+        adverse = draw(st.sampled_from([0.05, 0.5]))
+        case = ChartCase(stratum, (_outcome(draw, adverse), _outcome(draw, adverse), None, None))
+        ops.append((kind, key, None if kind == "remove" else case))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(_operations(), st.integers(1, 5))
+def test_incremental_refolds_equal_the_fold_from_scratch(
+    ops: list[tuple[str, CaseKey, ChartCase | None]], every: int
+) -> None:
+    charts = _charts()
+    site = SiteCharts(charts, checkpoint_every=every)
+    cases: dict[CaseKey, ChartCase] = {}
+    for kind, key, case in ops:
+        if kind == "refresh":
+            site.refresh()
+        elif case is None:
+            site.remove(key)
+            cases.pop(key, None)
+        else:
+            site.put(key, case)
+            cases[key] = case
+    site.refresh()
+    assert len(site) == len(cases)
+    for j, chart in enumerate(charts):
+        reference = _reference(chart, j, cases)
+        assert site.tracks[j].state == reference
+        assert [s.signal for s in site.tracks[j].signals] == list(reference.signals)
+
+
+def _items(site: SiteProfile, seed: int) -> list[FactItem]:
+    cohort = generate_cohort(seed, [site], duplicate_share=0, malformed=0, retractions=0)
+    return [
+        (e.procedure_id.bytes, fact_of(e)) for e in map(parse_event, map(encode, cohort.events))
+    ]
+
+
+def _drifting_site() -> tuple[tuple[MonitoredChart, ...], list[FactItem], PartitionCharts]:
+    """Leakage odds doubled from procedure 250, folded at once as after a restart."""
+    charts = design_charts(load_catalog(), ("cement_leakage_rate_per_level",), (2.0,), 10_000)
+    site = SiteProfile("drifting", 700, PVP_HEMANGIOMA, leakage_odds_ratio=2.0, drift_after=250)
+    items = _items(site, seed=5)
+    whole = rebuilt([items])
+    folded = PartitionCharts(charts)
+    folded.track(whole.contributions, whole.contributions.keys())
+    folded.refresh()
+    return charts, items, folded
+
+
+def test_partition_charts_follow_settled_records_in_any_order() -> None:
+    charts, items, reference = _drifting_site()
+    # Streamed: shuffled batches with redeliveries, settled and refolded at random points.
+    rng = random.Random(3)
+    stream = items + rng.sample(items, 100)
+    rng.shuffle(stream)
+    state, streamed = PartitionState(), PartitionCharts(charts)
+    for start in range(0, len(stream), 53):
+        apply_facts(state, stream[start : start + 53])
+        if rng.random() < 0.5:
+            streamed.track(state.contributions, settle(state))
+        if rng.random() < 0.3:
+            streamed.refresh()
+    streamed.track(state.contributions, settle(state))
+    streamed.refresh()
+    assert streamed.sites["drifting"].tracks == reference.sites["drifting"].tracks
+    track = reference.sites["drifting"].tracks[0]
+    assert track.signals, "doubled leakage odds from procedure 250 on were not signalled"
+    first = track.signals[0]
+    # Cases are procedures here; none signalled before the shift began.
+    assert first.signal.case_index >= 250 - 30
+    assert first.signal.change_point <= first.signal.case_index
+
+
+def test_messages_carry_the_signal_with_citations_and_stable_ids_but_no_identifiers() -> None:
+    charts, items, partition = _drifting_site()
+    state = rebuilt([items])
+    site_charts = partition.sites["drifting"]
+    items_now = list(pending("drifting", site_charts, resolve_after=100))
+    signals = [i for i in items_now if not i.resolved]
+    assert signals
+    message = build(signals[0], site_charts)
+    assert isinstance(message, DriftSignalled)
+    again = PartitionCharts(charts)
+    again.track(state.contributions, list(reversed(state.contributions)))
+    again.refresh()
+    ids = [i.message_id for i in pending("drifting", again.sites["drifting"], 100)]
+    assert ids == [i.message_id for i in items_now]
+    # The signal says what on-call staff need, from the catalog.
+    assert message.metric == "cement_leakage_rate_per_level"
+    assert message.unit == "treated_level"
+    assert message.limit == charts[0].design.limit
+    assert message.statistic >= message.limit
+    assert message.observed_events > message.expected_events
+    assert message.change_point_on <= message.signalled_on
+    (baseline,) = message.baselines
+    assert (baseline.baseline_id, baseline.seed[:3]) == ("s000.leakage.per_level", "000")
+    assert baseline.cases == message.cases_since_change
+    text = message.model_dump_json()
+    assert DriftSignalled.model_validate_json(text) == message
+    for procedure_id, _ in items:
+        assert procedure_id.hex() not in text.replace("-", "")
+    # Re-announcing after a rebuild: the last signal per chart (and its end).
+    latest = latest_only(items_now)
+    assert [i.message_id for i in latest if not i.resolved] == [signals[-1].message_id]
+
+
+def test_a_chart_is_back_in_control_after_the_stated_number_of_quiet_cases() -> None:
+    charts = _charts(arl0=100.0)
+    site = SiteCharts(charts[:1])
+    day = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
+    for n in range(30):  # every level leaks: signals quickly
+        site.put((day + n, bytes([n])), ChartCase(HEM, ((1, 1),)))
+    site.refresh()
+    track = site.tracks[0]
+    assert track.signals
+    assert not track.in_control(resolve_after=20)
+    for n in range(30, 60):  # then 30 quiet levels
+        site.put((day + n, bytes([n])), ChartCase(HEM, ((0, 1),)))
+    site.refresh()
+    track = site.tracks[0]
+    assert track.cases_since_signal() == 30 + 29 - track.signals[-1].signal.case_index
+    assert track.in_control(resolve_after=20)
+    assert not track.in_control(resolve_after=track.cases_since_signal() + 1)  # type: ignore[operator]
+    resolved = [i for i in pending("quiet-site", site, 20) if i.resolved]
+    assert len(resolved) == 1
+    message = build(resolved[0], site)
+    assert isinstance(message, DriftInControl)
+    assert message.cases_since_signal >= 20
+
+
+def test_design_takes_the_largest_stratum_limit_and_skips_zero_baselines() -> None:
+    catalog = load_catalog()
+    (chart,) = design_charts(catalog, ("cement_leakage_rate_per_level",), (2.0,), 5_000)
+    limits = [design_for(r.p0, 2.0, 5_000).limit for r in chart.strata.values()]
+    assert chart.design.limit == max(limits) > min(limits)
+    assert chart.design.arl0 >= 5_000
+    # Seed 000 saw no pulmonary embolism: a sentinel, never a chart.
+    embolism = monitorable_metrics()["pulmonary_cement_embolism_rate"]
+    assert chartable_strata(catalog, embolism) == {}
+    with pytest.raises(ChartDesignError, match="no chartable baseline"):
+        design_charts(catalog, ("pulmonary_cement_embolism_rate",), (2.0,), 5_000)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("drift_metrics", ("cement_leakage_rate_per_level", "no_such_rate"), "not chartable"),
+        ("drift_metrics", ("complication_rate", "complication_rate"), "each metric once"),
+        ("drift_odds_ratios", (1.0,), "not be 1"),
+        ("drift_odds_ratios", (), "at least 1"),
+        ("drift_arl0_cases", 10, "greater than or equal to 50"),
+    ],
+)
+def test_drift_settings_are_validated_at_start_up(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as error:
+        Settings(**{field: value})  # type: ignore[arg-type]
+    assert field in str(error.value)
