@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from spinewatch.baselines import load_catalog
-from spinewatch.bootstrap import running_worker
+from spinewatch.bootstrap import drift_monitor, running_worker
 from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.contracts.drift import DriftSignalled
-from spinewatch.domain.drift_design import design_charts
+from spinewatch.domain.cusum import ChartState
 from spinewatch.domain.drift_events import pending
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import rebuilt
@@ -41,12 +40,7 @@ DRIFT_AFTER = 300
 
 def _reference(settings: Settings, events: Sequence[Any]) -> PartitionCharts:
     """The charts as defined: the fold over every site's final records."""
-    charts = design_charts(
-        load_catalog(),
-        settings.drift_metrics,
-        settings.drift_odds_ratios,
-        settings.drift_arl0_cases,
-    )
+    charts = drift_monitor(settings).charts  # the charts the worker designs at start-up
     parsed = [parse_event(encode(e)) for e in events]
     state = rebuilt([[(e.procedure_id.bytes, fact_of(e)) for e in parsed]])
     reference = PartitionCharts(charts)
@@ -75,7 +69,7 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
     settings = make_settings(drift_interval_s=0.2)
     reference = _reference(settings, cohort.events)
     drifting = reference.sites["drifting"]
-    leakage = next(i for i, c in enumerate(drifting.charts) if c.metric.name == LEAKAGE)
+    leakage = next(i for i, c in enumerate(drifting.charts) if c.metric_name == LEAKAGE)
     want = list(pending("drifting", drifting, settings.drift_resolve_after_cases))
     signal_ids = {str(p.message_id) for p in want if not p.resolved and p.chart_index == leakage}
     assert signal_ids, "the seeded drift is not signalled even by the reference fold"
@@ -128,6 +122,7 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
     assert value(scraped, "spinewatch_drift_chart_statistic", **labels) == track.state.statistic
     assert value(scraped, "spinewatch_drift_chart_limit", **labels) == track.state.limit
     assert value(scraped, "spinewatch_drift_signals", **labels) == len(track.signals)
+    assert isinstance(track.state, ChartState)
     assert value(scraped, "spinewatch_drift_vlad_cases", **labels) == track.state.vlad
     assert track.state.vlad < 0  # more leaks than expected
     for site, charts in reference.sites.items():
@@ -137,7 +132,7 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
                     scraped,
                     "spinewatch_drift_chart_state",
                     site=site,
-                    metric=chart.metric.name,
+                    metric=chart.metric_name,
                     direction=chart.direction,
                 )
                 assert got == (
@@ -149,6 +144,8 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
                if m["event_type"] == "drift.signalled" and m["signal_id"] in signal_ids]  # fmt: skip
     first = min(signals, key=lambda s: s.case_number)
     assert first.signalled_on >= drift_began, "signalled before the leakage odds changed"
+    assert first.observed_events is not None
+    assert first.expected_events is not None
     assert first.observed_events > first.expected_events
     assert first.baselines[0].baseline_id == "s000.leakage.per_level"
     assert all(m["_key"] == m["site_id"].encode() for m in messages)

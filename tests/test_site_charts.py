@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from spinewatch.domain.drift_events import build, latest_only, pending
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt, settle
 from spinewatch.domain.site_charts import CaseKey, ChartCase, PartitionCharts, SiteCharts
+from spinewatch.domain.vas_drift import design_vas_charts
 from spinewatch.errors import ChartDesignError
 from spinewatch.settings import Settings
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
@@ -45,7 +47,7 @@ def _reference(chart: MonitoredChart, j: int, cases: dict[CaseKey, ChartCase]) -
     state = new_chart(chart.design.odds_ratio, chart.design.limit)
     for key in sorted(cases):
         outcome, risk = cases[key].outcomes[j], chart.strata.get(cases[key].stratum)
-        if outcome is not None and risk is not None:
+        if isinstance(outcome, tuple) and risk is not None:
             state = observe(state, outcome[0], outcome[1], risk.p0)
     return state
 
@@ -162,6 +164,8 @@ def test_messages_carry_the_signal_with_citations_and_stable_ids_but_no_identifi
     assert message.unit == "treated_level"
     assert message.limit == charts[0].design.limit
     assert message.statistic >= message.limit
+    assert message.observed_events is not None
+    assert message.expected_events is not None
     assert message.observed_events > message.expected_events
     assert message.change_point_on <= message.signalled_on
     (baseline,) = message.baselines
@@ -221,9 +225,49 @@ def test_design_takes_the_largest_stratum_limit_and_skips_zero_baselines() -> No
         ("drift_odds_ratios", (1.0,), "not be 1"),
         ("drift_odds_ratios", (), "at least 1"),
         ("drift_arl0_cases", 10, "greater than or equal to 50"),
+        ("drift_vas_timepoints", ("week_9",), "unknown timepoints"),
     ],
 )
 def test_drift_settings_are_validated_at_start_up(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as error:
         Settings(**{field: value})  # type: ignore[arg-type]
     assert field in str(error.value)
+
+
+def test_the_vas_chart_signals_lost_relief_with_its_published_baselines() -> None:
+    (chart,) = design_vas_charts(load_catalog(), ("post_procedure",), 1.0, 10_000)
+    published = chart.strata[HEM]
+    # Seed 000: 7.4 +- 1.6 before, 1.7 +- 0.6 after; the change's SD assumes r = 0.
+    assert published.mean_change == pytest.approx(1.7 - 7.4)
+    assert published.sd_change == pytest.approx(math.hypot(1.6, 0.6))
+    assert (published.pre.entry_id, published.follow_up.entry_id) == (
+        "s000.vas.pre",
+        "s000.vas.post",
+    )
+    assert chart.design.arl0 >= 10_000
+    site = SiteCharts((chart,))
+    day = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1e6)
+    for n in range(100):  # relief exactly as published: z = 0 never accumulates
+        site.put((day + n, bytes([n])), ChartCase(HEM, (published.mean_change,)))
+    site.put((day + 100, b"\xff"), ChartCase(MET, (0.0,)))  # no published VAS: not charted
+    site.refresh()
+    assert site.tracks[0].state.cases == 100
+    assert site.tracks[0].state.statistic == 0.0
+    # Then one SD less relief per patient: each adds z - k = 0.5, so the chart
+    # crosses h after ceil(h / 0.5) patients, the change point being the first.
+    worse = published.mean_change + published.sd_change
+    for n in range(101, 160):
+        site.put((day + n, n.to_bytes(2, "big")), ChartCase(HEM, (worse,)))
+    site.refresh()
+    first = site.tracks[0].signals[0]
+    assert first.signal.case_index == 100 + math.ceil(chart.design.limit / 0.5) - 1
+    assert first.change_at == (day + 101, (101).to_bytes(2, "big"))
+    (item, *_) = pending("vas-site", site, resolve_after=100)
+    message = build(item, site)
+    assert isinstance(message, DriftSignalled)
+    assert message.metric == "vas_change_post_procedure"
+    assert message.shift_sd == 1.0
+    assert message.odds_ratio is None
+    assert message.observed_mean_change == pytest.approx(worse)
+    assert message.expected_mean_change == pytest.approx(published.mean_change)
+    assert [b.baseline_id for b in message.baselines] == ["s000.vas.post"]

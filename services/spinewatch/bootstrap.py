@@ -23,6 +23,8 @@ from spinewatch.adapters.tansu import EmbeddedBroker
 from spinewatch.app import active_partitions, create_app
 from spinewatch.baselines import load_catalog
 from spinewatch.domain.drift_design import design_charts
+from spinewatch.domain.site_charts import AnyChart
+from spinewatch.domain.vas_drift import design_vas_charts
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
 from spinewatch.errors import BrokerUnavailable
@@ -123,11 +125,17 @@ def drift_monitor(settings: Settings) -> DriftMonitor:
     nothing to chart, an unreachable ARL0) stops the worker at start-up
     with the reason, not mid-stream.
     """
-    charts = design_charts(
-        load_catalog(),
-        settings.drift_metrics,
-        settings.drift_odds_ratios,
-        settings.drift_arl0_cases,
+    catalog = load_catalog()
+    charts: tuple[AnyChart, ...] = (
+        *design_charts(
+            catalog, settings.drift_metrics, settings.drift_odds_ratios, settings.drift_arl0_cases
+        ),
+        *design_vas_charts(
+            catalog,
+            settings.drift_vas_timepoints,
+            settings.drift_vas_shift_sd,
+            settings.drift_arl0_cases,
+        ),
     )
     for chart in charts:
         log.info(

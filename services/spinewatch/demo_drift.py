@@ -68,9 +68,10 @@ async def print_drift(
     signals = await _published_signals(brokers, settings.drift_topic, expected)
     readings = list(engine.drift.readings(active))
     print(
-        f"\nDrift charts: risk-adjusted Bernoulli CUSUM per site, odds x{DRIFT_ODDS_RATIO:g} "
-        f"(worse), target ARL0 {settings.drift_arl0_cases:,.0f} cases per chart; "
-        f"{len(readings)} charts",
+        f"\nDrift charts per site: risk-adjusted Bernoulli CUSUM for odds x"
+        f"{', x'.join(f'{r:g}' for r in settings.drift_odds_ratios)}, CUSUM on VAS change for "
+        f"{settings.drift_vas_shift_sd:g} SD less relief; target ARL0 "
+        f"{settings.drift_arl0_cases:,.0f} cases per chart; {len(readings)} charts",
         file=out,
     )
     print(
@@ -83,7 +84,7 @@ async def print_drift(
     stable_readings = [r for r in readings if r.site_id in stable]
     alarms = [r for r in stable_readings if r.track.signals]
     if alarms:
-        names = ", ".join(f"{r.site_id}/{r.chart.metric.name}" for r in alarms)
+        names = ", ".join(f"{r.site_id}/{r.chart.metric_name}" for r in alarms)
         print(f"  stable sites: false alarms on {names}", file=out)
     else:
         print(
@@ -94,18 +95,25 @@ async def print_drift(
 
 
 def _print_signal(signal: DriftSignalled, out: TextIO) -> None:
-    outcome = "leaking levels" if signal.unit == "treated_level" else "patients with it"
-    weighed = ", ".join(
-        f"{b.baseline_id} {b.p0:.1%} x {b.cases}"
-        for b in sorted(signal.baselines, key=lambda b: -b.cases)
-    )
+    if signal.observed_events is not None and signal.expected_events is not None:
+        outcome = "leaking levels" if signal.unit == "treated_level" else "patients with it"
+        observed = f"{signal.observed_events} {outcome} vs {signal.expected_events:.1f} expected"
+        weighed = ", ".join(
+            f"{b.baseline_id} {b.p0 or 0:.1%} x {b.cases}"
+            for b in sorted(signal.baselines, key=lambda b: -b.cases)
+        )
+    else:
+        observed = (
+            f"mean VAS change {signal.observed_mean_change or 0:+.1f} vs "
+            f"{signal.expected_mean_change or 0:+.1f} published"
+        )
+        weighed = ", ".join(f"{b.baseline_id} x {b.cases}" for b in signal.baselines)
     print(
         f"  SIGNAL {signal.site_id} / {signal.metric}: at case {signal.case_number} "
         f"({signal.signalled_on}), CUSUM {signal.statistic:.2f} >= h {signal.limit:.2f}\n"
         f"    change point estimated at case {signal.change_point_case_number} "
-        f"({signal.change_point_on}), {signal.cases_since_change} cases since: "
-        f"{signal.observed_events} {outcome} vs {signal.expected_events:.1f} expected\n"
-        f"    expected from (baseline, p0 x cases): {weighed}",
+        f"({signal.change_point_on}), {signal.cases_since_change} cases since: {observed}\n"
+        f"    expected from (baseline x cases): {weighed}",
         file=out,
     )
 

@@ -17,10 +17,9 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
-from spinewatch.domain.drift_design import MonitoredChart
 from spinewatch.domain.drift_events import DriftMessage, build, latest_only, pending
 from spinewatch.domain.partition import PartitionState
-from spinewatch.domain.site_charts import PartitionCharts, SiteCharts, Track
+from spinewatch.domain.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +27,13 @@ class ChartReading:
     """One chart of one site, for the Prometheus gauges."""
 
     site_id: str
-    chart: MonitoredChart
+    chart: AnyChart
     track: Track
     in_control: bool
 
 
 class DriftMonitor:
-    def __init__(self, charts: tuple[MonitoredChart, ...], resolve_after_cases: int) -> None:
+    def __init__(self, charts: tuple[AnyChart, ...], resolve_after_cases: int) -> None:
         self.charts = charts
         self.resolve_after = resolve_after_cases
         self.partitions: dict[int, PartitionCharts] = {}

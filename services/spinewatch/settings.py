@@ -80,6 +80,16 @@ class Settings(BaseSettings):
         min_length=1,
         description="Shifts the charts detect: > 1 deterioration, < 1 improvement.",
     )
+    drift_vas_timepoints: tuple[str, ...] = Field(
+        default=("post_procedure", "final"),
+        description="Follow-up timepoints whose paired VAS change is charted; () for none.",
+    )
+    drift_vas_shift_sd: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=5.0,
+        description="Loss of pain relief the VAS charts detect, in SD of the published change.",
+    )
     drift_arl0_cases: float = Field(
         default=10_000,
         ge=50,
@@ -106,6 +116,19 @@ class Settings(BaseSettings):
             raise ValueError(f"not chartable: {unknown}; choose from {sorted(known)}")
         if len(set(names)) != len(names):
             raise ValueError("each metric once")
+        return names
+
+    @field_validator("drift_vas_timepoints")
+    @classmethod
+    def _timepoints(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from spinewatch.contracts.vocabulary import FollowupTimepoint  # noqa: PLC0415
+
+        known = {t.value for t in FollowupTimepoint}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown timepoints {unknown}; choose from {sorted(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each timepoint once")
         return names
 
     @field_validator("drift_odds_ratios")

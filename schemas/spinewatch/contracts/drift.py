@@ -33,8 +33,14 @@ class StratumBaseline(Contract):
     procedure_type: ProcedureType
     indication: Indication
     cases: int = Field(ge=0, description="Cases of this stratum from the change point on.")
-    p0: float = Field(gt=0, lt=1, description="Expected probability per case (unit).")
-    p0_basis: Literal["published value", "upper bound of the published range"]
+    p0: float | None = Field(
+        default=None, gt=0, lt=1, description="Rate charts: expected probability per case."
+    )
+    p0_basis: Literal["published value", "upper bound of the published range"] | None = None
+    mean_change: float | None = Field(
+        default=None, description="VAS charts: published mean change in points (- is relief)."
+    )
+    sd_change: float | None = Field(default=None, gt=0, description="VAS charts: its SD.")
     baseline_id: str
     described: str
     seed: str
@@ -53,7 +59,12 @@ class DriftSignalled(Contract):
     metric: str
     unit: Unit
     direction: Direction
-    odds_ratio: float = Field(gt=0, description="The shift the chart is designed to detect.")
+    odds_ratio: float | None = Field(
+        default=None, gt=0, description="Rate charts: the odds shift designed for."
+    )
+    shift_sd: float | None = Field(
+        default=None, gt=0, description="VAS charts: the loss of relief designed for, in SD."
+    )
     statistic: float = Field(ge=0, description="CUSUM statistic when it crossed the limit.")
     limit: float = Field(gt=0, description="Control limit h.")
     arl0_cases: float = Field(gt=0, description="Cases between false alarms, as designed.")
@@ -63,8 +74,18 @@ class DriftSignalled(Contract):
     change_point_case_number: int = Field(ge=1)
     change_point_on: date = Field(description="Estimated start: the CUSUM last left zero.")
     cases_since_change: int = Field(ge=1)
-    observed_events: int = Field(ge=0, description="Adverse outcomes since the change point.")
-    expected_events: float = Field(ge=0, description="Expected at the baselines, same cases.")
+    observed_events: int | None = Field(
+        default=None, ge=0, description="Rate charts: adverse outcomes since the change point."
+    )
+    expected_events: float | None = Field(
+        default=None, ge=0, description="Rate charts: expected at the baselines, same cases."
+    )
+    observed_mean_change: float | None = Field(
+        default=None, description="VAS charts: mean change since the change point, in points."
+    )
+    expected_mean_change: float | None = Field(
+        default=None, description="VAS charts: published mean change for the same cases."
+    )
     baselines: tuple[StratumBaseline, ...]
 
 

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.domain.aggregates import ALL, cohort_views
+from spinewatch.domain.cusum import ChartState
 from spinewatch.domain.drift_design import chart_probability
 from spinewatch.domain.funnel import FunnelLimits, exceedance_p_value, funnel_limits
 from spinewatch.domain.report import BaselineMatch, ReportRow, cohort_report
@@ -214,12 +215,13 @@ class DriftCollector(Collector):
         active = self._active_partitions()
         self._engine.refresh_drift(active)
         for reading in self._engine.drift.readings(active):
-            labels = [reading.site_id, reading.chart.metric.name, reading.chart.direction]
+            labels = [reading.site_id, reading.chart.metric_name, reading.chart.direction]
             chart_state = reading.track.state
             statistic.add_metric(labels, chart_state.statistic)
             limit.add_metric(labels, chart_state.limit)
             state.add_metric(labels, 0 if reading.in_control else 1)
-            vlad.add_metric(labels, chart_state.vlad)
+            if isinstance(chart_state, ChartState):  # VLAD counts adverse outcomes
+                vlad.add_metric(labels, chart_state.vlad)
             signals.add_metric(labels, len(chart_state.signals))
             cases.add_metric(labels, chart_state.cases)
         yield from (statistic, limit, state, vlad, signals, cases)

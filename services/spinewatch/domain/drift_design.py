@@ -35,10 +35,13 @@ from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.baseline_match import BaselineMatch, metric_baseline
 from spinewatch.domain.contribution import Tally
-from spinewatch.domain.report_metrics import RATE_METRICS, RateMetric
+from spinewatch.domain.cusum import ChartState, new_chart, observe
+from spinewatch.domain.report_metrics import RATE_METRICS, RateMetric, Unit
 from spinewatch.errors import ChartDesignError
 
 Stratum = tuple[str, str]  # (procedure type, indication) values
+# A case's outcome on one chart: (events, trials) for a rate, a VAS change in points.
+Outcome = tuple[int, int] | float
 P0Basis = Literal["published value", "upper bound of the published range"]
 Direction = Literal["worse", "better"]
 
@@ -69,12 +72,29 @@ class MonitoredChart:
     def name(self) -> str:
         return f"{self.metric.name}:{self.direction}"
 
+    @property
+    def metric_name(self) -> str:
+        return self.metric.name
+
+    @property
+    def unit(self) -> Unit:
+        return self.metric.unit
+
     def outcome(self, tally: Tally) -> tuple[int, int] | None:
         """(adverse events, trials) of one procedure; None if it is not a case of this chart."""
         trials = tally.get(self.metric.denominator_tally, 0)
         if trials <= 0:
             return None  # e.g. no level imaged for leakage
         return min(tally.get(self.metric.numerator_tally, 0), trials), trials
+
+    def new_state(self) -> ChartState:
+        return new_chart(self.design.odds_ratio, self.design.limit)
+
+    def step(self, state: ChartState, outcome: Outcome, stratum: Stratum) -> ChartState:
+        risk = self.strata.get(stratum)
+        if risk is None or not isinstance(outcome, tuple):
+            return state  # no literature figure to weigh this case by
+        return observe(state, outcome[0], outcome[1], risk.p0)
 
 
 def monitorable_metrics() -> dict[str, RateMetric]:

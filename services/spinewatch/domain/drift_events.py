@@ -12,9 +12,11 @@ the message names cases by their number on the chart and their date.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
@@ -23,8 +25,11 @@ from spinewatch.contracts.drift import (
     StratumBaseline,
 )
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
-from spinewatch.domain.drift_design import MonitoredChart
-from spinewatch.domain.site_charts import CaseKey, SignalAt, SiteCharts, Track
+from spinewatch.domain.baseline_match import BaselineMatch
+from spinewatch.domain.cusum import Signal
+from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
+from spinewatch.domain.site_charts import AnyChart, CaseKey, SignalAt, SiteCharts, Track
+from spinewatch.domain.vas_drift import MonitoredVasChart
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
@@ -42,7 +47,7 @@ class Pending:
     resolved: bool  # True: the return to control after `signal`
 
 
-def signal_id(site_id: str, chart: MonitoredChart, signal: SignalAt) -> UUID:
+def signal_id(site_id: str, chart: AnyChart, signal: SignalAt) -> UUID:
     at_us, procedure_id = signal.at
     return uuid5(
         _NAMESPACE, f"{site_id}|{chart.name}|{chart.design.limit!r}|{at_us}|{procedure_id.hex()}"
@@ -85,66 +90,111 @@ def build(item: Pending, charts: SiteCharts) -> DriftMessage:
     track = charts.tracks[item.chart_index]
     if item.resolved:
         return _in_control(item, chart, track)
-    return _signalled(item, chart, charts)
+    signal = item.signal.signal
+    common = {
+        "event_type": "drift.signalled",
+        "schema_version": 1,
+        "signal_id": item.message_id,
+        "site_id": item.site_id,
+        "metric": chart.metric_name,
+        "unit": chart.unit,
+        "direction": chart.direction,
+        "statistic": signal.statistic,
+        "limit": chart.design.limit,
+        "arl0_cases": chart.design.arl0,
+        "arl1_cases": chart.design.arl1,
+        "case_number": signal.case_index + 1,
+        "signalled_on": clinical_date(item.signal.at),
+        "change_point_case_number": signal.change_point + 1,
+        "change_point_on": clinical_date(item.signal.change_at),
+        "cases_since_change": signal.cases_since_change,
+    }
+    window = charts.window(item.chart_index, item.signal.change_at, item.signal.at)
+    if isinstance(chart, MonitoredVasChart):
+        return DriftSignalled(**common, **_vas_details(chart, window))
+    if not isinstance(signal, Signal):
+        raise TypeError("a rate chart raised a VAS signal")
+    return DriftSignalled(**common, **_rate_details(chart, signal, window))
 
 
-def _signalled(item: Pending, chart: MonitoredChart, charts: SiteCharts) -> DriftSignalled:
-    signal, design = item.signal.signal, chart.design
-    strata = charts.strata_between(item.chart_index, item.signal.change_at, item.signal.at)
+def _rate_details(
+    chart: MonitoredChart, signal: Signal, window: list[tuple[Stratum, Outcome]]
+) -> dict[str, Any]:
     baselines = []
-    for (procedure, indication), cases in sorted(strata.items()):
-        risk = chart.strata[(procedure, indication)]
-        arl0, arl1 = chart.run_lengths[(procedure, indication)]
-        source = risk.baseline.source
+    for stratum, cases in sorted(Counter(stratum for stratum, _ in window).items()):
+        risk = chart.strata[stratum]
+        arl0, arl1 = chart.run_lengths[stratum]
         baselines.append(
-            StratumBaseline(
-                procedure_type=ProcedureType(procedure),
-                indication=Indication(indication),
-                cases=cases,
-                p0=risk.p0,
-                p0_basis=risk.basis,
-                baseline_id=risk.baseline.entry_id or "practice_rule",
-                described=risk.baseline.described,
-                seed=source.seed,
-                locator=source.locator,
-                quote=source.quote,
-                exact_cohort=risk.baseline.exact_cohort,
-                arl0_cases=arl0,
-                arl1_cases=arl1,
+            _stratum(stratum, cases, risk.baseline, arl0, arl1, p0=risk.p0, p0_basis=risk.basis)
+        )
+    return {
+        "odds_ratio": chart.design.odds_ratio,
+        "observed_events": signal.observed_events,
+        "expected_events": signal.expected_events,
+        "baselines": tuple(baselines),
+    }
+
+
+def _vas_details(chart: MonitoredVasChart, window: list[tuple[Stratum, Outcome]]) -> dict[str, Any]:
+    changes = [float(outcome) for _, outcome in window if isinstance(outcome, float)]
+    expected = [chart.strata[stratum].mean_change for stratum, _ in window]
+    baselines = []
+    design = chart.design
+    for stratum, cases in sorted(Counter(stratum for stratum, _ in window).items()):
+        published = chart.strata[stratum]
+        baselines.append(
+            _stratum(
+                stratum,
+                cases,
+                published.follow_up,
+                design.arl0,
+                design.arl1,
+                mean_change=published.mean_change,
+                sd_change=published.sd_change,
             )
         )
-    return DriftSignalled(
-        event_type="drift.signalled",
-        schema_version=1,
-        signal_id=item.message_id,
-        site_id=item.site_id,
-        metric=chart.metric.name,
-        unit=chart.metric.unit,
-        direction=chart.direction,
-        odds_ratio=design.odds_ratio,
-        statistic=signal.statistic,
-        limit=signal.limit,
-        arl0_cases=design.arl0,
-        arl1_cases=design.arl1,
-        case_number=signal.case_index + 1,
-        signalled_on=clinical_date(item.signal.at),
-        change_point_case_number=signal.change_point + 1,
-        change_point_on=clinical_date(item.signal.change_at),
-        cases_since_change=signal.cases_since_change,
-        observed_events=signal.observed_events,
-        expected_events=signal.expected_events,
-        baselines=tuple(baselines),
+    return {
+        "shift_sd": design.shift_sd,
+        "observed_mean_change": sum(changes) / len(changes) if changes else None,
+        "expected_mean_change": sum(expected) / len(expected) if expected else None,
+        "baselines": tuple(baselines),
+    }
+
+
+def _stratum(
+    stratum: Stratum,
+    cases: int,
+    baseline: BaselineMatch,
+    arl0: float,
+    arl1: float,
+    **figures: Any,
+) -> StratumBaseline:
+    procedure, indication = stratum
+    source = baseline.source
+    return StratumBaseline(
+        procedure_type=ProcedureType(procedure),
+        indication=Indication(indication),
+        cases=cases,
+        baseline_id=baseline.entry_id or "practice_rule",
+        described=baseline.described,
+        seed=source.seed,
+        locator=source.locator,
+        quote=source.quote,
+        exact_cohort=baseline.exact_cohort,
+        arl0_cases=arl0,
+        arl1_cases=arl1,
+        **figures,
     )
 
 
-def _in_control(item: Pending, chart: MonitoredChart, track: Track) -> DriftInControl:
+def _in_control(item: Pending, chart: AnyChart, track: Track) -> DriftInControl:
     since = track.cases_since_signal() or 1
     return DriftInControl(
         event_type="drift.in_control",
         schema_version=1,
         signal_id=signal_id(item.site_id, chart, item.signal),
         site_id=item.site_id,
-        metric=chart.metric.name,
+        metric=chart.metric_name,
         direction=chart.direction,
         cases_since_signal=since,
         in_control_on=clinical_date(track.last_at or item.signal.at),

@@ -25,11 +25,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spinewatch.domain.contribution import Contribution
-from spinewatch.domain.cusum import ChartState, Signal, new_chart, observe
-from spinewatch.domain.drift_design import MonitoredChart, Stratum
+from spinewatch.domain.cusum import ChartState, Signal
+from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
+from spinewatch.domain.vas_chart import VasChartState, VasSignal
+from spinewatch.domain.vas_drift import MonitoredVasChart
 
 CaseKey = tuple[int, bytes]  # (procedure time in epoch microseconds, procedure id)
-Outcomes = tuple[tuple[int, int] | None, ...]  # per chart: (events, trials) or not a case
+Outcomes = tuple[Outcome | None, ...]  # per chart; None: not a case of that chart
+AnyChart = MonitoredChart | MonitoredVasChart
+AnyState = ChartState | VasChartState
 
 CHECKPOINT_EVERY = 256
 
@@ -44,7 +48,7 @@ class ChartCase:
 class SignalAt:
     """A signal, with the cases where it fired and where the shift is estimated to start."""
 
-    signal: Signal
+    signal: Signal | VasSignal
     at: CaseKey
     change_at: CaseKey
 
@@ -53,7 +57,7 @@ class SignalAt:
 class Track:
     """One chart's fold state, with the case keys the bare statistic cannot name."""
 
-    state: ChartState
+    state: AnyState
     left_zero_at: CaseKey | None = None
     signals: tuple[SignalAt, ...] = ()
     last_at: CaseKey | None = None  # the latest case of this chart
@@ -72,21 +76,22 @@ class Track:
         return since is None or since >= resolve_after
 
 
-def _step(track: Track, chart: MonitoredChart, key: CaseKey, case: ChartCase, j: int) -> Track:
+def _step(track: Track, chart: AnyChart, key: CaseKey, case: ChartCase, j: int) -> Track:
     outcome = case.outcomes[j]
-    risk = chart.strata.get(case.stratum)
-    if outcome is None or risk is None:
-        return track  # not a case of this chart, or no literature figure to weigh it by
+    if outcome is None:
+        return track  # not a case of this chart
     before = track.state
+    state = chart.step(before, outcome, case.stratum)  # type: ignore[arg-type]
+    if state is before:
+        return track  # no literature figure to weigh this case by
     left_zero_at = key if before.statistic == 0.0 else track.left_zero_at
-    state = observe(before, outcome[0], outcome[1], risk.p0)
     signals = track.signals
     if len(state.signals) > len(before.signals):
         signals = (*signals, SignalAt(state.signals[-1], key, left_zero_at or key))
     return Track(state, left_zero_at, signals, key)
 
 
-def outcomes_of(charts: Sequence[MonitoredChart], contribution: Contribution) -> ChartCase:
+def outcomes_of(charts: Sequence[AnyChart], contribution: Contribution) -> ChartCase:
     cohort = contribution.cohort
     stratum = (cohort.procedure_type.value, cohort.indication.value)
     return ChartCase(stratum, tuple(chart.outcome(contribution.tally) for chart in charts))
@@ -94,11 +99,11 @@ def outcomes_of(charts: Sequence[MonitoredChart], contribution: Contribution) ->
 
 class SiteCharts:
     def __init__(
-        self, charts: Sequence[MonitoredChart], checkpoint_every: int = CHECKPOINT_EVERY
+        self, charts: Sequence[AnyChart], checkpoint_every: int = CHECKPOINT_EVERY
     ) -> None:
         self.charts = tuple(charts)
         self._every = checkpoint_every
-        initial = tuple(Track(new_chart(c.design.odds_ratio, c.design.limit)) for c in charts)
+        initial = tuple(Track(chart.new_state()) for chart in charts)
         self._keys: list[CaseKey] = []
         self._cases: dict[CaseKey, ChartCase] = {}
         # _checkpoints[n]: the tracks after the first n * checkpoint_every cases.
@@ -153,25 +158,31 @@ class SiteCharts:
         self._stale_from = None
         return True
 
-    def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
-        """Cases of one chart per stratum from `first` to `last` inclusive (a signal's window)."""
+    def window(
+        self, chart_index: int, first: CaseKey, last: CaseKey
+    ) -> list[tuple[Stratum, Outcome]]:
+        """The cases one chart weighed from `first` to `last` inclusive (a signal's window)."""
         chart = self.charts[chart_index]
-        counts: Counter[Stratum] = Counter()
+        cases = []
         start = bisect_left(self._keys, first)
         for key in self._keys[start:]:
             if key > last:
                 break
             case = self._cases[key]
-            if case.outcomes[chart_index] is not None and case.stratum in chart.strata:
-                counts[case.stratum] += 1
-        return counts
+            outcome = case.outcomes[chart_index]
+            if outcome is not None and case.stratum in chart.strata:
+                cases.append((case.stratum, outcome))
+        return cases
+
+    def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
+        return Counter(stratum for stratum, _ in self.window(chart_index, first, last))
 
 
 @dataclass(slots=True)
 class PartitionCharts:
     """The charts of every site in one partition (a site lives in one partition)."""
 
-    charts: tuple[MonitoredChart, ...]
+    charts: tuple[AnyChart, ...]
     sites: dict[str, SiteCharts] = field(default_factory=dict)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
 
