@@ -505,3 +505,27 @@ def test_inconsistent_tally_is_refused(catalog: BaselineCatalog) -> None:
         cohort_report(
             {"levels_with_leakage": 4, "levels_assessed_for_leakage": 3}, PVP, HEMANGIOMA, catalog
         )
+
+
+@pytest.mark.parametrize(
+    ("with_complication", "patients", "position"),
+    [(20, 100, "above"), (2, 100, "within"), (0, 1000, "below"), (4, 100, "within")],
+)
+def test_a_rate_outside_a_published_range_is_flagged_by_its_whole_interval(
+    with_complication: int, patients: int, position: str
+) -> None:
+    # Pilitis (seed 003): complications 1-3% in osteoporotic collapse. 4/100
+    # is above 3%, but its interval (1.6%-9.8%) is not wholly above it.
+    tally = {"patients": patients, "patients_with_complication": with_complication}
+    rows = cohort_report(tally, ProcedureType.PVP, Indication.OSTEOPOROTIC, load_catalog())
+    (row,) = [r for r in rows if r.metric == "complication_rate"]
+    assert row.baseline is not None
+    assert (row.baseline.entry_id, row.baseline.low, row.baseline.high) == (
+        "s003.pilitis.osteoporotic",
+        0.01,
+        0.03,
+    )
+    assert row.range_position() == position
+    # A point baseline is not a range: no flag.
+    (leakage,) = [r for r in rows if r.metric == "cement_leakage_rate_per_level"]
+    assert leakage.range_position() is None

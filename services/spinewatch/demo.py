@@ -169,4 +169,7 @@ def _line(row: ReportRow) -> str:
         approx = "" if row.baseline.exact_cohort else " ~"
         cite = row.baseline.entry_id or f"{row.baseline.source.seed} {row.baseline.source.locator}"
         baseline = f"{row.baseline.described}{approx} ({cite})"
+        position = row.range_position()
+        if position in ("above", "below"):
+            baseline += f"  << {position.upper()} the published range"
     return f"{label:<48} {observed:<34} vs {baseline}"

@@ -77,6 +77,10 @@ class _Families:
             "Funnel-plot upper limit at this denominator (exact binomial, interpolated).",
             labels=funnel_labels,
         )
+        self.outside_range = cohort(
+            "spinewatch_outcome_outside_published_range",
+            "1 when the 95% interval lies wholly above a published range, -1 below, 0 within.",
+        )
         self.vas_n = cohort("spinewatch_vas_patients", "Patients in the VAS series.")
         self.vas_mean = cohort("spinewatch_vas_mean_score", "Mean VAS (0-10) of the series.")
         self.vas_sd = cohort("spinewatch_vas_sd_score", "Standard deviation of the VAS series.")
@@ -137,6 +141,9 @@ def _add_row(families: _Families, labels: list[str], row: ReportRow) -> None:
             families.rate.add_metric(labels, row.value)
             families.rate_low.add_metric(labels, row.low)
             families.rate_high.add_metric(labels, row.high)
+        position = row.range_position()
+        if position is not None:
+            families.outside_range.add_metric(labels, _RANGE_POSITION[position])
         # A funnel plot compares sites, not operators: cohort-level rows only.
         if labels[3] == ALL and row.baseline is not None and row.denominator > 0:
             _add_funnel(families, labels, row.numerator or 0, row.denominator, row.baseline)
@@ -146,6 +153,9 @@ def _add_row(families: _Families, labels: list[str], row: ReportRow) -> None:
         families.vas_mean.add_metric(labels, row.value)
     if row.sd is not None:
         families.vas_sd.add_metric(labels, row.sd)
+
+
+_RANGE_POSITION = {"above": 1, "within": 0, "below": -1}
 
 
 def _add_funnel(

@@ -63,6 +63,9 @@ __all__ = [
 RowKind = Literal["rate", "mean"]
 
 
+RangePosition = Literal["above", "within", "below"]
+
+
 @dataclass(frozen=True, slots=True)
 class ReportRow:
     metric: str
@@ -78,6 +81,30 @@ class ReportRow:
     baseline: BaselineMatch | None
     expected_zero: bool
     definition_id: str | None = None
+
+    def range_position(self) -> RangePosition | None:
+        """Where the rate stands against a published range (e.g. complications 1-10%).
+
+        "above" or "below" only when the whole 95% interval lies outside the
+        range: the chart tests against the upper bound, and this flag says
+        separately that the cohort is outside what was published at all.
+        None when the baseline is not a range or there is no rate.
+        """
+        baseline = self.baseline
+        if (
+            baseline is None
+            or baseline.value is not None
+            or baseline.low is None
+            or baseline.high is None
+            or self.low is None
+            or self.high is None
+        ):
+            return None
+        if self.low > baseline.high:
+            return "above"
+        if self.high < baseline.low:
+            return "below"
+        return "within"
 
 
 # --- the report -------------------------------------------------------------------
