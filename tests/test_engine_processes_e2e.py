@@ -88,12 +88,18 @@ async def test_sigkill_mid_stream_then_restart_equals_a_clean_pass(
     try:
         await second.wait_for_partitions()
 
-        async def probe() -> dict[Sample, float]:
-            return outcome_samples(await scrape_async(f"{second.url}/metrics"))
+        async def differences() -> dict[Sample, tuple[float | None, float | None]]:
+            # The differing samples only, so a timeout names what did not match.
+            restarted = outcome_samples(await scrape_async(f"{second.url}/metrics"))
+            return {
+                key: (clean.get(key), restarted.get(key))
+                for key in clean.keys() | restarted.keys()
+                if clean.get(key) != restarted.get(key)
+            }
 
-        restarted = await wait_until(
-            probe, lambda s: s == clean, 90, "restart to equal the clean pass"
-        )
+        diff = await wait_until(differences, lambda d: not d, 90, "restart to equal the clean pass")
+        assert diff == {}
+        restarted = outcome_samples(await scrape_async(f"{second.url}/metrics"))
         assert restarted == clean
         assert observed_counts(restarted, expected) == expected
     finally:

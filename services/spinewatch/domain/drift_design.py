@@ -25,8 +25,9 @@ limits; `spinewatch plan` shows each stratum's own design.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -34,8 +35,7 @@ from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.baseline_match import BaselineMatch, metric_baseline
-from spinewatch.domain.contribution import Tally
-from spinewatch.domain.cusum import ChartState, new_chart, observe
+from spinewatch.domain.cusum import ChartState, new_chart, observe_weighted
 from spinewatch.domain.report_metrics import RATE_METRICS, RateMetric, Unit
 from spinewatch.errors import ChartDesignError
 
@@ -63,6 +63,20 @@ class MonitoredChart:
     strata: Mapping[Stratum, StratumRisk]
     # (ARL0, ARL1) in cases of a site treating only that stratum, at this h.
     run_lengths: Mapping[Stratum, tuple[float, float]]
+    # Per stratum: log R, log(1 - p0 + R p0) and p0, so a fold computes each
+    # case's LLR weight with two multiplications (the same arithmetic as
+    # `llr_weight`, hence the same floats).
+    weights: Mapping[Stratum, tuple[float, float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            ratio = self.design.odds_ratio
+            log_ratio = math.log(ratio)
+            weights = {
+                stratum: (log_ratio, math.log(1.0 - risk.p0 + ratio * risk.p0), risk.p0)
+                for stratum, risk in self.strata.items()
+            }
+            object.__setattr__(self, "weights", weights)
 
     @property
     def direction(self) -> Direction:
@@ -80,21 +94,16 @@ class MonitoredChart:
     def unit(self) -> Unit:
         return self.metric.unit
 
-    def outcome(self, tally: Tally) -> tuple[int, int] | None:
-        """(adverse events, trials) of one procedure; None if it is not a case of this chart."""
-        trials = tally.get(self.metric.denominator_tally, 0)
-        if trials <= 0:
-            return None  # e.g. no level imaged for leakage
-        return min(tally.get(self.metric.numerator_tally, 0), trials), trials
-
     def new_state(self) -> ChartState:
         return new_chart(self.design.odds_ratio, self.design.limit)
 
     def step(self, state: ChartState, outcome: Outcome, stratum: Stratum) -> ChartState:
-        risk = self.strata.get(stratum)
-        if risk is None or not isinstance(outcome, tuple):
+        weights = self.weights.get(stratum)
+        if weights is None or type(outcome) is not tuple:
             return state  # no literature figure to weigh this case by
-        return observe(state, outcome[0], outcome[1], risk.p0)
+        events, trials = outcome
+        log_ratio, penalty, p0 = weights
+        return observe_weighted(state, events * log_ratio - trials * penalty, events, trials * p0)
 
 
 def monitorable_metrics() -> dict[str, RateMetric]:

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from spinewatch.domain.contribution import Contribution
+from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally
 from spinewatch.domain.cusum import ChartState, Signal
 from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
 from spinewatch.domain.vas_chart import VasChartState, VasSignal
@@ -76,25 +76,76 @@ class Track:
         return since is None or since >= resolve_after
 
 
-def _step(track: Track, chart: AnyChart, key: CaseKey, case: ChartCase, j: int) -> Track:
-    outcome = case.outcomes[j]
-    if outcome is None:
-        return track  # not a case of this chart
-    before = track.state
-    state = chart.step(before, outcome, case.stratum)  # type: ignore[arg-type]
-    if state is before:
-        return track  # no literature figure to weigh this case by
-    left_zero_at = key if before.statistic == 0.0 else track.left_zero_at
-    signals = track.signals
-    if len(state.signals) > len(before.signals):
-        signals = (*signals, SignalAt(state.signals[-1], key, left_zero_at or key))
-    return Track(state, left_zero_at, signals, key)
+def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
+    """A function from a procedure's tally to its outcome on each chart.
+
+    Rate charts: (adverse events, trials), None when there is no trial (e.g.
+    no level imaged for leakage). VAS charts: the paired change in points,
+    None until both scores are known. Built once per partition: it runs for
+    every changed procedure, so the tally names are looked up in advance.
+    """
+    rates = [
+        (j, c.metric.numerator_tally, c.metric.denominator_tally)
+        for j, c in enumerate(charts)
+        if isinstance(c, MonitoredChart)
+    ]
+    changes = [
+        (j, *c.change_tallies) for j, c in enumerate(charts) if isinstance(c, MonitoredVasChart)
+    ]
+    size = len(charts)
+
+    def outcomes(tally: Tally) -> Outcomes:
+        found: list[Outcome | None] = [None] * size
+        get = tally.get
+        for j, numerator, denominator in rates:
+            trials = get(denominator, 0)
+            if trials > 0:
+                events = get(numerator, 0)
+                found[j] = (events if events < trials else trials, trials)
+        for j, patients, total in changes:
+            if get(patients):
+                found[j] = tally[total] / VAS_SCALE
+        return tuple(found)
+
+    return outcomes
 
 
-def outcomes_of(charts: Sequence[AnyChart], contribution: Contribution) -> ChartCase:
-    cohort = contribution.cohort
-    stratum = (cohort.procedure_type.value, cohort.indication.value)
-    return ChartCase(stratum, tuple(chart.outcome(contribution.tally) for chart in charts))
+def _fold(
+    chart: AnyChart,
+    j: int,
+    track: Track,
+    *,
+    keys: list[CaseKey],
+    cases: list[ChartCase],
+    start: int,
+    every: int,
+    marks: list[Track],
+) -> Track:
+    """One chart folded over `cases` (from position `start`), checkpointed every `every`.
+
+    The track's parts are kept in locals and a Track is built only where one
+    is kept: this loop runs once per case per chart on every refold.
+    """
+    step = chart.step
+    state, left_zero_at, signals, last_at = (
+        track.state,
+        track.left_zero_at,
+        track.signals,
+        track.last_at,
+    )
+    for position, (key, case) in enumerate(zip(keys, cases, strict=True), start + 1):
+        outcome = case.outcomes[j]
+        if outcome is not None:
+            after = step(state, outcome, case.stratum)  # type: ignore[arg-type]
+            if after is not state:  # the same state: no literature figure to weigh it by
+                if state.statistic == 0.0:
+                    left_zero_at = key
+                if len(after.signals) > len(state.signals):
+                    signals = (*signals, SignalAt(after.signals[-1], key, left_zero_at or key))
+                state, last_at = after, key
+        if position % every == 0:
+            marks.append(Track(state, left_zero_at, signals, last_at))
+    return Track(state, left_zero_at, signals, last_at)
 
 
 class SiteCharts:
@@ -145,16 +196,31 @@ class SiteCharts:
         every = self._every
         block = self._stale_from // every
         del self._checkpoints[block + 1 :]
-        tracks = list(self._checkpoints[block])
-        charts, cases = self.charts, self._cases
-        for index in range(block * every, len(self._keys)):
-            key = self._keys[index]
-            case = cases[key]
-            for j, chart in enumerate(charts):
-                tracks[j] = _step(tracks[j], chart, key, case, j)
-            if (index + 1) % every == 0:
-                self._checkpoints.append(tuple(tracks))
-        self.tracks = tuple(tracks)
+        start = block * every
+        keys = self._keys[start:]
+        cases = [self._cases[key] for key in keys]
+        # Chart by chart (not case by case): the inner loop then touches one
+        # chart's state and step function only.
+        marks: list[list[Track]] = []
+        final: list[Track] = []
+        for j, (chart, start_track) in enumerate(
+            zip(self.charts, self._checkpoints[block], strict=True)
+        ):
+            marks.append([])
+            final.append(
+                _fold(
+                    chart,
+                    j,
+                    start_track,
+                    keys=keys,
+                    cases=cases,
+                    start=start,
+                    every=every,
+                    marks=marks[-1],
+                )
+            )
+        self._checkpoints.extend(zip(*marks, strict=True))
+        self.tracks = tuple(final)
         self._stale_from = None
         return True
 
@@ -185,6 +251,10 @@ class PartitionCharts:
     charts: tuple[AnyChart, ...]
     sites: dict[str, SiteCharts] = field(default_factory=dict)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
+    _outcomes: Callable[[Tally], Outcomes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._outcomes = outcome_reader(self.charts)
 
     def track(
         self, contributions: Mapping[bytes, Contribution], procedure_ids: Iterable[bytes]
@@ -207,7 +277,9 @@ class PartitionCharts:
             charts = self.sites.get(site)
             if charts is None:
                 charts = self.sites[site] = SiteCharts(self.charts)
-            charts.put(key, outcomes_of(self.charts, contribution))
+            cohort = contribution.cohort
+            stratum = (cohort.procedure_type.value, cohort.indication.value)
+            charts.put(key, ChartCase(stratum, self._outcomes(contribution.tally)))
 
     def refresh(self) -> list[str]:
         """Refold every site with changes; the sites whose charts moved."""

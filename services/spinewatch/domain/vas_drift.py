@@ -28,7 +28,7 @@ from typing import Literal
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.baseline_match import BaselineMatch, baseline_for
-from spinewatch.domain.contribution import VAS_SCALE, Tally, vas_moments
+from spinewatch.domain.contribution import vas_moments
 from spinewatch.domain.drift_design import Outcome, Stratum
 from spinewatch.domain.vas_chart import (
     VasChartDesign,
@@ -73,12 +73,11 @@ class MonitoredVasChart:
     def unit(self) -> Literal["patient"]:
         return "patient"
 
-    def outcome(self, tally: Tally) -> float | None:
-        """The patient's paired VAS change in points, once both scores are known."""
+    @property
+    def change_tallies(self) -> tuple[str, str]:
+        """Tally names of (patients with the change, their summed change in thousandths)."""
         n, total, _ = vas_moments(f"vas_change.{self.timepoint}")
-        if not tally.get(n):
-            return None
-        return tally[total] / VAS_SCALE
+        return n, total
 
     def new_state(self) -> VasChartState:
         return new_vas_chart(self.design.shift_sd, self.design.limit)
