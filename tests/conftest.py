@@ -11,12 +11,14 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spinewatch.adapters.tansu import EmbeddedBroker, free_port
 from spinewatch.settings import Settings
+from tests.servers import Alertmanager, alertmanager, redis_server
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,19 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server of this test's own, on a free loopback port."""
+    with redis_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def alertmanager_api(tmp_path: Path) -> Iterator[Alertmanager]:
+    """A real Prometheus Alertmanager of this test's own."""
+    workdir = tmp_path / "alertmanager"
+    workdir.mkdir()
+    with alertmanager(workdir) as api:
+        yield api

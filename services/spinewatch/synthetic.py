@@ -57,6 +57,7 @@ class SiteProfile:
     operators: int = 3
     leakage_odds_ratio: float = 1.0  # multiplies the baseline odds of leakage per level
     drift_after: int | None = None  # odds ratio applies from this procedure index on
+    drift_until: int | None = None  # ... and before this one (None: to the end)
 
     def __post_init__(self) -> None:
         if not _SLUG.match(self.site_id):

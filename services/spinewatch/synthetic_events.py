@@ -94,7 +94,9 @@ def site_events(seed: int, site: SiteProfile, start: datetime) -> list[Event]:
         case = _Case(
             rng, site.site_id, random_uuid(rng), random_uuid(rng), when, procedure, indication
         )
-        drifting = site.drift_after is None or index >= site.drift_after
+        drifting = (site.drift_after is None or index >= site.drift_after) and (
+            site.drift_until is None or index < site.drift_until
+        )
         odds_ratio = site.leakage_odds_ratio if drifting else 1.0
         events.append(_procedure(case, rng.choice(operators), odds_ratio))
         found, death_day = _complications(case, events[-1]["levels"])

@@ -1,0 +1,221 @@
+"""Alert state, dedupe keys, acknowledgements and the delivery outbox, in Redis.
+
+Every step that decides whether someone is paged is one Lua script, so it
+is atomic across alerting processes: the first process to record a drift
+message decides the transition and enqueues its deliveries; any other
+process (or a redelivery of the same message) finds the dedupe key and
+does nothing. Deliveries live in a sorted set scored by when they are due;
+a process claims due ones by pushing their score a lease ahead, so a
+process that dies mid-delivery leaves them to be claimed again when the
+lease runs out (at least once; Alertmanager dedupes identical alerts).
+
+Keys (prefix `{p}`): `{p}:seen:<message id>` (dedupe, with a TTL),
+`{p}:alert:<fingerprint>` (the alert, JSON), `{p}:outbox` (due deliveries),
+`{p}:delivery:<id>` (a delivery's spec), `{p}:resend` (when each firing
+alert is next re-sent to Alertmanager). Every call has a socket timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from spinewatch.alert_model import Alert, Transition
+
+Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing"]
+
+# KEYS: seen, alert, outbox, resend. ARGV: seen TTL s, kind, alert JSON,
+# signal id, now ms, resend-at ms, fingerprint, delivery key prefix,
+# ends_at, then (delivery id, delivery JSON) pairs.
+_RECORD = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+local current = redis.call('GET', KEYS[2])
+local state = nil
+if current then state = cjson.decode(current) end
+if ARGV[2] == 'signal' then
+  if state and state.status == 'firing' then
+    local new = cjson.decode(ARGV[3])
+    state.signal_id = ARGV[4]
+    state.annotations = new.annotations
+    redis.call('SET', KEYS[2], cjson.encode(state))
+    return 'continued'
+  end
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[7])
+else
+  if (not state) or state.status ~= 'firing' or state.signal_id ~= ARGV[4] then
+    return 'stale'
+  end
+  state.status = 'resolved'
+  state.ends_at = ARGV[9]
+  redis.call('SET', KEYS[2], cjson.encode(state))
+  redis.call('ZREM', KEYS[4], ARGV[7])
+end
+for i = 10, #ARGV, 2 do
+  redis.call('SET', ARGV[8] .. ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
+end
+return 'transition'
+"""
+
+# KEYS: alert, outbox. ARGV: who, now ms, delivery key prefix, then pairs.
+_ACK = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 'not_firing' end
+local state = cjson.decode(current)
+if state.status ~= 'firing' then return 'not_firing' end
+if state.acknowledged_by ~= cjson.null and state.acknowledged_by ~= nil then
+  return 'duplicate'
+end
+state.acknowledged_by = ARGV[1]
+redis.call('SET', KEYS[1], cjson.encode(state))
+for i = 4, #ARGV, 2 do
+  redis.call('SET', ARGV[3] .. ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
+end
+return 'transition'
+"""
+
+# KEYS: a sorted set. ARGV: now, new score for what is claimed, limit.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+
+
+class RedisAlertStore:
+    def __init__(self, redis: Redis, prefix: str, seen_ttl_s: int = 30 * 86_400) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.seen_ttl_s = seen_ttl_s
+        self._record = redis.register_script(_RECORD)
+        self._ack = redis.register_script(_ACK)
+        self._claim = redis.register_script(_CLAIM)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def record(
+        self,
+        message_id: str,
+        kind: Literal["signal", "in_control"],
+        alert: Alert,
+        *,
+        now_ms: int,
+        resend_at_ms: int,
+        deliveries: list[tuple[str, dict[str, Any]]],
+    ) -> Outcome:
+        """Apply one drift message; enqueue deliveries only on a real transition."""
+        args: list[Any] = [
+            self.seen_ttl_s,
+            kind,
+            json.dumps(asdict(alert)),
+            alert.signal_id,
+            now_ms,
+            resend_at_ms,
+            alert.fingerprint,
+            self._key("delivery", ""),
+            alert.ends_at or "",
+        ]
+        for delivery_id, spec in deliveries:
+            args += [delivery_id, json.dumps(spec)]
+        keys = [
+            self._key("seen", message_id),
+            self._key("alert", alert.fingerprint),
+            self._key("outbox"),
+            self._key("resend"),
+        ]
+        result = await self._record(keys=keys, args=args)
+        return _text(result)  # type: ignore[return-value]
+
+    async def acknowledge(
+        self, fingerprint: str, who: str, now_ms: int, deliveries: list[tuple[str, dict[str, Any]]]
+    ) -> Outcome:
+        args: list[Any] = [who, now_ms, self._key("delivery", "")]
+        for delivery_id, spec in deliveries:
+            args += [delivery_id, json.dumps(spec)]
+        keys = [self._key("alert", fingerprint), self._key("outbox")]
+        return _text(await self._ack(keys=keys, args=args))  # type: ignore[return-value]
+
+    async def enqueue(self, delivery_id: str, spec: dict[str, Any], due_ms: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("delivery", delivery_id), json.dumps(spec))
+            pipe.zadd(self._key("outbox"), {delivery_id: due_ms})
+            await pipe.execute()
+
+    async def claim_deliveries(
+        self, now_ms: int, lease_ms: int, limit: int = 50
+    ) -> list[tuple[str, dict[str, Any]]]:
+        ids = await self._claim(keys=[self._key("outbox")], args=[now_ms, now_ms + lease_ms, limit])
+        claimed = []
+        for raw_id in ids:
+            delivery_id = _text(raw_id)
+            spec = await self.redis.get(self._key("delivery", delivery_id))
+            if spec is None:  # completed by another process meanwhile
+                await self.redis.zrem(self._key("outbox"), delivery_id)
+                continue
+            claimed.append((delivery_id, json.loads(spec)))
+        return claimed
+
+    async def complete(self, delivery_id: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._key("outbox"), delivery_id)
+            pipe.delete(self._key("delivery", delivery_id))
+            await pipe.execute()
+
+    async def retry(self, delivery_id: str, spec: dict[str, Any], due_ms: int) -> None:
+        await self.enqueue(delivery_id, spec, due_ms)
+
+    async def claim_resends(self, now_ms: int, next_ms: int) -> list[str]:
+        fingerprints = await self._claim(keys=[self._key("resend")], args=[now_ms, next_ms, 100])
+        return [_text(fp) for fp in fingerprints]
+
+    async def alert(self, fingerprint: str) -> Alert | None:
+        raw = await self.redis.get(self._key("alert", fingerprint))
+        return None if raw is None else _alert(json.loads(raw))
+
+    async def alerts(self) -> list[Alert]:
+        found = []
+        async for key in self.redis.scan_iter(match=self._key("alert", "*"), count=500):
+            raw = await self.redis.get(key)
+            if raw is not None:
+                found.append(_alert(json.loads(raw)))
+        return sorted(found, key=lambda a: a.fingerprint)
+
+    async def pending_deliveries(self) -> int:
+        return int(await self.redis.zcard(self._key("outbox")))
+
+
+def _alert(data: dict[str, Any]) -> Alert:
+    # Lua's cjson writes an empty Lua table as {} and JSON null as null.
+    return Alert(
+        fingerprint=data["fingerprint"],
+        status=data["status"],
+        severity=data["severity"],
+        labels=dict(data["labels"]),
+        annotations=dict(data["annotations"]),
+        signal_id=data["signal_id"],
+        starts_at=data["starts_at"],
+        ends_at=data.get("ends_at") or None,
+        acknowledged_by=data.get("acknowledged_by") or None,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def delivery_spec(
+    receiver: str, fingerprint: str, transition: Transition, now_ms: int
+) -> dict[str, Any]:
+    return {
+        "receiver": receiver,
+        "fingerprint": fingerprint,
+        "transition": transition,
+        "enqueued_ms": now_ms,
+        "attempts": 0,
+    }

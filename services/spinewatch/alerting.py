@@ -1,0 +1,378 @@
+"""The alerting service: drift topic -> alert state in Redis -> receivers.
+
+Three loops and an HTTP endpoint, all on one event loop:
+
+* consume: read drift messages (offsets committed only after Redis
+  recorded them), turn each into an alert transition atomically in Redis,
+  which enqueues one delivery per receiver on a real transition only;
+* deliver: claim due deliveries, send them, and complete, retry with
+  capped exponential backoff (receiver down, 5xx) or drop with the
+  reason logged (4xx);
+* re-send: every firing alert goes to Alertmanager again each
+  `resend_interval_s`, as Alertmanager expects of pushed alerts;
+* HTTP: `GET /alerts`, `POST /alerts/{fingerprint}/ack` {"by": "..."},
+  `GET /metrics`, `GET /healthz`.
+
+Several processes may run against one Redis: the Lua scripts decide every
+transition and every claim atomically, so each page goes out once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import TypeAdapter, ValidationError
+from redis.asyncio import Redis
+
+from spinewatch.adapters.receivers import (
+    AlertmanagerReceiver,
+    AuditReceiver,
+    Decision,
+    Receiver,
+    WebhookReceiver,
+)
+from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
+from spinewatch.alert_model import Alert, Transition, alert_from_signal, resolved
+from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.contracts.drift import DriftInControl, DriftSignalled
+
+log = logging.getLogger(__name__)
+
+_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl] = TypeAdapter(
+    DriftSignalled | DriftInControl
+)
+
+
+class AlertingMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.firing = Gauge(
+            "spinewatch_alerts_firing",
+            "Alerts firing, by severity.",
+            ["severity"],
+            registry=registry,
+        )
+        self.sent = Counter(
+            "spinewatch_notifications_sent", "Deliveries a receiver accepted.", ["receiver"],
+            registry=registry,
+        )  # fmt: skip
+        self.failed = Counter(
+            "spinewatch_notifications_failed",
+            "Delivery attempts that failed, by receiver and decision (retry or rejected).",
+            ["receiver", "decision"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "spinewatch_notification_delivery_seconds",
+            "From the transition to the receiver's acceptance.",
+            ["receiver"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "spinewatch_drift_messages_invalid", "Drift messages that failed their contract.",
+            registry=registry,
+        )  # fmt: skip
+        self.messages = Counter(
+            "spinewatch_drift_messages", "Drift messages recorded, by outcome.", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+
+
+class AlertingService:
+    def __init__(
+        self,
+        settings: AlertingSettings,
+        store: RedisAlertStore,
+        receivers: list[Receiver],
+        registry: CollectorRegistry,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.receivers = {r.name: r for r in receivers}
+        self.registry = registry
+        self.metrics = AlertingMetrics(registry)
+        self.clock = clock
+
+    def _now(self) -> tuple[datetime, int]:
+        now = self.clock()
+        return now, int(now.timestamp() * 1000)
+
+    def _deliveries(
+        self, base_id: str, fingerprint: str, transition: Transition, now_ms: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (f"{base_id}:{name}", delivery_spec(name, fingerprint, transition, now_ms))
+            for name in self.receivers
+        ]
+
+    async def handle(self, raw: bytes) -> Outcome | None:
+        """Record one drift message; None (and counted) if it breaks its contract."""
+        try:
+            message = _DRIFT_MESSAGE.validate_json(raw)
+        except ValidationError as exc:
+            self.metrics.invalid.inc()
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            log.error("invalid drift message skipped: %s", fields[:500])
+            return None
+        now, now_ms = self._now()
+        resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
+        if isinstance(message, DriftSignalled):
+            alert = alert_from_signal(message, now, self.settings.dashboard_url)
+            outcome = await self.store.record(
+                str(message.signal_id),
+                "signal",
+                alert,
+                now_ms=now_ms,
+                resend_at_ms=resend_ms,
+                deliveries=self._deliveries(
+                    str(message.signal_id), alert.fingerprint, "firing", now_ms
+                ),
+            )
+        else:
+            outcome = await self._in_control(message, now, now_ms)
+        self.metrics.messages.labels(outcome).inc()
+        return outcome
+
+    async def _in_control(self, message: DriftInControl, now: datetime, now_ms: int) -> Outcome:
+        fp = f"{message.site_id}.{message.metric}.{message.direction}"
+        current = await self.store.alert(fp)
+        if current is None:
+            return "stale"
+        episode_end = resolved(current, now)
+        # The episode's signal id must match inside the script, atomically.
+        probe = Alert(**{**asdict(episode_end), "signal_id": str(message.signal_id)})
+        message_id = f"{message.signal_id}:in_control"
+        return await self.store.record(
+            message_id,
+            "in_control",
+            probe,
+            now_ms=now_ms,
+            resend_at_ms=now_ms,
+            deliveries=self._deliveries(message_id, fp, "resolved", now_ms),
+        )
+
+    async def acknowledge(self, fingerprint: str, who: str) -> Outcome:
+        _, now_ms = self._now()
+        base = f"ack:{fingerprint}:{now_ms}"
+        # Alertmanager has no acknowledgement; the webhook and the audit log do.
+        deliveries = [
+            (f"{base}:{name}", delivery_spec(name, fingerprint, "acknowledged", now_ms))
+            for name, receiver in self.receivers.items()
+            if not isinstance(receiver, AlertmanagerReceiver)
+        ]
+        return await self.store.acknowledge(fingerprint, who, now_ms, deliveries)
+
+    async def deliver_due(self) -> int:
+        """Send every due delivery once; how many were delivered."""
+        now, now_ms = self._now()
+        claimed = await self.store.claim_deliveries(now_ms, int(self.settings.lease_s * 1000))
+        delivered = 0
+        for delivery_id, spec in claimed:
+            delivered += await self._deliver(delivery_id, spec, now, now_ms)
+        return delivered
+
+    async def _deliver(
+        self, delivery_id: str, spec: dict[str, Any], now: datetime, now_ms: int
+    ) -> int:
+        receiver = self.receivers.get(spec["receiver"])
+        alert = await self.store.alert(spec["fingerprint"])
+        if receiver is None or alert is None:
+            log.error("delivery %s dropped: receiver or alert gone", delivery_id)
+            await self.store.complete(delivery_id)
+            return 0
+        if spec["transition"] == "firing" and alert.status == "resolved":
+            # Resolved before this went out: the resolution follows; a
+            # firing notice now would page for what is already over.
+            await self.store.complete(delivery_id)
+            return 0
+        result = await receiver.send(alert, spec["transition"], now)
+        if result.decision is Decision.DELIVERED:
+            await self.store.complete(delivery_id)
+            self.metrics.sent.labels(receiver.name).inc()
+            self.metrics.latency.labels(receiver.name).observe(
+                max(0, now_ms - spec["enqueued_ms"]) / 1000
+            )
+            return 1
+        self.metrics.failed.labels(receiver.name, result.decision.value).inc()
+        if result.decision is Decision.REJECTED:
+            log.error(
+                "receiver %s rejected %s: %s", receiver.name, alert.fingerprint, result.detail
+            )
+            await self.store.complete(delivery_id)
+            return 0
+        attempts = spec["attempts"] + 1
+        delay = min(self.settings.retry_max_s, self.settings.retry_base_s * 2 ** (attempts - 1))
+        log.warning(
+            "receiver %s unavailable (%s); retry %d in %.1f s",
+            receiver.name,
+            result.detail,
+            attempts,
+            delay,
+        )
+        await self.store.retry(
+            delivery_id, spec | {"attempts": attempts}, now_ms + int(delay * 1000)
+        )
+        return 0
+
+    async def resend_due(self) -> None:
+        """Re-send firing alerts to Alertmanager (claimed once across processes)."""
+        _, now_ms = self._now()
+        interval_ms = int(self.settings.resend_interval_s * 1000)
+        for fingerprint in await self.store.claim_resends(now_ms, now_ms + interval_ms):
+            alert = await self.store.alert(fingerprint)
+            if alert is None or alert.status != "firing":
+                continue
+            for name, receiver in self.receivers.items():
+                if isinstance(receiver, AlertmanagerReceiver):
+                    spec = delivery_spec(name, fingerprint, "firing", now_ms)
+                    await self.store.enqueue(f"resend:{fingerprint}:{now_ms}:{name}", spec, now_ms)
+
+    async def refresh_gauges(self) -> None:
+        counts = {"critical": 0, "warning": 0}
+        for alert in await self.store.alerts():
+            if alert.status == "firing":
+                counts[alert.severity] += 1
+        for severity, count in counts.items():
+            self.metrics.firing.labels(severity).set(count)
+
+    # -- HTTP -------------------------------------------------------------
+    def http_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/alerts", self._list)
+        app.router.add_post("/alerts/{fingerprint}/ack", self._ack)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response([asdict(a) for a in await self.store.alerts()])
+
+    async def _ack(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        who = body.get("by") if isinstance(body, dict) else None
+        if not isinstance(who, str) or not 1 <= len(who) <= 64:
+            return web.json_response(
+                {"error": 'body must be {"by": "<on-call name or code>"}', "field": "by"},
+                status=400,
+            )
+        outcome = await self.acknowledge(request.match_info["fingerprint"], who)
+        status = 404 if outcome == "not_firing" else 200
+        return web.json_response({"outcome": outcome}, status=status)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self.refresh_gauges()
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        await self.store.redis.ping()
+        return web.json_response({"pending_deliveries": await self.store.pending_deliveries()})
+
+
+async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis or a receiver hiccup must not end the loop; the outbox
+            # keeps what was not delivered.
+            log.exception("%s failed; retrying", what)
+        await asyncio.sleep(interval_s)
+
+
+async def _consume(service: AlertingService, consumer: AIOKafkaConsumer) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=500, max_records=500)
+        for records in batches.values():
+            for record in records:
+                if record.value is not None:
+                    await service.handle(record.value)
+        if batches:
+            await consumer.commit()  # after Redis recorded every message
+
+
+@contextlib.asynccontextmanager
+async def running_alerting(
+    settings: AlertingSettings,
+) -> AsyncIterator[tuple[AlertingService, str]]:
+    """Start the service on the current loop; yields it and its HTTP base URL."""
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+    timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
+    session = aiohttp.ClientSession(timeout=timeout)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    consumer = AIOKafkaConsumer(
+        settings.drift_topic,
+        bootstrap_servers=settings.kafka_brokers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    tasks: list[asyncio.Task[None]] = []
+    runner: web.AppRunner | None = None
+    try:
+        await redis.ping()
+        await producer.start()
+        await consumer.start()
+        receivers: list[Receiver] = [
+            AlertmanagerReceiver(f"alertmanager-{i}", url, session, settings.resend_interval_s)
+            for i, url in enumerate(settings.alertmanager_urls)
+        ]
+        receivers += [
+            WebhookReceiver(f"webhook-{i}", url, session)
+            for i, url in enumerate(settings.webhook_urls)
+        ]
+        if settings.audit_topic:
+            receivers.append(AuditReceiver("audit", settings.alerts_topic, producer))
+        service = AlertingService(
+            settings, RedisAlertStore(redis, settings.key_prefix), receivers, CollectorRegistry()
+        )
+        runner = web.AppRunner(service.http_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        port = runner.addresses[0][1]
+        tasks = [
+            asyncio.create_task(_consume(service, consumer)),
+            asyncio.create_task(_every(settings.poll_interval_s, service.deliver_due, "delivery")),
+            asyncio.create_task(_every(settings.poll_interval_s, service.resend_due, "re-send")),
+        ]
+        yield service, f"http://{settings.http_host}:{port}"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        await consumer.stop()
+        await producer.stop()
+        await session.close()
+        await redis.aclose()

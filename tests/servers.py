@@ -1,0 +1,127 @@
+"""Real servers for the alerting tests: redis-server and Prometheus Alertmanager.
+
+Each starts on a free loopback port in a temporary directory, is waited on
+until it answers, and is stopped afterwards. Both come from Debian packages
+(`./dev test` installs them as root); a missing binary fails the test with
+that instruction rather than skipping it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spinewatch.adapters.tansu import free_port
+
+STARTUP_TIMEOUT_S = 20.0
+
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: "null"
+  group_by: ["site", "alertname"]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: "null"
+"""
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: `./dev test` installs it as root (Debian package)")
+    return path
+
+
+def _wait(ready: Any, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not answer within {STARTUP_TIMEOUT_S} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server; yields its redis:// URL."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own binary path and arguments
+        [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def ping() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+
+    try:
+        _wait(ping, process, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(process)
+
+
+class Alertmanager:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
+        query = "" if not active_only else "?active=true&silenced=false&inhibited=false"
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts{query}", timeout=5) as response:  # noqa: S310
+            result: list[dict[str, Any]] = json.loads(response.read())
+            return result
+
+
+@contextmanager
+def alertmanager(workdir: Path) -> Iterator[Alertmanager]:
+    """A real Prometheus Alertmanager, clustering off; yields its API client."""
+    port = free_port()
+    config = workdir / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG)
+    process = subprocess.Popen(  # noqa: S603 - our own binary path and arguments
+        [_binary("prometheus-alertmanager"), f"--config.file={config}",
+         f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:  # noqa: S310
+            return bool(response.status == 200)
+
+    try:
+        _wait(ready, process, "alertmanager")
+        yield Alertmanager(url)
+    finally:
+        _stop(process)

@@ -1,0 +1,247 @@
+"""The alerting service against a real Redis: outages, acknowledgement, two processes.
+
+Drift messages are handed to the service directly (the Kafka path is the
+end-to-end test's); receivers are a real HTTP webhook on loopback that can
+be down, failing or up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from spinewatch.adapters.receivers import Receiver, WebhookReceiver
+from spinewatch.adapters.redis_alerts import RedisAlertStore
+from spinewatch.adapters.tansu import free_port
+from spinewatch.alerting import AlertingService
+from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.contracts.drift import DriftInControl, DriftSignalled, StratumBaseline
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from tests.support import wait_until
+
+FINGERPRINT = "riverside.cement_leakage_rate_per_level.worse"
+
+
+def _signal(signal_id: uuid.UUID | None = None, case: int = 454) -> DriftSignalled:
+    return DriftSignalled(
+        event_type="drift.signalled", schema_version=1, signal_id=signal_id or uuid.uuid4(),
+        site_id="riverside", metric="cement_leakage_rate_per_level", unit="treated_level",
+        direction="worse", odds_ratio=2.0, statistic=6.08, limit=5.96, arl0_cases=10_000,
+        arl1_cases=115, case_number=case, signalled_on=date(2025, 8, 2),
+        change_point_case_number=382, change_point_on=date(2025, 6, 28), cases_since_change=73,
+        observed_events=22, expected_events=10.0,
+        baselines=(StratumBaseline(
+            procedure_type=ProcedureType.PVP, indication=Indication.HEMANGIOMA, cases=60,
+            p0=3 / 28, p0_basis="published value", baseline_id="s000.leakage.per_level",
+            described="3/28 (10.7%)", seed="000_a1714b1fef957ce0.txt", locator="Results",
+            quote="We found paravertebral cement leakage in 3 cases", exact_cohort=True,
+            arl0_cases=18_000, arl1_cases=162,
+        ),),
+    )  # fmt: skip
+
+
+def _in_control(signal: DriftSignalled) -> DriftInControl:
+    return DriftInControl(
+        event_type="drift.in_control", schema_version=1, signal_id=signal.signal_id,
+        site_id=signal.site_id, metric=signal.metric, direction=signal.direction,
+        cases_since_signal=100, in_control_on=date(2025, 10, 1),
+    )  # fmt: skip
+
+
+class Webhook:
+    """A real HTTP receiver on loopback; `status` sets what it answers."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.status = 200
+        self.received: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        if self.status == 200:
+            self.received.append(await request.json())
+        return web.Response(status=self.status, text="rejected: bad payload")
+
+    def transitions(self) -> list[str]:
+        return [payload["transition"] for payload in self.received]
+
+
+@asynccontextmanager
+async def _service(
+    redis_url: str, webhook: Webhook, **overrides: Any
+) -> AsyncIterator[AlertingService]:
+    """One alerting 'process': its own Redis client, HTTP session and state."""
+    settings = AlertingSettings(
+        kafka_brokers="127.0.0.1:9", redis_url=redis_url, key_prefix="t", audit_topic=False,
+        webhook_urls=(webhook.url,), retry_base_s=0.05, retry_max_s=0.2, lease_s=0.3,
+        **overrides,
+    )  # fmt: skip
+    redis = Redis.from_url(redis_url, socket_timeout=2)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+    receivers: list[Receiver] = [WebhookReceiver("webhook-0", webhook.url, session)]
+    try:
+        yield AlertingService(settings, RedisAlertStore(redis, "t"), receivers, CollectorRegistry())
+    finally:
+        await session.close()
+        await redis.aclose()
+
+
+async def _deliver_until(service: AlertingService, webhook: Webhook, count: int) -> None:
+    async def delivered() -> int:
+        await service.deliver_due()
+        return len(webhook.received)
+
+    await wait_until(delivered, lambda n: n >= count, 20, f"{count} deliveries")
+
+
+async def test_an_episode_pages_once_and_resolves_once(redis_url: str) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    try:
+        async with _service(redis_url, webhook) as service:
+            signal = _signal()
+            assert await service.handle(signal.model_dump_json().encode()) == "transition"
+            # Redelivered, and a later signal of the same persisting episode.
+            assert await service.handle(signal.model_dump_json().encode()) == "duplicate"
+            assert await service.handle(_signal(case=600).model_dump_json().encode()) == "continued"
+            await _deliver_until(service, webhook, 1)
+            text = webhook.received[0]["text"]
+            assert text.startswith("[FIRING] [warning] riverside: cement_leakage_rate_per_level")
+            assert "s000.leakage.per_level" in text
+            assert "estimated start 2025-06-28" in text
+            # The return to control names the episode's latest signal.
+            assert await service.handle(_in_control(signal).model_dump_json().encode()) == "stale"
+            latest = (await service.store.alert(FINGERPRINT)).signal_id  # type: ignore[union-attr]
+            resolution = _in_control(_signal(uuid.UUID(latest)))
+            assert await service.handle(resolution.model_dump_json().encode()) == "transition"
+            await _deliver_until(service, webhook, 2)
+            await service.deliver_due()
+            assert webhook.transitions() == ["firing", "resolved"]
+            assert await service.handle(b'{"event_type": "drift.signalled"}') is None
+    finally:
+        await webhook.stop()
+
+
+async def test_a_receiver_outage_loses_nothing_even_if_the_process_dies(redis_url: str) -> None:
+    webhook = Webhook()  # not started yet: connection refused
+    async with _service(redis_url, webhook) as first:
+        assert await first.handle(_signal().model_dump_json().encode()) == "transition"
+        assert await first.deliver_due() == 0
+        failed = first.metrics.failed.labels("webhook-0", "retry")._value.get()
+        assert failed == 1
+        # The receiver comes back answering 503: still retried, not dropped.
+        await webhook.start()
+        webhook.status = 503
+        await asyncio.sleep(0.1)  # past the first backoff (0.05 s)
+        assert await first.deliver_due() == 0
+        assert await first.store.pending_deliveries() == 1
+        # The process claims the delivery and dies before sending it.
+        soon = int(time.time() * 1000) + 500  # past any backoff still pending
+        claimed = await first.store.claim_deliveries(soon, lease_ms=300)
+        assert len(claimed) == 1
+    webhook.status = 200
+    try:
+        async with _service(redis_url, webhook) as second:  # a new process, same Redis
+            await _deliver_until(second, webhook, 1)  # after the dead process's lease
+            assert webhook.transitions() == ["firing"]
+            assert await second.store.pending_deliveries() == 0
+    finally:
+        await webhook.stop()
+
+
+async def test_a_4xx_is_logged_and_not_retried(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    webhook.status = 400
+    try:
+        async with _service(redis_url, webhook) as service:
+            await service.handle(_signal().model_dump_json().encode())
+            await service.deliver_due()
+            assert await service.store.pending_deliveries() == 0
+            assert service.metrics.failed.labels("webhook-0", "rejected")._value.get() == 1
+            assert "rejected: bad payload" in caplog.text
+    finally:
+        await webhook.stop()
+
+
+async def test_acknowledgement_over_http(redis_url: str) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    try:
+        async with _service(redis_url, webhook) as service:
+            runner = web.AppRunner(service.http_app())
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            base = f"http://127.0.0.1:{port}"
+            try:
+                await service.handle(_signal().model_dump_json().encode())
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(f"{base}/alerts/{FINGERPRINT}/ack", json={}) as bad:
+                        assert bad.status == 400
+                        assert (await bad.json())["field"] == "by"
+                    url = f"{base}/alerts/{FINGERPRINT}/ack"
+                    async with http.post(url, json={"by": "dr-oncall"}) as ok:
+                        assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
+                    async with http.post(url, json={"by": "dr-other"}) as again:
+                        assert (await again.json()) == {"outcome": "duplicate"}
+                    async with http.post(f"{base}/alerts/nope/ack", json={"by": "x"}) as gone:
+                        assert gone.status == 404
+                    async with http.get(f"{base}/alerts") as listing:
+                        (alert,) = await listing.json()
+                        assert alert["acknowledged_by"] == "dr-oncall"
+                await _deliver_until(service, webhook, 2)
+                assert sorted(webhook.transitions()) == ["acknowledged", "firing"]
+                ack = next(p for p in webhook.received if p["transition"] == "acknowledged")
+                assert ack["text"].endswith("(by dr-oncall)")
+            finally:
+                await runner.cleanup()
+    finally:
+        await webhook.stop()
+
+
+async def test_two_alerting_processes_page_once(redis_url: str) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    try:
+        async with _service(redis_url, webhook) as one, _service(redis_url, webhook) as two:
+            signal = _signal().model_dump_json().encode()
+            outcomes = await asyncio.gather(one.handle(signal), two.handle(signal))
+            assert sorted(o or "" for o in outcomes) == ["duplicate", "transition"]
+
+            async def both_deliver() -> int:
+                await asyncio.gather(one.deliver_due(), two.deliver_due())
+                return len(webhook.received)
+
+            await wait_until(both_deliver, lambda n: n >= 1, 20, "the page")
+            for _ in range(5):  # and nothing more, however often both look
+                await both_deliver()
+            assert webhook.transitions() == ["firing"]
+    finally:
+        await webhook.stop()

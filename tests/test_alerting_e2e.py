@@ -1,0 +1,138 @@
+"""End-to-end alerting: engine, alerting service, real Redis and real Alertmanager.
+
+A site's leakage odds triple for 250 procedures, then return to baseline.
+The first half of the stream (up to the chart's signal) must put exactly
+one alert, with the right labels and annotations, into Alertmanager (read
+back through its own API); the rest of the stream brings the chart back in
+control, and the alert must resolve. The audit topic must show exactly one
+firing and one resolved transition for the episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from spinewatch.alerting import running_alerting
+from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.bootstrap import drift_monitor, running_worker
+from spinewatch.contracts import Indication, ProcedureType, parse_event
+from spinewatch.domain.drift_events import clinical_date
+from spinewatch.domain.facts import fact_of
+from spinewatch.domain.partition import rebuilt
+from spinewatch.domain.site_charts import PartitionCharts
+from spinewatch.settings import Settings
+from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from tests.conftest import SettingsFactory
+from tests.servers import Alertmanager
+from tests.support import consume, produce, wait_until
+
+pytestmark = pytest.mark.e2e
+
+LEAKAGE = "cement_leakage_rate_per_level"
+RESOLVE_AFTER = 150
+SITE = SiteProfile(
+    "drifting",
+    900,
+    {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0},
+    leakage_odds_ratio=3.0,
+    drift_after=150,
+    drift_until=400,
+)
+
+
+def _engine_settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings(
+        drift_metrics=(LEAKAGE,),
+        drift_vas_timepoints=(),
+        drift_resolve_after_cases=RESOLVE_AFTER,
+        drift_interval_s=0.2,
+    )
+
+
+def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -> datetime:
+    """From the fold over all records: one episode, back in control at the end."""
+    parsed = [parse_event(encode(e)) for e in events]
+    state = rebuilt([[(e.procedure_id.bytes, fact_of(e)) for e in parsed]])
+    charts = PartitionCharts(drift_monitor(settings).charts)
+    charts.track(state.contributions, state.contributions.keys())
+    charts.refresh()
+    (track,) = charts.sites[SITE.site_id].tracks
+    indexes = [s.signal.case_index for s in track.signals]
+    assert indexes, "the seeded drift is not signalled by the reference fold"
+    assert all(b - a < RESOLVE_AFTER for a, b in itertools.pairwise(indexes))
+    assert track.in_control(RESOLVE_AFTER), "the seeded stream does not end in control"
+    return datetime.fromtimestamp(track.signals[0].at[0] / 1e6, UTC)
+
+
+async def _active(api: Alertmanager) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(api.alerts)
+
+
+async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
+    make_settings: SettingsFactory,
+    kafka_bootstrap: str,
+    redis_url: str,
+    alertmanager_api: Alertmanager,
+) -> None:
+    settings = _engine_settings(make_settings)
+    cohort = generate_cohort(17, [SITE], duplicate_share=0, malformed=0, retractions=0)
+    signalled_at = _first_signal_time(settings, cohort.events)
+    first = [e for e in cohort.events if datetime.fromisoformat(e["occurred_at"]) <= signalled_at]
+    rest = [e for e in cohort.events if datetime.fromisoformat(e["occurred_at"]) > signalled_at]
+    alerting = AlertingSettings(
+        kafka_brokers=kafka_bootstrap,
+        app_id=settings.app_id,
+        redis_url=redis_url,
+        key_prefix=settings.app_id,
+        alertmanager_urls=(alertmanager_api.url,),
+        http_port=0,
+        resend_interval_s=1.0,
+        poll_interval_s=0.1,
+        dashboard_url="http://grafana.test/d/spinewatch",
+    )
+    async with (
+        running_worker(settings, kafka_bootstrap),
+        running_alerting(alerting) as (service, _),
+    ):
+        await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in first])
+        firing = await wait_until(
+            lambda: _active(alertmanager_api), lambda a: len(a) >= 1, 60, "the alert"
+        )
+        (alert,) = firing
+        assert alert["labels"] == {
+            "alertname": "SpinewatchDriftSignal",
+            "severity": "warning",
+            "site": "drifting",
+            "procedure": "pvp",
+            "indication": "hemangioma",
+            "metric": LEAKAGE,
+            "direction": "worse",
+        }
+        notes = alert["annotations"]
+        assert notes["summary"] == f"drifting: {LEAKAGE} drifted (worse)"
+        assert "s000.leakage.per_level" in notes["citation"]
+        assert "seed 000_" in notes["citation"]
+        assert (
+            f"signalled {clinical_date((int(signalled_at.timestamp() * 1e6), b''))}"
+            in (notes["change_point"])
+        )
+        assert "estimated start" in notes["change_point"]
+        assert "adverse outcomes vs" in notes["observed_vs_baseline"]
+        assert notes["dashboard"].startswith("http://grafana.test/d/spinewatch?var-site=drifting")
+
+        await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in rest])
+        await wait_until(lambda: _active(alertmanager_api), lambda a: a == [], 90, "resolution")
+        alerts = await service.store.alerts()
+        assert [(a.fingerprint, a.status) for a in alerts] == [
+            (f"drifting.{LEAKAGE}.worse", "resolved")
+        ]
+
+    records = await consume(kafka_bootstrap, alerting.alerts_topic, 3, timeout_s=5)
+    transitions = [json.loads(r.value)["transition"] for r in records if r.value]
+    assert transitions == ["firing", "resolved"]
