@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from spinewatch.adapters.tansu import free_port
 from spinewatch.cli import main
 from tests.samples import sample_messages
 
@@ -38,3 +39,15 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["nonsense"])
     assert caught.value.code == 2
+
+
+def test_alerting_settings_are_checked_and_check_mode_reports_a_dead_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPINEWATCH_ALERTING_KAFKA_BROKERS", "not a broker")
+    assert main(["alerting"]) == 2
+    assert "kafka_brokers" in capsys.readouterr().err
+    monkeypatch.setenv("SPINEWATCH_ALERTING_KAFKA_BROKERS", "127.0.0.1:9")
+    monkeypatch.setenv("SPINEWATCH_ALERTING_HTTP_PORT", str(free_port()))
+    assert main(["alerting", "--check"]) == 1
+    assert "not healthy" in capsys.readouterr().err

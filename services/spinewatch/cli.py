@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
+    alerting = commands.add_parser(
+        "alerting", help="run an alerting process (drift topic -> receivers) until SIGTERM"
+    )
+    alerting.add_argument(
+        "--check", action="store_true", help="probe a running process's /healthz and exit"
+    )
+    alerting.set_defaults(run=_alerting)
+
     demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
     demo.set_defaults(run=_demo)
 
@@ -151,6 +159,12 @@ def _worker(args: argparse.Namespace) -> int:
     from spinewatch.worker import main as worker_main  # noqa: PLC0415 - loads faust
 
     return worker_main(check_only=args.check)
+
+
+def _alerting(args: argparse.Namespace) -> int:
+    from spinewatch.alerting_main import main as alerting_main  # noqa: PLC0415
+
+    return alerting_main(check_only=args.check)
 
 
 def _demo(args: argparse.Namespace) -> int:
