@@ -58,7 +58,13 @@ def expected_counts(events: Iterable[dict[str, Any]]) -> Expected:
         ):
             categories.add("symptomatic_cement_leakage")
         counts[("spinewatch_outcome_numerator", "complication_rate", "")] += int(bool(categories))
-        for category in ("radiculopathy", "death", "pulmonary_cement_embolism", "reoperation"):
+        for category in (
+            "radiculopathy",
+            "death",
+            "pulmonary_cement_embolism",
+            "reoperation",
+            "neurological_deficit",
+        ):
             counts[("spinewatch_outcome_numerator", f"{category}_rate", "")] += int(
                 category in categories
             )

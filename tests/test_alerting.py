@@ -26,7 +26,12 @@ from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.adapters.tansu import free_port
 from spinewatch.alerting import AlertingService
 from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.contracts.drift import DriftInControl, DriftSignalled, StratumBaseline
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftSentinel,
+    DriftSignalled,
+    StratumBaseline,
+)
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from tests.support import wait_until
 
@@ -242,6 +247,33 @@ async def test_two_alerting_processes_page_once(redis_url: str) -> None:
             await wait_until(both_deliver, lambda n: n >= 1, 20, "the page")
             for _ in range(5):  # and nothing more, however often both look
                 await both_deliver()
+            assert webhook.transitions() == ["firing"]
+    finally:
+        await webhook.stop()
+
+
+async def test_a_sentinel_event_pages_critical_once_for_good(redis_url: str) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    sentinel = DriftSentinel(
+        event_type="drift.sentinel", schema_version=1, sentinel_id=uuid.uuid4(),
+        site_id="riverside", metric="pulmonary_cement_embolism_rate",
+        procedure_type=ProcedureType.PVP, indication=Indication.HEMANGIOMA,
+        occurred_on=date(2025, 3, 2),
+    )  # fmt: skip
+    raw = sentinel.model_dump_json().encode()
+    try:
+        async with _service(redis_url, webhook) as service:
+            assert await service.handle(raw) == "transition"
+            await _deliver_until(service, webhook, 1)
+            text = webhook.received[0]["text"]
+            assert text.startswith("[FIRING] [critical] riverside: pulmonary cement embolism")
+            assert webhook.received[0]["alert"]["labels"]["alertname"] == "SpinewatchSentinelEvent"
+            # A rebuilt engine re-announces it: never a second page, however late.
+            assert await service.handle(raw) == "duplicate"
+            seen = f"t:seen:{sentinel.sentinel_id}"
+            assert await service.store.redis.ttl(seen) == -1  # kept for good
+            await service.deliver_due()
             assert webhook.transitions() == ["firing"]
     finally:
         await webhook.stop()

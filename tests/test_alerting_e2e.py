@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from spinewatch.alert_policy import SENTINEL_METRICS
 from spinewatch.alerting import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.bootstrap import drift_monitor, running_worker
@@ -29,6 +30,7 @@ from spinewatch.domain.site_charts import PartitionCharts
 from spinewatch.settings import Settings
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
+from tests.expectation import expected_counts
 from tests.servers import Alertmanager
 from tests.support import consume, produce, wait_until
 
@@ -38,7 +40,7 @@ LEAKAGE = "cement_leakage_rate_per_level"
 RESOLVE_AFTER = 150
 SITE = SiteProfile(
     "drifting",
-    900,
+    1500,
     {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0},
     leakage_odds_ratio=3.0,
     drift_after=150,
@@ -70,8 +72,9 @@ def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -
     return datetime.fromtimestamp(track.signals[0].at[0] / 1e6, UTC)
 
 
-async def _active(api: Alertmanager) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(api.alerts)
+async def _active(api: Alertmanager, name: str = "SpinewatchDriftSignal") -> list[dict[str, Any]]:
+    alerts = await asyncio.to_thread(api.alerts)
+    return [a for a in alerts if a["labels"]["alertname"] == name]
 
 
 async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
@@ -81,7 +84,9 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
     alertmanager_api: Alertmanager,
 ) -> None:
     settings = _engine_settings(make_settings)
-    cohort = generate_cohort(17, [SITE], duplicate_share=0, malformed=0, retractions=0)
+    # A metastasis site beside it: its neurological deficits are sentinels.
+    oncology = SiteProfile("oncology", 300, {(ProcedureType.PVP, Indication.METASTASIS): 1.0})
+    cohort = generate_cohort(17, [SITE, oncology], duplicate_share=0, malformed=0, retractions=0)
     signalled_at = _first_signal_time(settings, cohort.events)
     first = [e for e in cohort.events if datetime.fromisoformat(e["occurred_at"]) <= signalled_at]
     rest = [e for e in cohort.events if datetime.fromisoformat(e["occurred_at"]) > signalled_at]
@@ -128,11 +133,31 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
 
         await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in rest])
         await wait_until(lambda: _active(alertmanager_api), lambda a: a == [], 90, "resolution")
-        alerts = await service.store.alerts()
+        alerts = [
+            a for a in await service.store.alerts() if not a.fingerprint.startswith("sentinel.")
+        ]
         assert [(a.fingerprint, a.status) for a in alerts] == [
             (f"drifting.{LEAKAGE}.worse", "resolved")
         ]
+        # Sentinel events page on their own, one critical alert each.
+        expected = expected_counts(cohort.events)
+        sentinels = sum(
+            counts.get(("spinewatch_outcome_numerator", metric, ""), 0)
+            for counts in expected.values()
+            for metric in SENTINEL_METRICS
+        )
+        paged = await wait_until(
+            lambda: _active(alertmanager_api, "SpinewatchSentinelEvent"),
+            lambda a: len(a) >= sentinels, 30, "the sentinel alerts",
+        )  # fmt: skip
+        assert sentinels > 0, "the seeded cohort has no sentinel event"
+        assert len(paged) == sentinels
+        assert all(a["labels"]["severity"] == "critical" for a in paged)
 
-    records = await consume(kafka_bootstrap, alerting.alerts_topic, 3, timeout_s=5)
-    transitions = [json.loads(r.value)["transition"] for r in records if r.value]
+    records = await consume(kafka_bootstrap, alerting.alerts_topic, 2 + sentinels, timeout_s=5)
+    transitions = [
+        json.loads(r.value)["transition"]
+        for r in records
+        if r.value and not json.loads(r.value)["fingerprint"].startswith("sentinel.")
+    ]
     assert transitions == ["firing", "resolved"]

@@ -11,6 +11,7 @@ under the same id.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 from scipy import stats
 
+from spinewatch.alert_policy import SENTINEL_METRICS
 from spinewatch.bootstrap import drift_monitor, running_worker
 from spinewatch.contracts import Indication, ProcedureType, parse_event
-from spinewatch.contracts.drift import DriftSignalled
+from spinewatch.contracts.drift import DriftSentinel, DriftSignalled
 from spinewatch.domain.cusum import ChartState
 from spinewatch.domain.drift_events import pending
 from spinewatch.domain.facts import fact_of
@@ -29,6 +31,7 @@ from spinewatch.domain.site_charts import PartitionCharts
 from spinewatch.settings import Settings
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
+from tests.expectation import expected_counts
 from tests.support import Sample, consume, produce, scrape_async, value, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -94,11 +97,39 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
         scraped = await wait_until(
             gauges,
             lambda g: value(g, "spinewatch_drift_chart_cases", site="drifting", metric=LEAKAGE,
-                            direction="worse") == drifting.tracks[leakage].state.cases,
+                            direction="worse") == drifting.tracks[leakage].state.cases
+            # ... and every event applied: other charts read follow-ups too.
+            and worker.engine.metrics.applied._value.get() >= len(cohort.events),
             60,
             "every case on the chart",
         )  # fmt: skip
         everything = await scrape_async(f"{worker.metrics.url}/metrics")
+
+        # Every related pulmonary embolism, death or neurological deficit is
+        # a sentinel message of its own, counted independently from the events.
+        expected = expected_counts(cohort.events)
+        want_sentinels = Counter(
+            {
+                metric: n
+                for metric in SENTINEL_METRICS
+                if (n := sum(c.get(("spinewatch_outcome_numerator", metric, ""), 0)
+                             for c in expected.values()))
+            }
+        )  # fmt: skip
+        assert want_sentinels, "the seeded cohort has no sentinel event to page"
+
+        async def sentinels() -> Counter[str]:
+            found = {
+                m["sentinel_id"]: DriftSentinel.model_validate_json(_json(m))
+                for m in await _drift_messages(kafka_bootstrap, settings.drift_topic, 1)
+                if m["event_type"] == "drift.sentinel"
+            }
+            return Counter(s.metric for s in found.values())
+
+        published_sentinels = await wait_until(
+            sentinels, lambda c: c == want_sentinels, 30, "the sentinel messages"
+        )
+        assert published_sentinels == want_sentinels
 
     # Beside the chart, the funnel plot and the exact p-value say the same of
     # the drifting site's cumulative leakage against seed 000's 3/28.
@@ -157,12 +188,12 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
     # A restarted worker rebuilds the charts from the changelog and
     # re-announces the latest signal under the same id.
     latest = max(signals, key=lambda s: s.case_number).signal_id
-    before = sum(1 for m in messages if m["signal_id"] == str(latest))
+    before = sum(1 for m in messages if m.get("signal_id") == str(latest))
     async with running_worker(settings, kafka_bootstrap) as restarted:
 
         async def announced() -> int:
             again = await _drift_messages(kafka_bootstrap, settings.drift_topic, len(messages) + 1)
-            return sum(1 for m in again if m["signal_id"] == str(latest))
+            return sum(1 for m in again if m.get("signal_id") == str(latest))
 
         await wait_until(announced, lambda n: n > before, 60, "the re-announced signal")
         rescraped = _chart_gauges(await scrape_async(f"{restarted.metrics.url}/metrics"))

@@ -22,7 +22,7 @@ from spinewatch.domain.drift_design import (
     design_for,
     monitorable_metrics,
 )
-from spinewatch.domain.drift_events import build, latest_only, pending
+from spinewatch.domain.drift_events import build, latest_only, pending, sentinel_message
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt, settle
 from spinewatch.domain.site_charts import CaseKey, ChartCase, PartitionCharts, SiteCharts
@@ -271,3 +271,29 @@ def test_the_vas_chart_signals_lost_relief_with_its_published_baselines() -> Non
     assert message.observed_mean_change == pytest.approx(worse)
     assert message.expected_mean_change == pytest.approx(published.mean_change)
     assert [b.baseline_id for b in message.baselines] == ["s000.vas.post"]
+
+
+def test_sentinel_events_are_found_once_per_procedure_and_again_after_a_rebuild() -> None:
+    charts = design_charts(load_catalog(), ("cement_leakage_rate_per_level",), (2.0,), 10_000)
+    site = SiteProfile("sentinel-site", 3000, PVP_HEMANGIOMA)
+    items = _items(site, seed=8)
+    state = rebuilt([items])
+    first = PartitionCharts(charts)
+    first.track(state.contributions, state.contributions.keys())
+    found = first.take_sentinels()
+    embolisms = {c.procedure_id for c in found if c.category == "pulmonary_cement_embolism"}
+    assert embolisms, "3000 patients at the 1/500 floor gave no embolism"
+    assert all(
+        state.contributions[p].tally["patients_with_complication.pulmonary_cement_embolism"]
+        for p in embolisms
+    )
+    # The same records again (a settle that changed nothing new): nothing new.
+    first.track(state.contributions, state.contributions.keys())
+    assert first.take_sentinels() == []
+    # A rebuilt worker finds them all again, under the same message ids.
+    again = PartitionCharts(charts)
+    again.track(state.contributions, reversed(list(state.contributions)))
+    ids = sorted(str(sentinel_message(c).sentinel_id) for c in again.take_sentinels())
+    assert ids == sorted(str(sentinel_message(c).sentinel_id) for c in found)
+    message = sentinel_message(found[0])
+    assert found[0].procedure_id.hex() not in message.model_dump_json().replace("-", "")

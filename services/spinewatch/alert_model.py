@@ -25,9 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from spinewatch.alert_policy import Severity, severity_of
-from spinewatch.contracts.drift import DriftSignalled
+from spinewatch.contracts.drift import DriftSentinel, DriftSignalled
 
 ALERT_NAME = "SpinewatchDriftSignal"
+SENTINEL_ALERT_NAME = "SpinewatchSentinelEvent"
+# A sentinel alert is one event, not a state: Alertmanager holds it this
+# long (no re-sends), on-call staff acknowledge it.
+SENTINEL_ACTIVE = timedelta(hours=24)
 Transition = Literal["firing", "resolved", "acknowledged"]
 
 
@@ -107,6 +111,42 @@ def _annotations(signal: DriftSignalled, dashboard_url: str) -> dict[str, str]:
             f"{dashboard_url.rstrip('/')}?var-site={signal.site_id}&var-metric={signal.metric}"
         ),
     }
+
+
+def alert_from_sentinel(sentinel: DriftSentinel, now: datetime, dashboard_url: str) -> Alert:
+    """Critical at the first case: the seeds' series report none of these events."""
+    labels = {
+        "alertname": SENTINEL_ALERT_NAME,
+        "severity": severity_of(sentinel.metric),
+        "site": sentinel.site_id,
+        "procedure": sentinel.procedure_type.value,
+        "indication": sentinel.indication.value,
+        "metric": sentinel.metric,
+        # Alertmanager merges alerts with equal labels; every sentinel event
+        # pages on its own, so its (hashed, non-identifying) id is a label.
+        "sentinel_id": str(sentinel.sentinel_id),
+    }
+    what = sentinel.metric.removesuffix("_rate").replace("_", " ")
+    cohort = f"{sentinel.procedure_type.value} / {sentinel.indication.value}"
+    annotations = {
+        "summary": f"{sentinel.site_id}: {what} after {cohort} ({sentinel.occurred_on})",
+        "observed_vs_baseline": f"1 new case; the seeds' series report none ({what})",
+        "citation": "sentinel rule: every procedure-related case is reviewed (alert_policy.py)",
+        "change_point": f"procedure of {sentinel.occurred_on}",
+        "dashboard": (
+            f"{dashboard_url.rstrip('/')}?var-site={sentinel.site_id}&var-metric={sentinel.metric}"
+        ),
+    }
+    return Alert(
+        fingerprint=f"sentinel.{sentinel.sentinel_id}",
+        status="firing",
+        severity=severity_of(sentinel.metric),
+        labels=labels,
+        annotations=annotations,
+        signal_id=str(sentinel.sentinel_id),
+        starts_at=rfc3339(now),
+        ends_at=rfc3339(now + SENTINEL_ACTIVE),
+    )
 
 
 def resolved(alert: Alert, now: datetime) -> Alert:

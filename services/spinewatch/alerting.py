@@ -50,14 +50,20 @@ from spinewatch.adapters.receivers import (
     WebhookReceiver,
 )
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
-from spinewatch.alert_model import Alert, Transition, alert_from_signal, resolved
+from spinewatch.alert_model import (
+    Alert,
+    Transition,
+    alert_from_sentinel,
+    alert_from_signal,
+    resolved,
+)
 from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.contracts.drift import DriftInControl, DriftSignalled
+from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
 
 log = logging.getLogger(__name__)
 
-_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl] = TypeAdapter(
-    DriftSignalled | DriftInControl
+_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel] = TypeAdapter(
+    DriftSignalled | DriftInControl | DriftSentinel
 )
 
 
@@ -145,6 +151,18 @@ class AlertingService:
                 resend_at_ms=resend_ms,
                 deliveries=self._deliveries(
                     str(message.signal_id), alert.fingerprint, "firing", now_ms
+                ),
+            )
+        elif isinstance(message, DriftSentinel):
+            alert = alert_from_sentinel(message, now, self.settings.dashboard_url)
+            outcome = await self.store.record(
+                str(message.sentinel_id),
+                "sentinel",
+                alert,
+                now_ms=now_ms,
+                resend_at_ms=now_ms,
+                deliveries=self._deliveries(
+                    str(message.sentinel_id), alert.fingerprint, "firing", now_ms
                 ),
             )
         else:

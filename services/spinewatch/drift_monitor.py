@@ -17,7 +17,13 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
-from spinewatch.domain.drift_events import DriftMessage, build, latest_only, pending
+from spinewatch.domain.drift_events import (
+    DriftMessage,
+    build,
+    latest_only,
+    pending,
+    sentinel_message,
+)
 from spinewatch.domain.partition import PartitionState
 from spinewatch.domain.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
 
@@ -43,8 +49,8 @@ class DriftMonitor:
         self.outbox: list[tuple[str, DriftMessage]] = []
 
     def track(self, partition: int, state: PartitionState, changed: Collection[bytes]) -> None:
-        if not self.charts or not changed:
-            return
+        if not changed:
+            return  # (with no chart monitored, sentinels are still found)
         charts = self.partitions.get(partition)
         if charts is None:
             charts = self.partitions[partition] = PartitionCharts(self.charts)
@@ -64,6 +70,10 @@ class DriftMonitor:
             charts = self.partitions.get(partition)
             if charts is None:
                 continue
+            # Every sentinel found, after a rebuild too: the alerting service
+            # keeps sentinel ids for good, so a re-announcement never re-pages.
+            for case in charts.take_sentinels():
+                self.outbox.append((case.site_id, sentinel_message(case)))
             moved = charts.refresh()
             if partition in self._rebuilt:
                 self._rebuilt.discard(partition)

@@ -100,3 +100,20 @@ class DriftInControl(Contract):
     direction: Direction
     cases_since_signal: int = Field(ge=1)
     in_control_on: date = Field(description="Clinical date of the case that closed it.")
+
+
+class DriftSentinel(Contract):
+    """A sentinel event: a complication the seeds' series report none of, paged on every case.
+
+    One per (procedure, category), with a deterministic id; it names the
+    cohort and the clinical date, never the patient or the procedure.
+    """
+
+    event_type: Literal["drift.sentinel"]
+    schema_version: Literal[1]
+    sentinel_id: UUID = Field(description="Deterministic: the idempotency key of this event.")
+    site_id: SiteId
+    metric: str = Field(description="The rate the event counts in, e.g. death_rate.")
+    procedure_type: ProcedureType
+    indication: Indication
+    occurred_on: date = Field(description="Clinical date of the index procedure.")

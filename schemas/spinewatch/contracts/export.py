@@ -14,13 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from spinewatch.contracts.drift import DriftInControl, DriftSignalled
+from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
 from spinewatch.contracts.envelope import SCHEMA_VERSION
 from spinewatch.contracts.registry import EVENT_MODELS
 
 DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.signalled": DriftSignalled,
     "drift.in_control": DriftInControl,
+    "drift.sentinel": DriftSentinel,
 }
 
 

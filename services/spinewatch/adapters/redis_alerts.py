@@ -27,11 +27,18 @@ from spinewatch.alert_model import Alert, Transition
 
 Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing"]
 
-# KEYS: seen, alert, outbox, resend. ARGV: seen TTL s, kind, alert JSON,
+# KEYS: seen, alert, outbox, resend. ARGV: seen TTL s (0: kept for good),
+# kind (signal, in_control or sentinel), alert JSON,
 # signal id, now ms, resend-at ms, fingerprint, delivery key prefix,
 # ends_at, then (delivery id, delivery JSON) pairs.
 _RECORD = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
+local fresh
+if ARGV[1] == '0' then
+  fresh = redis.call('SET', KEYS[1], '1', 'NX')
+else
+  fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+end
+if not fresh then return 'duplicate' end
 local current = redis.call('GET', KEYS[2])
 local state = nil
 if current then state = cjson.decode(current) end
@@ -45,6 +52,8 @@ if ARGV[2] == 'signal' then
   end
   redis.call('SET', KEYS[2], ARGV[3])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[7])
+elseif ARGV[2] == 'sentinel' then
+  redis.call('SET', KEYS[2], ARGV[3])
 else
   if (not state) or state.status ~= 'firing' or state.signal_id ~= ARGV[4] then
     return 'stale'
@@ -102,7 +111,7 @@ class RedisAlertStore:
     async def record(
         self,
         message_id: str,
-        kind: Literal["signal", "in_control"],
+        kind: Literal["signal", "in_control", "sentinel"],
         alert: Alert,
         *,
         now_ms: int,
@@ -110,8 +119,10 @@ class RedisAlertStore:
         deliveries: list[tuple[str, dict[str, Any]]],
     ) -> Outcome:
         """Apply one drift message; enqueue deliveries only on a real transition."""
+        # Sentinel ids are kept for good: a worker rebuilt months later
+        # re-announces every sentinel it finds, and none may page twice.
         args: list[Any] = [
-            self.seen_ttl_s,
+            0 if kind == "sentinel" else self.seen_ttl_s,
             kind,
             json.dumps(asdict(alert)),
             alert.signal_id,

@@ -21,6 +21,7 @@ from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
     DriftInControl,
+    DriftSentinel,
     DriftSignalled,
     StratumBaseline,
 )
@@ -28,12 +29,19 @@ from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.baseline_match import BaselineMatch
 from spinewatch.domain.cusum import Signal
 from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
-from spinewatch.domain.site_charts import AnyChart, CaseKey, SignalAt, SiteCharts, Track
+from spinewatch.domain.site_charts import (
+    AnyChart,
+    CaseKey,
+    SentinelCase,
+    SignalAt,
+    SiteCharts,
+    Track,
+)
 from spinewatch.domain.vas_drift import MonitoredVasChart
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
-DriftMessage = DriftSignalled | DriftInControl
+DriftMessage = DriftSignalled | DriftInControl | DriftSentinel
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +211,19 @@ def _in_control(item: Pending, chart: AnyChart, track: Track) -> DriftInControl:
 
 def clinical_date(key: CaseKey) -> date:
     return datetime.fromtimestamp(key[0] / 1e6, UTC).date()
+
+
+def sentinel_message(case: SentinelCase) -> DriftSentinel:
+    """The drift-topic message for one sentinel event (same id however often found)."""
+    procedure, indication = case.stratum
+    key = f"{case.site_id}|{case.category}|{case.procedure_id.hex()}"
+    return DriftSentinel(
+        event_type="drift.sentinel",
+        schema_version=1,
+        sentinel_id=uuid5(_NAMESPACE, key),
+        site_id=case.site_id,
+        metric=f"{case.category}_rate",
+        procedure_type=ProcedureType(procedure),
+        indication=Indication(indication),
+        occurred_on=clinical_date((case.occurred_at_us, case.procedure_id)),
+    )

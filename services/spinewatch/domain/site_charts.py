@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally
+from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally, patients_with
 from spinewatch.domain.cusum import ChartState, Signal
 from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
 from spinewatch.domain.vas_chart import VasChartState, VasSignal
@@ -244,12 +244,31 @@ class SiteCharts:
         return Counter(stratum for stratum, _ in self.window(chart_index, first, last))
 
 
+# Procedure-related complications the seeds' series report none of: every
+# case is paged (alert_policy.SENTINEL_METRICS names their rates).
+SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
+_SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelCase:
+    site_id: str
+    category: str
+    procedure_id: bytes  # hashed into the message id, never sent
+    occurred_at_us: int
+    stratum: Stratum
+
+
 @dataclass(slots=True)
 class PartitionCharts:
     """The charts of every site in one partition (a site lives in one partition)."""
 
     charts: tuple[AnyChart, ...]
     sites: dict[str, SiteCharts] = field(default_factory=dict)
+    # Sentinel events found since the last `take_sentinels`, and per procedure
+    # the categories already found (a redelivery finds nothing new).
+    sentinels: list[SentinelCase] = field(default_factory=list)
+    _sentinel_seen: dict[bytes, frozenset[str]] = field(default_factory=dict)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
     _outcomes: Callable[[Tally], Outcomes] = field(init=False)
 
@@ -280,6 +299,30 @@ class PartitionCharts:
             cohort = contribution.cohort
             stratum = (cohort.procedure_type.value, cohort.indication.value)
             charts.put(key, ChartCase(stratum, self._outcomes(contribution.tally)))
+            self._find_sentinels(procedure_id, contribution, stratum)
+
+    def _find_sentinels(
+        self, procedure_id: bytes, contribution: Contribution, stratum: Stratum
+    ) -> None:
+        tally = contribution.tally
+        found = frozenset(c for c, name in _SENTINEL_TALLIES if tally.get(name))
+        seen = self._sentinel_seen.get(procedure_id, frozenset())
+        for category in sorted(found - seen):
+            self.sentinels.append(
+                SentinelCase(
+                    contribution.cohort.site_id,
+                    category,
+                    procedure_id,
+                    contribution.occurred_at_us,
+                    stratum,
+                )
+            )
+        if found:
+            self._sentinel_seen[procedure_id] = seen | found
+
+    def take_sentinels(self) -> list[SentinelCase]:
+        taken, self.sentinels = self.sentinels, []
+        return taken
 
     def refresh(self) -> list[str]:
         """Refold every site with changes; the sites whose charts moved."""
