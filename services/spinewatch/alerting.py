@@ -222,7 +222,9 @@ class AlertingService:
             # firing notice now would page for what is already over.
             await self.store.complete(delivery_id)
             return 0
-        result = await receiver.send(alert, spec["transition"], now)
+        # One id per transition, shared by its deliveries to every receiver.
+        transition_id = delivery_id.rsplit(":", 1)[0]
+        result = await receiver.send(alert, spec["transition"], now, transition_id)
         if result.decision is Decision.DELIVERED:
             await self.store.complete(delivery_id)
             self.metrics.sent.labels(receiver.name).inc()

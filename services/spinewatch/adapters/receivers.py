@@ -45,7 +45,9 @@ class Result:
 class Receiver(Protocol):
     name: str
 
-    async def send(self, alert: Alert, transition: Transition, now: datetime) -> Result: ...
+    async def send(
+        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+    ) -> Result: ...
 
 
 def _decide(status: int, body: str) -> Result:
@@ -79,15 +81,20 @@ class AlertmanagerReceiver(_HttpReceiver):
         super().__init__(name, f"{base_url.rstrip('/')}/api/v2/alerts", session)
         self._resend_interval_s = resend_interval_s
 
-    async def send(self, alert: Alert, transition: Transition, now: datetime) -> Result:
+    async def send(
+        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+    ) -> Result:
         return await self._post([alertmanager_payload(alert, now, self._resend_interval_s)])
 
 
 class WebhookReceiver(_HttpReceiver):
     """A generic JSON webhook with Slack-compatible `text`."""
 
-    async def send(self, alert: Alert, transition: Transition, now: datetime) -> Result:
-        return await self._post(webhook_payload(alert, transition))
+    async def send(
+        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+    ) -> Result:
+        # Delivery is at least once: the id lets a receiver drop a repeat.
+        return await self._post(webhook_payload(alert, transition) | {"id": transition_id})
 
 
 class AuditReceiver:
@@ -98,8 +105,11 @@ class AuditReceiver:
         self.topic = topic
         self._producer = producer
 
-    async def send(self, alert: Alert, transition: Transition, now: datetime) -> Result:
-        record = audit_record(alert, transition) | {"at": now.isoformat()}
+    async def send(
+        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+    ) -> Result:
+        # At least once (a timed-out send may have landed): readers dedupe by id.
+        record = audit_record(alert, transition) | {"id": transition_id, "at": now.isoformat()}
         try:
             await self._producer.send_and_wait(
                 self.topic, json.dumps(record).encode(), key=alert.fingerprint.encode()
