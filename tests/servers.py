@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from spinewatch.adapters.redis_server import EmbeddedRedis
 from spinewatch.adapters.tansu import free_port
 
 STARTUP_TIMEOUT_S = 20.0
@@ -70,24 +70,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def redis_server(workdir: Path) -> Iterator[str]:
     """A throwaway redis-server; yields its redis:// URL."""
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own binary path and arguments
-        [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-    def ping() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-
+    _binary("redis-server")  # fail with the install instruction, not a bare error
+    server = EmbeddedRedis(workdir)
+    server.start()
     try:
-        _wait(ping, process, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        _stop(process)
+        server.stop()
 
 
 class Alertmanager:

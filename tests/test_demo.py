@@ -45,4 +45,10 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
     assert change_point <= signalled
     assert float(statistic) >= float(limit)
     assert re.search(r"stable sites (\(|: false alarms)", text)
+    # On-call staff: the drifting site's alert fired once, then resolved.
+    drift_alert = "[warning] riverside: cement_leakage_rate_per_level drifted (worse)"
+    assert text.count(f"[FIRING] {drift_alert}") == 1
+    assert text.count(f"[RESOLVED] {drift_alert}") == 1
+    assert text.index(f"[FIRING] {drift_alert}") < text.index(f"[RESOLVED] {drift_alert}")
+    assert "[FIRING] [critical]" in text  # sentinel events page on their own
     assert "broker and worker stopped" in text

@@ -179,11 +179,13 @@ class AlertingService:
         # The episode's signal id must match inside the script, atomically.
         probe = Alert(**{**asdict(episode_end), "signal_id": str(message.signal_id)})
         message_id = f"{message.signal_id}:in_control"
+        # Due 1 ms after anything enqueued now: a firing and its resolution
+        # read in one batch still go out in that order.
         return await self.store.record(
             message_id,
             "in_control",
             probe,
-            now_ms=now_ms,
+            now_ms=now_ms + 1,
             resend_at_ms=now_ms,
             deliveries=self._deliveries(message_id, fp, "resolved", now_ms),
         )
@@ -215,11 +217,6 @@ class AlertingService:
         alert = await self.store.alert(spec["fingerprint"])
         if receiver is None or alert is None:
             log.error("delivery %s dropped: receiver or alert gone", delivery_id)
-            await self.store.complete(delivery_id)
-            return 0
-        if spec["transition"] == "firing" and alert.status == "resolved":
-            # Resolved before this went out: the resolution follows; a
-            # firing notice now would page for what is already over.
             await self.store.complete(delivery_id)
             return 0
         # One id per transition, shared by its deliveries to every receiver.

@@ -8,7 +8,9 @@ malformed message) through the real pipeline, serves /metrics while it
 runs, prints observed against baseline per cohort, then the drift charts:
 one site's leakage odds double a third of the way through its year, and
 the demo prints the signal the worker published for it, with the
-estimated change point, and whether the stable sites stayed in control.
+estimated change point, and whether the stable sites stayed in control;
+then what on-call staff receive from the alerting service (a throwaway
+redis-server holds its state), a line per transition.
 It stops everything it started.
 """
 
@@ -25,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from spinewatch.baselines import load_catalog
 from spinewatch.bootstrap import RunningWorker, kafka_brokers, running_worker
+from spinewatch.demo_alerting import print_alerts
 from spinewatch.demo_drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
 from spinewatch.domain.aggregates import ALL, cohort_views
 from spinewatch.domain.report import ReportRow, cohort_report
@@ -74,6 +77,7 @@ async def _demo(out: TextIO) -> int:
             _print_counts(worker, cohort, series, out)
             _print_table(worker, out)
             await print_drift(worker, brokers, sites, began, out)
+            await print_alerts(brokers, settings.app_id, out)
     print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
     return 0
 

@@ -11,8 +11,10 @@
     +-- BrokerUnavailable     the Kafka-protocol broker (embedded or
     |                         configured) did not start or answer in time
     +-- ChartDesignError      a drift chart parameter (probability, odds
-                              ratio, control limit, ARL target) is outside
-                              its meaningful range
+    |                         ratio, control limit, ARL target) is outside
+    |                         its meaningful range
+    +-- RedisUnavailable      no Redis-compatible server to start or reach
+                              for the alerting state
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -63,3 +65,7 @@ class BrokerUnavailable(SpinewatchError):
 
 class ChartDesignError(SpinewatchError, ValueError):
     """A drift chart parameter outside its meaningful range."""
+
+
+class RedisUnavailable(SpinewatchError):
+    """No Redis-compatible server to start or reach (the alerting state needs one)."""
