@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from spinewatch.adapters.receivers import Receiver, WebhookReceiver
+from spinewatch.adapters.receivers import AlertmanagerReceiver, Receiver, WebhookReceiver
 from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.adapters.tansu import free_port
 from spinewatch.alerting import AlertingService
@@ -71,12 +71,14 @@ class Webhook:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.status = 200
-        self.received: list[dict[str, Any]] = []
+        self.received: list[Any] = []  # webhook objects, or Alertmanager alert lists
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hook", self._hook)
+        # Alertmanager's push endpoint, served by the same stand-in.
+        app.router.add_post("/api/v2/alerts", self._hook)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -275,5 +277,48 @@ async def test_a_sentinel_event_pages_critical_once_for_good(redis_url: str) -> 
             assert await service.store.redis.ttl(seen) == -1  # kept for good
             await service.deliver_due()
             assert webhook.transitions() == ["firing"]
+    finally:
+        await webhook.stop()
+
+
+async def test_firing_alerts_are_re_sent_to_alertmanager_until_resolved(redis_url: str) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    try:
+        async with _service(redis_url, webhook, resend_interval_s=0.5) as service:
+            base = f"http://127.0.0.1:{webhook.port}"
+            session = aiohttp.ClientSession()
+            service.receivers = {"alertmanager-0": AlertmanagerReceiver(
+                "alertmanager-0", base, session, resend_interval_s=0.5
+            )}  # fmt: skip
+            try:
+                signal = _signal()
+                await service.handle(signal.model_dump_json().encode())
+                await service.refresh_gauges()
+                assert service.metrics.firing.labels("warning")._value.get() == 1
+
+                async def pushes() -> int:
+                    await service.resend_due()
+                    await service.deliver_due()
+                    return len(webhook.received)
+
+                # The first push, then re-sends on Alertmanager's schedule.
+                await wait_until(pushes, lambda n: n >= 3, 20, "two re-sends")
+                labels = {tuple(sorted(p[0]["labels"].items())) for p in webhook.received}
+                assert len(labels) == 1  # the same alert each time
+                ends = [p[0]["endsAt"] for p in webhook.received]
+                assert ends == sorted(ends)  # each re-send pushes endsAt forward
+                assert ends[-1] > ends[0]
+                # Resolved: one last push with endsAt now, then no more re-sends.
+                await service.handle(_in_control(signal).model_dump_json().encode())
+                count = await wait_until(pushes, lambda n: n >= 4, 20, "the resolution")
+                start = time.monotonic()
+                while time.monotonic() - start < 1.2:  # over two re-send intervals
+                    assert await pushes() == count
+                    await asyncio.sleep(0.1)
+                await service.refresh_gauges()
+                assert service.metrics.firing.labels("warning")._value.get() == 0
+            finally:
+                await session.close()
     finally:
         await webhook.stop()
