@@ -72,9 +72,10 @@ def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -
     return datetime.fromtimestamp(track.signals[0].at[0] / 1e6, UTC)
 
 
-async def _active(api: Alertmanager, name: str = "SpinewatchDriftSignal") -> list[dict[str, Any]]:
+async def _active(api: Alertmanager, **labels: str) -> list[dict[str, Any]]:
+    """Active alerts in Alertmanager whose labels include `labels`."""
     alerts = await asyncio.to_thread(api.alerts)
-    return [a for a in alerts if a["labels"]["alertname"] == name]
+    return [a for a in alerts if labels.items() <= a["labels"].items()]
 
 
 async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
@@ -107,7 +108,10 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
     ):
         await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in first])
         firing = await wait_until(
-            lambda: _active(alertmanager_api), lambda a: len(a) >= 1, 60, "the alert"
+            lambda: _active(alertmanager_api, site="drifting"),
+            lambda a: len(a) >= 1,
+            60,
+            "the alert",
         )
         (alert,) = firing
         assert alert["labels"] == {
@@ -132,7 +136,9 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         assert notes["dashboard"].startswith("http://grafana.test/d/spinewatch?var-site=drifting")
 
         await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in rest])
-        await wait_until(lambda: _active(alertmanager_api), lambda a: a == [], 90, "resolution")
+        await wait_until(
+            lambda: _active(alertmanager_api, site="drifting"), lambda a: a == [], 90, "resolution"
+        )
         alerts = [
             a for a in await service.store.alerts() if not a.fingerprint.startswith("sentinel.")
         ]
@@ -147,7 +153,7 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
             for metric in SENTINEL_METRICS
         )
         paged = await wait_until(
-            lambda: _active(alertmanager_api, "SpinewatchSentinelEvent"),
+            lambda: _active(alertmanager_api, alertname="SpinewatchSentinelEvent"),
             lambda a: len(a) >= sentinels, 30, "the sentinel alerts",
         )  # fmt: skip
         assert sentinels > 0, "the seeded cohort has no sentinel event"
