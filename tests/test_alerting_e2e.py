@@ -32,7 +32,7 @@ from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
 from tests.servers import Alertmanager
-from tests.support import consume, produce, wait_until
+from tests.support import consume, produce_keyed, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -72,6 +72,10 @@ def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -
     return datetime.fromtimestamp(track.signals[0].at[0] / 1e6, UTC)
 
 
+def _keyed(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    return [(e["site_id"].encode(), encode(e)) for e in events]
+
+
 async def _active(api: Alertmanager, **labels: str) -> list[dict[str, Any]]:
     """Active alerts in Alertmanager whose labels include `labels`."""
     alerts = await asyncio.to_thread(api.alerts)
@@ -106,7 +110,11 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         running_worker(settings, kafka_bootstrap),
         running_alerting(alerting) as (service, _),
     ):
-        await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in first])
+        # Keyed by site: each site's events reach the engine in clinical order,
+        # as the one-episode expectation above assumes (out-of-order arrival
+        # can make an intermediate fold signal, and publish, a transient
+        # episode that the final fold does not hold).
+        await produce_keyed(kafka_bootstrap, settings.events_topic, _keyed(first))
         firing = await wait_until(
             lambda: _active(alertmanager_api, site="drifting"),
             lambda a: len(a) >= 1,
@@ -135,7 +143,7 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         assert "adverse outcomes vs" in notes["observed_vs_baseline"]
         assert notes["dashboard"].startswith("http://grafana.test/d/spinewatch?var-site=drifting")
 
-        await produce(kafka_bootstrap, settings.events_topic, [encode(e) for e in rest])
+        await produce_keyed(kafka_bootstrap, settings.events_topic, _keyed(rest))
         await wait_until(
             lambda: _active(alertmanager_api, site="drifting"), lambda a: a == [], 90, "resolution"
         )

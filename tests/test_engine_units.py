@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
 from spinewatch.contracts import Event, parse_event
-from spinewatch.domain.contribution import contribution_of
+from spinewatch.domain.aggregates import replace_contribution
+from spinewatch.domain.contribution import Contribution, contribution_of
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.domain.records import ProcedureRecord, apply_event
@@ -186,3 +188,21 @@ def test_record_of_facts_matches_record_of_events() -> None:
     contribution = contribution_of(record)
     assert contribution is not None
     assert contribution.tally["patients"] == 1
+
+
+def test_a_name_held_at_zero_can_leave_a_contribution() -> None:
+    # "Same or more analgesics at one week: no" is a tally of 0, which the
+    # totals do not keep; when a retraction removes that follow-up, the name
+    # leaves the contribution. That once raised KeyError mid-settle and left
+    # the totals half-updated (seen when the drift timer settled between a
+    # follow-up and its retraction).
+    key = next(
+        iter(rebuilt([[(e.procedure_id.bytes, fact_of(e)) for e in _varied_stream()]]).totals)
+    )
+    with_followup = Contribution(key, {"patients": 1, "analgesic_same_or_more.week_1": 0})
+    without = Contribution(key, {"patients": 1})
+    totals: dict[Any, dict[str, int]] = {}
+    replace_contribution(totals, None, with_followup)
+    assert totals == {key: {"patients": 1}}
+    replace_contribution(totals, with_followup, without)
+    assert totals == {key: {"patients": 1}}

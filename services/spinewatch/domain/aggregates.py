@@ -57,8 +57,11 @@ def _add_difference(total: Tally, new: Mapping[str, int], old: Mapping[str, int]
             else:
                 del total[name]
     for name, value in old.items():
-        if name not in new:
-            updated = total[name] - value
+        # A tally may hold a name at 0 (e.g. "same or more analgesics: no"),
+        # which the totals do not keep (add_into drops zero sums): a name
+        # leaving the contribution at 0 changes nothing.
+        if value and name not in new:
+            updated = total.get(name, 0) - value
             if updated:
                 total[name] = updated
             else:
