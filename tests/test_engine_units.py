@@ -73,8 +73,14 @@ def test_incremental_totals_equal_a_rebuild_and_redelivery_is_ignored() -> None:
 
 def _varied_stream() -> list[Event]:
     """Pathways plus every case that must leave the follow-up fast path."""
-    first, second, third = pathway(), pathway(), pathway()
+    first, second, third, fourth = pathway(), pathway(), pathway(), pathway()
     pid = first[0].procedure_id
+    # "Less analgesics at one week" is a tally held at 0; retracting that
+    # follow-up takes the name out of the contribution (once a KeyError).
+    less_week_1 = _event(
+        "followup.recorded", fourth[0].procedure_id, 170, timepoint="week_1", vas=3,
+        analgesic_use="less",
+    )  # fmt: skip
     later_week_1 = _event("followup.recorded", pid, 400, timepoint="week_1", vas=1)
     no_pre = pathway()
     procedure_without_pre = parse_event(
@@ -87,6 +93,14 @@ def _varied_stream() -> list[Event]:
         procedure_without_pre,
         *no_pre[1:],
         later_week_1,  # a second follow-up at one timepoint: the newer wins
+        fourth[0],
+        fourth[1],
+        less_week_1,
+        *fourth[3:],
+        _event(  # a retracted follow-up whose tallies include a 0
+            "event.retracted", fourth[0].procedure_id, 600,
+            target_event_id=str(less_week_1.event_id), reason="entered_in_error",
+        ),
         _event(  # a retracted follow-up
             "event.retracted", second[0].procedure_id, 500,
             target_event_id=str(second[2].event_id), reason="entered_in_error",
