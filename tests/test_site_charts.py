@@ -25,7 +25,13 @@ from spinewatch.domain.drift_design import (
 from spinewatch.domain.drift_events import build, latest_only, pending, sentinel_message
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt, settle
-from spinewatch.domain.site_charts import CaseKey, ChartCase, PartitionCharts, SiteCharts
+from spinewatch.domain.site_charts import (
+    SENTINEL_CATEGORIES,
+    CaseKey,
+    ChartCase,
+    PartitionCharts,
+    SiteCharts,
+)
 from spinewatch.domain.vas_drift import design_vas_charts
 from spinewatch.errors import ChartDesignError
 from spinewatch.settings import Settings
@@ -297,3 +303,26 @@ def test_sentinel_events_are_found_once_per_procedure_and_again_after_a_rebuild(
     assert ids == sorted(str(sentinel_message(c).sentinel_id) for c in found)
     message = sentinel_message(found[0])
     assert found[0].procedure_id.hex() not in message.model_dump_json().replace("-", "")
+
+
+def test_with_drift_monitoring_off_sites_still_grow_and_sentinels_are_found() -> None:
+    # Settings document drift_metrics=() and drift_vas_timepoints=() as "off";
+    # sites then hold no chart, and must still take cases past a checkpoint
+    # block (a refresh used to index a checkpoint that was never written).
+    site = SiteProfile("unmonitored", 3 * 256, PVP_HEMANGIOMA)
+    items = _items(site, seed=8)
+    state, partition = PartitionState(), PartitionCharts(())
+    half = len(items) // 2
+    for chunk in (items[:half], items[half:]):
+        apply_facts(state, chunk)
+        partition.track(state.contributions, settle(state))
+        assert partition.refresh() == []
+    assert len(partition.sites["unmonitored"]) == len(state.contributions) > 256
+    assert partition.sites["unmonitored"].tracks == ()
+    found = {(c.procedure_id, c.category) for c in partition.take_sentinels()}
+    assert found == {
+        (procedure_id, category)
+        for procedure_id, c in state.contributions.items()
+        for category in SENTINEL_CATEGORIES
+        if c.tally.get(f"patients_with_complication.{category}")
+    }

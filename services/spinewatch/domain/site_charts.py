@@ -193,6 +193,11 @@ class SiteCharts:
         """Refold from the checkpoint before the earliest change; False if nothing changed."""
         if self._stale_from is None:
             return False
+        if not self.charts:
+            # Drift monitoring off: nothing to fold, and no checkpoint to keep
+            # (the folds below would add none, leaving later blocks unreachable).
+            self._stale_from = None
+            return False
         every = self._every
         block = self._stale_from // every
         del self._checkpoints[block + 1 :]
