@@ -6,17 +6,22 @@ import json
 from typing import Any
 
 import pytest
+from faust.exceptions import NotReady
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
+from spinewatch.app import publish_outbox
 from spinewatch.contracts import Event, parse_event
 from spinewatch.domain.aggregates import replace_contribution
 from spinewatch.domain.contribution import Contribution, contribution_of
+from spinewatch.domain.drift_events import sentinel_message
 from spinewatch.domain.facts import fact_of
 from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.domain.records import ProcedureRecord, apply_event
+from spinewatch.domain.site_charts import SentinelCase
+from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine, segment_key, segment_partition
 from spinewatch.ingest import RejectReason, triage
 from tests.test_domain import _event, pathway
@@ -220,3 +225,38 @@ def test_a_name_held_at_zero_can_leave_a_contribution() -> None:
     assert totals == {key: {"patients": 1}}
     replace_contribution(totals, with_followup, without)
     assert totals == {key: {"patients": 1}}
+
+
+STRATUM = ("pvp", "metastasis")
+
+
+class _FlakyTopic:
+    """A topic edge whose producer stops after `works` sends (a stop racing a timer tick)."""
+
+    def __init__(self, works: int) -> None:
+        self.works = works
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, *, key: str, value: bytes) -> None:
+        if len(self.sent) >= self.works:
+            raise NotReady("Producer service not yet started")
+        self.sent.append((key, value))
+
+
+async def test_drift_messages_a_stopped_producer_refused_stay_queued_in_order() -> None:
+    monitor = DriftMonitor((), resolve_after_cases=1)
+    cases = [
+        SentinelCase(f"site-{n}", "death", bytes([n]) * 16, 1_700_000_000_000_000 + n, STRATUM)
+        for n in range(3)
+    ]
+    queued = [(case.site_id, sentinel_message(case)) for case in cases]
+    monitor.outbox.extend(queued)
+    stopping = _FlakyTopic(works=1)
+    assert await publish_outbox(monitor, stopping) == 1
+    assert monitor.outbox == queued[1:]
+    later = (cases[0].site_id, sentinel_message(cases[0]))
+    monitor.outbox.append(later)  # found after the failed tick: goes out after the held ones
+    running = _FlakyTopic(works=10)
+    assert await publish_outbox(monitor, running) == 3
+    assert [key for key, _ in running.sent] == ["site-1", "site-2", "site-0"]
+    assert monitor.outbox == []

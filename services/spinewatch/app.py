@@ -22,10 +22,12 @@ import logging
 from typing import Any, cast
 
 import faust
+from faust.exceptions import NotReady, ProducerSendError
 from faust.types import EventT, StreamT
 
 from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
 from spinewatch.adapters.state_codec import UnreadableState
+from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
 from spinewatch.ingest import MessageOrigin
 from spinewatch.ingest_pool import IngestPool
@@ -72,9 +74,10 @@ def create_app(
     # everything that arrived since the last, and signals go out keyed by site.
     @app.timer(interval=settings.drift_interval_s, name="drift")  # type: ignore[untyped-decorator]
     async def publish_drift() -> None:
+        if app.should_stop:
+            return  # the producer may be gone; a rebuild re-announces what is pending
         engine.refresh_drift(active_partitions(app, settings))
-        for site_id, message in engine.drift.take_outbox():
-            await drift.send(key=site_id, value=message.model_dump_json().encode())
+        await publish_outbox(engine.drift, drift)
 
     # Recovery completes after every rebalance: records and totals are then
     # rebuilt from the segments of the partitions this worker now actively
@@ -85,6 +88,24 @@ def create_app(
     segments.on_recover(rebuild_state)
 
     return app
+
+
+async def publish_outbox(monitor: DriftMonitor, topic: Any) -> int:
+    """Send the monitor's queued messages keyed by site; return how many went out.
+
+    A send refused because the producer is not (or no longer) running, as
+    when a timer tick races the worker's stop, must not crash the app: the
+    unsent messages go back to the outbox for the next tick, in order.
+    """
+    taken = monitor.take_outbox()
+    for sent, (site_id, message) in enumerate(taken):
+        try:
+            await topic.send(key=site_id, value=message.model_dump_json().encode())
+        except (NotReady, ProducerSendError) as exc:
+            monitor.requeue(taken[sent:])
+            log.warning("%d drift messages held for the next tick: %r", len(taken) - sent, exc)
+            return sent
+    return len(taken)
 
 
 def _keyed_topic(app: faust.App, name: str) -> Any:

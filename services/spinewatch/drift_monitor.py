@@ -99,6 +99,10 @@ class DriftMonitor:
         taken, self.outbox = self.outbox, []
         return taken
 
+    def requeue(self, unsent: list[tuple[str, DriftMessage]]) -> None:
+        """Put back messages the publisher took but could not send, ahead of newer ones."""
+        self.outbox[:0] = unsent
+
     def readings(self, active_partitions: Collection[int]) -> Iterator[ChartReading]:
         for partition in sorted(active_partitions):
             charts = self.partitions.get(partition)
