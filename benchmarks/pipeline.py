@@ -222,6 +222,43 @@ def profiled(enabled: bool, title: str) -> Iterator[None]:
             log(f"\n=== cProfile of {title}, top 30 by {order} ===\n{out.getvalue()}")
 
 
+# --- CPU accounting ---------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> tuple[str, int, float]:
+    """(command name, parent pid, user + system CPU seconds) from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return name, int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds so far of this process (the worker's event loop and its
+    producer/consumer threads), its ingest child processes and the broker."""
+    me = os.getpid()
+    roles = {"worker": _cpu_seconds(me)[2], "ingest processes": 0.0, "broker": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            name, parent, seconds = _cpu_seconds(int(entry.name))
+            if parent == me:
+                roles["broker" if name.startswith("tansu") else "ingest processes"] += seconds
+    return roles
+
+
+def cpu_per_event(before: dict[str, float], events: int, elapsed_s: float) -> dict[str, float]:
+    """Microseconds of CPU per event by role since `before`, and the cores kept busy."""
+    after = cpu_by_role()
+    used = {role: after[role] - before[role] for role in before}
+    extra = {f"cpu_us_per_event.{role}": round(s / events * 1e6, 2) for role, s in used.items()}
+    extra["cpu_us_per_event.total"] = round(sum(used.values()) / events * 1e6, 2)
+    extra["cores_busy"] = round(sum(used.values()) / elapsed_s, 2)
+    return extra
+
+
 # --- results --------------------------------------------------------------------
 
 
@@ -269,6 +306,10 @@ def report(result: CaseResult) -> CaseResult:
         f"  {result.case}: {result.events} events in {result.elapsed_s:.2f} s "
         f"= {result.events_per_s:,.0f} ev/s ({result.window}{producer})"
     )
+    cpu = {k.removeprefix("cpu_us_per_event."): v for k, v in result.extra.items() if "cpu" in k}
+    if cpu:
+        parts = ", ".join(f"{role} {us:.1f}" for role, us in cpu.items())
+        log(f"    CPU us per event: {parts}; {result.extra['cores_busy']:.2f} cores busy")
     return result
 
 
@@ -488,6 +529,7 @@ async def bench_spinewatch(
         )
         join_s = time.perf_counter() - ready
         with profiled(profile, case):
+            cpu_before = cpu_by_role()
             started = time.perf_counter()
             if not produce_first:
                 producer_s = await produce(bootstrap, settings.events_topic, messages)
@@ -498,6 +540,7 @@ async def bench_spinewatch(
             # read that brings them up to date with every applied event.
             totals = worker.engine.totals(worker.active_partitions())
             elapsed = time.perf_counter() - started
+            cpu = cpu_per_event(cpu_before, work.events, elapsed)
         counts = {
             "applied": applied(),
             "duplicates": counter_value(metrics.duplicates),
@@ -519,7 +562,7 @@ async def bench_spinewatch(
         if produce_first
         else "first send -> all applied and settled"
     )
-    extra = {"ready_to_assigned_s": round(join_s, 3)}
+    extra = {"ready_to_assigned_s": round(join_s, 3)} | cpu
     result = report(
         CaseResult(case, work.events, len(messages), elapsed, window, producer_s, extra)
     )
