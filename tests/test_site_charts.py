@@ -32,7 +32,8 @@ from spinewatch.domain.site_charts import (
     PartitionCharts,
     SiteCharts,
 )
-from spinewatch.domain.vas_drift import design_vas_charts
+from spinewatch.domain.vas_chart import VasChartState, new_vas_chart, observe_change, standardised
+from spinewatch.domain.vas_drift import MonitoredVasChart, design_vas_charts
 from spinewatch.errors import ChartDesignError
 from spinewatch.settings import Settings
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
@@ -41,21 +42,64 @@ HEM, MET = ("pvp", "hemangioma"), ("pvp", "metastasis")
 PVP_HEMANGIOMA = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}
 
 
-def _charts(arl0: float = 300.0) -> tuple[MonitoredChart, ...]:
+def _charts(arl0: float = 300.0) -> tuple[MonitoredChart | MonitoredVasChart, ...]:
     # Small ARL0: the random streams below then signal often, which is the
     # interesting part of a fold (resets, change points).
     metrics = ("cement_leakage_rate_per_level", "complication_rate")
-    return design_charts(load_catalog(), metrics, (2.0, 0.5), arl0)
+    catalog = load_catalog()
+    return (
+        *design_charts(catalog, metrics, (2.0, 0.5), arl0),
+        *design_vas_charts(catalog, ("final",), 1.0, arl0),
+    )
 
 
-def _reference(chart: MonitoredChart, j: int, cases: dict[CaseKey, ChartCase]) -> ChartState:
-    """The definition: observe every case of the chart in clinical order."""
+def _reference(
+    chart: MonitoredChart | MonitoredVasChart, j: int, cases: dict[CaseKey, ChartCase]
+) -> ChartState | VasChartState:
+    """The definition: the chart's step functions over every case in clinical order."""
+    if isinstance(chart, MonitoredVasChart):
+        vas = new_vas_chart(chart.design.shift_sd, chart.design.limit)
+        for key in sorted(cases):
+            change, published = cases[key].outcomes[j], chart.strata.get(cases[key].stratum)
+            if isinstance(change, float) and published is not None:
+                z = standardised(change, published.mean_change, published.sd_change)
+                vas = observe_change(vas, z)
+        return vas
     state = new_chart(chart.design.odds_ratio, chart.design.limit)
     for key in sorted(cases):
         outcome, risk = cases[key].outcomes[j], chart.strata.get(cases[key].stratum)
         if isinstance(outcome, tuple) and risk is not None:
             state = observe(state, outcome[0], outcome[1], risk.p0)
     return state
+
+
+def _reference_keys(
+    chart: MonitoredChart | MonitoredVasChart, j: int, cases: dict[CaseKey, ChartCase]
+) -> tuple[CaseKey | None, list[tuple[CaseKey, CaseKey]], CaseKey | None]:
+    """The case keys a track names, by the definition: (where the statistic
+    last left zero, (signal, change point) per signal, the chart's latest case)."""
+    state: ChartState | VasChartState = chart.new_state()
+    left_zero: CaseKey | None = None
+    signals: list[tuple[CaseKey, CaseKey]] = []
+    last: CaseKey | None = None
+    for key in sorted(cases):
+        outcome = cases[key].outcomes[j]
+        if outcome is None:
+            continue
+        after = chart.step(state, outcome, cases[key].stratum)  # type: ignore[arg-type]
+        if after is state:
+            continue
+        if state.statistic == 0.0:
+            left_zero = key
+        if len(after.signals) > len(state.signals):
+            signals.append((key, left_zero or key))
+        state, last = after, key
+    return left_zero, signals, last
+
+
+def _change(draw: st.DrawFn) -> float | None:
+    # Points of VAS change; the published mean is -6.7, so 0 is far less relief.
+    return None if draw(st.integers(0, 4)) == 0 else draw(st.floats(-9.0, 2.0))
 
 
 def _outcome(draw: st.DrawFn, adverse: float) -> tuple[int, int] | None:
@@ -78,7 +122,8 @@ def _operations(draw: st.DrawFn) -> list[tuple[str, CaseKey, ChartCase | None]]:
             keys.append(key)
         stratum = draw(st.sampled_from([HEM, MET, ("pkp", "other")]))
         adverse = draw(st.sampled_from([0.05, 0.5]))
-        case = ChartCase(stratum, (_outcome(draw, adverse), _outcome(draw, adverse), None, None))
+        rates = (_outcome(draw, adverse), _outcome(draw, adverse), None, None)
+        case = ChartCase(stratum, (*rates, _change(draw)))
         ops.append((kind, key, None if kind == "remove" else case))
     return ops
 
@@ -106,6 +151,11 @@ def test_incremental_refolds_equal_the_fold_from_scratch(
         reference = _reference(chart, j, cases)
         assert site.tracks[j].state == reference
         assert [s.signal for s in site.tracks[j].signals] == list(reference.signals)
+        left_zero, signals, last = _reference_keys(chart, j, cases)
+        track = site.tracks[j]
+        assert track.left_zero_at == left_zero
+        assert [(s.at, s.change_at) for s in track.signals] == signals
+        assert track.last_at == last
 
 
 def _items(site: SiteProfile, seed: int) -> list[FactItem]:

@@ -24,56 +24,39 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from spinewatch.domain.chart_fold import (
+    AnyChart,
+    AnyState,
+    CaseKey,
+    ChartCase,
+    Outcomes,
+    Run,
+    SignalAt,
+    Track,
+    fold,
+)
 from spinewatch.domain.contribution import VAS_SCALE, Contribution, Tally, patients_with
-from spinewatch.domain.cusum import ChartState, Signal
 from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
-from spinewatch.domain.vas_chart import VasChartState, VasSignal
 from spinewatch.domain.vas_drift import MonitoredVasChart
 
-CaseKey = tuple[int, bytes]  # (procedure time in epoch microseconds, procedure id)
-Outcomes = tuple[Outcome | None, ...]  # per chart; None: not a case of that chart
-AnyChart = MonitoredChart | MonitoredVasChart
-AnyState = ChartState | VasChartState
+# Re-exported: the fold's value types are part of this module's surface.
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "SENTINEL_CATEGORIES",
+    "AnyChart",
+    "AnyState",
+    "CaseKey",
+    "ChartCase",
+    "Outcomes",
+    "PartitionCharts",
+    "SentinelCase",
+    "SignalAt",
+    "SiteCharts",
+    "Track",
+    "outcome_reader",
+]
 
 CHECKPOINT_EVERY = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ChartCase:
-    stratum: Stratum
-    outcomes: Outcomes
-
-
-@dataclass(frozen=True, slots=True)
-class SignalAt:
-    """A signal, with the cases where it fired and where the shift is estimated to start."""
-
-    signal: Signal | VasSignal
-    at: CaseKey
-    change_at: CaseKey
-
-
-@dataclass(frozen=True, slots=True)
-class Track:
-    """One chart's fold state, with the case keys the bare statistic cannot name."""
-
-    state: AnyState
-    left_zero_at: CaseKey | None = None
-    signals: tuple[SignalAt, ...] = ()
-    last_at: CaseKey | None = None  # the latest case of this chart
-
-    def cases_since_signal(self) -> int | None:
-        if not self.signals:
-            return None
-        return self.state.cases - 1 - self.signals[-1].signal.case_index
-
-    def in_control(self, resolve_after: int) -> bool:
-        """The chart's state for alerting: out of control from a signal until
-        `resolve_after` further cases pass without another one. (The CUSUM
-        itself resets at the signal; a persisting shift signals again within
-        about ARL1 cases, which keeps the episode open.)"""
-        since = self.cases_since_signal()
-        return since is None or since >= resolve_after
 
 
 def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
@@ -108,44 +91,6 @@ def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
         return tuple(found)
 
     return outcomes
-
-
-def _fold(
-    chart: AnyChart,
-    j: int,
-    track: Track,
-    *,
-    keys: list[CaseKey],
-    cases: list[ChartCase],
-    start: int,
-    every: int,
-    marks: list[Track],
-) -> Track:
-    """One chart folded over `cases` (from position `start`), checkpointed every `every`.
-
-    The track's parts are kept in locals and a Track is built only where one
-    is kept: this loop runs once per case per chart on every refold.
-    """
-    step = chart.step
-    state, left_zero_at, signals, last_at = (
-        track.state,
-        track.left_zero_at,
-        track.signals,
-        track.last_at,
-    )
-    for position, (key, case) in enumerate(zip(keys, cases, strict=True), start + 1):
-        outcome = case.outcomes[j]
-        if outcome is not None:
-            after = step(state, outcome, case.stratum)  # type: ignore[arg-type]
-            if after is not state:  # the same state: no literature figure to weigh it by
-                if state.statistic == 0.0:
-                    left_zero_at = key
-                if len(after.signals) > len(state.signals):
-                    signals = (*signals, SignalAt(after.signals[-1], key, left_zero_at or key))
-                state, last_at = after, key
-        if position % every == 0:
-            marks.append(Track(state, left_zero_at, signals, last_at))
-    return Track(state, left_zero_at, signals, last_at)
 
 
 class SiteCharts:
@@ -205,25 +150,15 @@ class SiteCharts:
         keys = self._keys[start:]
         cases = [self._cases[key] for key in keys]
         # Chart by chart (not case by case): the inner loop then touches one
-        # chart's state and step function only.
-        marks: list[list[Track]] = []
-        final: list[Track] = []
-        for j, (chart, start_track) in enumerate(
-            zip(self.charts, self._checkpoints[block], strict=True)
-        ):
-            marks.append([])
-            final.append(
-                _fold(
-                    chart,
-                    j,
-                    start_track,
-                    keys=keys,
-                    cases=cases,
-                    start=start,
-                    every=every,
-                    marks=marks[-1],
-                )
+        # chart's state only.
+        run = Run(keys, cases, start, every)
+        marks: list[list[Track]] = [[] for _ in self.charts]
+        final = [
+            fold(chart, j, start_track, run, marks[j])
+            for j, (chart, start_track) in enumerate(
+                zip(self.charts, self._checkpoints[block], strict=True)
             )
+        ]
         self._checkpoints.extend(zip(*marks, strict=True))
         self.tracks = tuple(final)
         self._stale_from = None
