@@ -13,10 +13,11 @@ episode is announced again (the alerting service dedupes by id).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
+from spinewatch.domain.contribution import Contribution
 from spinewatch.domain.drift_events import (
     DriftMessage,
     build,
@@ -47,17 +48,37 @@ class DriftMonitor:
         # Partitions rebuilt since their last refresh: history not re-announced.
         self._rebuilt: set[int] = set()
         self.outbox: list[tuple[str, DriftMessage]] = []
+        # Per partition: its records' contributions, and the procedures
+        # changed since the last refresh.
+        self._changed: dict[int, tuple[Mapping[bytes, Contribution], set[bytes]]] = {}
 
     def track(self, partition: int, state: PartitionState, changed: Collection[bytes]) -> None:
+        """Note procedures whose contributions changed; their cases move on `refresh`.
+
+        A replay settles a procedure several times (its follow-ups arrive
+        weeks of clinical time apart); noting the ids and moving each case
+        once per refresh does that work once per tick instead of once per settle.
+        """
         if not changed:
             return  # (with no chart monitored, sentinels are still found)
+        noted = self._changed.get(partition)
+        if noted is None or noted[0] is not state.contributions:
+            self._move_cases(partition)
+            noted = self._changed[partition] = (state.contributions, set())
+        noted[1].update(changed)
+
+    def _move_cases(self, partition: int) -> None:
+        noted = self._changed.pop(partition, None)
+        if noted is None:
+            return
         charts = self.partitions.get(partition)
         if charts is None:
             charts = self.partitions[partition] = PartitionCharts(self.charts)
-        charts.track(state.contributions, changed)
+        charts.track(*noted)
 
     def rebuild(self, states: dict[int, PartitionState]) -> None:
         self.partitions = {}
+        self._changed = {}
         self._published = {p: self._published.get(p, set()) for p in states}
         for partition, state in states.items():
             self.track(partition, state, state.contributions.keys())
@@ -67,6 +88,7 @@ class DriftMonitor:
     def refresh(self, active_partitions: Collection[int]) -> None:
         """Refold changed sites; queue every message not yet published."""
         for partition in active_partitions:
+            self._move_cases(partition)
             charts = self.partitions.get(partition)
             if charts is None:
                 continue

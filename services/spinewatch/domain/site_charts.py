@@ -188,6 +188,7 @@ class SiteCharts:
 # case is paged (alert_policy.SENTINEL_METRICS names their rates).
 SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
 _SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
+_SENTINEL_NAMES = tuple(name for _, name in _SENTINEL_TALLIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,8 @@ class PartitionCharts:
         self, procedure_id: bytes, contribution: Contribution, stratum: Stratum
     ) -> None:
         tally = contribution.tally
+        if not any(map(tally.get, _SENTINEL_NAMES)):
+            return  # nearly every procedure: no sentinel complication
         found = frozenset(c for c, name in _SENTINEL_TALLIES if tally.get(name))
         seen = self._sentinel_seen.get(procedure_id, frozenset())
         for category in sorted(found - seen):
