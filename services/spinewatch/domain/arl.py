@@ -22,7 +22,7 @@ the simulation's standard error.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,25 +147,54 @@ def calibrate(
     if target_arl0 <= 1:
         raise ChartDesignError(f"target ARL0 must exceed 1 case, got {target_arl0}")
     lattice = _Lattice(case_mix, odds_ratio, resolution)
+    known: dict[int, float] = {}
+
+    def arl0(states: int) -> float:
+        if states not in known:
+            known[states] = lattice.arl(states, 1.0)
+        return known[states]
+
     low, high = 1, 1
-    # ARL0 grows with the limit: double until it reaches the target, then bisect.
-    while lattice.arl(high, 1.0) < target_arl0:
+    # ARL0 grows with the limit: double until it reaches the target...
+    while arl0(high) < target_arl0:
         low, high = high, high * 2
         if high > MAX_STATES:
             raise ChartDesignError(f"ARL0 {target_arl0} needs a limit beyond {MAX_STATES} states")
-    while low < high:
-        middle = (low + high) // 2
-        if lattice.arl(middle, 1.0) >= target_arl0:
-            high = middle
-        else:
-            low = middle + 1
+    states = _smallest_reaching(arl0, target_arl0, low, high)
     return ChartDesign(
         odds_ratio=odds_ratio,
-        limit=high * lattice.delta,
-        arl0=lattice.arl(high, 1.0),
-        arl1=lattice.arl(high, odds_ratio),
+        limit=states * lattice.delta,
+        arl0=arl0(states),
+        arl1=lattice.arl(states, odds_ratio),
         lattice_step=lattice.delta,
     )
+
+
+def _smallest_reaching(arl0: Callable[[int], float], target: float, low: int, high: int) -> int:
+    """The smallest state count in (low, high] whose ARL0 reaches the target,
+    given arl0(high) >= target and (low == high or arl0(low) < target).
+
+    log ARL0 is close to linear in the limit, so the next count tried is
+    interpolated on it, which lands within a few states in one or two
+    solves where bisection took ten; every other try is a bisection, so a
+    poor interpolation never costs more than twice bisection's solves. The
+    answer is the same integer either way: only the order of tries differs.
+    """
+    interpolate = True
+    while high - low > 1:
+        if interpolate:
+            below, above = math.log(arl0(low)), math.log(arl0(high))
+            share = (math.log(target) - below) / (above - below) if above > below else 0.5
+            guess = low + round(share * (high - low))
+        else:
+            guess = (low + high) // 2
+        guess = min(max(guess, low + 1), high - 1)
+        if arl0(guess) >= target:
+            high = guess
+        else:
+            low = guess
+        interpolate = not interpolate
+    return high
 
 
 def signal_probability(
