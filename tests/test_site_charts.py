@@ -113,9 +113,10 @@ def _outcome(draw: st.DrawFn, adverse: float) -> tuple[int, int] | None:
 def _operations(draw: st.DrawFn) -> list[tuple[str, CaseKey, ChartCase | None]]:
     ops: list[tuple[str, CaseKey, ChartCase | None]] = []
     keys: list[CaseKey] = []
+    latest: dict[CaseKey, ChartCase] = {}
     for _ in range(draw(st.integers(1, 120))):
-        kind = draw(st.sampled_from(["new", "new", "new", "update", "remove", "refresh"]))
-        if kind in ("update", "remove") and keys:
+        kind = draw(st.sampled_from(["new", "new", "new", "update", "touch", "remove", "refresh"]))
+        if kind in ("update", "touch", "remove") and keys:
             key = draw(st.sampled_from(keys))
         else:
             key = (draw(st.integers(0, 50)), draw(st.binary(min_size=2, max_size=2)))
@@ -124,6 +125,17 @@ def _operations(draw: st.DrawFn) -> list[tuple[str, CaseKey, ChartCase | None]]:
         adverse = draw(st.sampled_from([0.05, 0.5]))
         rates = (_outcome(draw, adverse), _outcome(draw, adverse), None, None)
         case = ChartCase(stratum, (*rates, _change(draw)))
+        if kind == "touch" and key in latest:
+            # One chart's outcome changes (a late follow-up): only that chart
+            # may refold, and every other chart must keep its checkpoints.
+            j = draw(st.sampled_from([0, 1, 4]))
+            outcomes = list(latest[key].outcomes)
+            outcomes[j] = case.outcomes[j]
+            case = ChartCase(latest[key].stratum, tuple(outcomes))
+        if kind == "remove":
+            latest.pop(key, None)
+        else:
+            latest[key] = case
         ops.append((kind, key, None if kind == "remove" else case))
     return ops
 
@@ -175,6 +187,25 @@ def _drifting_site() -> tuple[tuple[MonitoredChart, ...], list[FactItem], Partit
     folded.track(whole.contributions, whole.contributions.keys())
     folded.refresh()
     return charts, items, folded
+
+
+def test_a_changed_outcome_refolds_only_its_own_chart() -> None:
+    """A late follow-up moves the VAS chart; the rate charts keep their folds."""
+    charts = _charts()
+    site = SiteCharts(charts, checkpoint_every=16)
+    for n in range(200):
+        site.put((n, b"p"), ChartCase(HEM, ((int(n % 7 == 0), 1), (0, 1), None, None, -6.0)))
+    site.refresh()
+    before = site.tracks
+    site.put((3, b"p"), ChartCase(HEM, ((0, 1), (0, 1), None, None, 1.5)))  # VAS only
+    assert site.refresh()
+    assert [after is kept for after, kept in zip(site.tracks, before, strict=True)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_partition_charts_follow_settled_records_in_any_order() -> None:

@@ -9,7 +9,7 @@ from scratch, bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spinewatch.contracts import (
     AnalgesicUse,
@@ -88,6 +88,13 @@ class CohortKey:
     site_id: str
     procedure_type: ProcedureType
     indication: Indication
+    # The (procedure type, indication) values baselines and drift charts are
+    # stratified by, kept here because the charts read it for every changed
+    # procedure and an enum's `.value` is a Python-level property.
+    stratum: tuple[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stratum", (self.procedure_type.value, self.indication.value))
 
 
 # Aggregates are kept per cohort and operator; site and roll-up views sum them.

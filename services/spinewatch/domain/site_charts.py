@@ -6,10 +6,11 @@ baseline (`spinewatch.domain.charts` states that definition in a few
 lines). Refolding a whole site whenever one case changes would cost
 O(site) per update, so `SiteCharts` keeps the chart states every
 `CHECKPOINT_EVERY` cases and refolds only from the checkpoint before the
-earliest case that changed. New procedures usually arrive in clinical order
-(a short tail to fold); an outcome reported late (a complication weeks
-after the procedure) refolds from that case on, which is what "in procedure
-order where the outcome is known later" requires. The result is the same
+earliest case that changed, chart by chart. New procedures usually arrive
+in clinical order (a short tail to fold); an outcome reported late (a
+complication weeks after the procedure) refolds from that case on, which is
+what "in procedure order where the outcome is known later" requires, and
+only on the charts whose outcome it changed. The result is the same
 as a fold from scratch, whatever the order of updates: a property test
 checks it against the definition.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spinewatch.domain.chart_fold import (
@@ -100,68 +101,103 @@ class SiteCharts:
         self.charts = tuple(charts)
         self._every = checkpoint_every
         initial = tuple(Track(chart.new_state()) for chart in charts)
+        # Sorted, once `_merge` has added the keys of cases new since the last
+        # refresh: a replay adds tens of thousands, and one sort per refresh
+        # costs less than a bisect and a list insert per case.
         self._keys: list[CaseKey] = []
+        self._unmerged: list[CaseKey] = []
         self._cases: dict[CaseKey, ChartCase] = {}
-        # _checkpoints[n]: the tracks after the first n * checkpoint_every cases.
-        self._checkpoints: list[tuple[Track, ...]] = [initial]
+        # _checkpoints[j][n]: chart j's track after the first n * checkpoint_every cases.
+        self._checkpoints: list[list[Track]] = [[track] for track in initial]
         self.tracks: tuple[Track, ...] = initial
-        self._stale_from: int | None = None
+        # Where each chart must refold from, as the earliest case key that
+        # changed: a case added or removed shifts every chart's positions
+        # (`_shifted_from`); an outcome that changed moves only its own chart,
+        # so a late follow-up refolds the VAS charts, not the leakage charts.
+        self._shifted_from: CaseKey | None = None
+        self._changed_from: list[CaseKey | None] = [None] * len(self.charts)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._cases)
 
     def put(self, key: CaseKey, case: ChartCase) -> None:
-        if self._cases.get(key) == case:
+        old = self._cases.get(key)
+        if old == case:
             return  # e.g. a follow-up that changes no charted outcome
-        index = bisect_left(self._keys, key)
-        if key not in self._cases:
-            self._keys.insert(index, key)
         self._cases[key] = case
-        self._mark(index)
+        if old is None:
+            self._unmerged.append(key)
+            self._shift(key)
+        elif old.stratum != case.stratum:
+            self._change(key, range(len(self.charts)))
+        else:
+            self._change(key, _differing(old.outcomes, case.outcomes))
 
     def remove(self, key: CaseKey) -> None:
         if self._cases.pop(key, None) is None:
             return
-        index = bisect_left(self._keys, key)
-        del self._keys[index]
-        self._mark(index)
+        self._merge()
+        del self._keys[bisect_left(self._keys, key)]
+        self._shift(key)
 
-    def _mark(self, index: int) -> None:
-        if self._stale_from is None or index < self._stale_from:
-            self._stale_from = index
+    def _shift(self, key: CaseKey) -> None:
+        if self._shifted_from is None or key < self._shifted_from:
+            self._shifted_from = key
 
-    @property
-    def stale(self) -> bool:
-        return self._stale_from is not None
+    def _change(self, key: CaseKey, chart_indexes: Iterable[int]) -> None:
+        changed = self._changed_from
+        for j in chart_indexes:
+            earliest = changed[j]
+            if earliest is None or key < earliest:
+                changed[j] = key
+
+    def _merge(self) -> None:
+        new = self._unmerged
+        if not new:
+            return
+        new.sort()
+        keys = self._keys
+        in_order = not keys or keys[-1] < new[0]  # the usual case: cases arrive in order
+        keys.extend(new)
+        if not in_order:
+            keys.sort()  # two sorted runs: timsort merges them in linear time
+        self._unmerged = []
+
+    def _stale_blocks(self) -> list[int | None]:
+        """Per chart, the checkpoint block to refold from; None when it has not changed."""
+        shifted, keys, every = self._shifted_from, self._keys, self._every
+        blocks: list[int | None] = []
+        for changed in self._changed_from:
+            earliest = min(changed, shifted) if changed and shifted else changed or shifted
+            blocks.append(None if earliest is None else bisect_left(keys, earliest) // every)
+        return blocks
 
     def refresh(self) -> bool:
-        """Refold from the checkpoint before the earliest change; False if nothing changed."""
-        if self._stale_from is None:
+        """Refold each changed chart from the checkpoint before its earliest change;
+        False if nothing changed."""
+        if self._shifted_from is None and not any(self._changed_from):
             return False
+        self._merge()
+        blocks = self._stale_blocks()
+        self._shifted_from, self._changed_from = None, [None] * len(self.charts)
         if not self.charts:
-            # Drift monitoring off: nothing to fold, and no checkpoint to keep
-            # (the folds below would add none, leaving later blocks unreachable).
-            self._stale_from = None
+            # Drift monitoring off: nothing to fold, and no checkpoint to keep.
             return False
         every = self._every
-        block = self._stale_from // every
-        del self._checkpoints[block + 1 :]
-        start = block * every
-        keys = self._keys[start:]
-        cases = [self._cases[key] for key in keys]
+        start = min(block for block in blocks if block is not None) * every
+        cases = [self._cases[key] for key in self._keys[start:]]
+        tracks = list(self.tracks)
         # Chart by chart (not case by case): the inner loop then touches one
         # chart's state only.
-        run = Run(keys, cases, start, every)
-        marks: list[list[Track]] = [[] for _ in self.charts]
-        final = [
-            fold(chart, j, start_track, run, marks[j])
-            for j, (chart, start_track) in enumerate(
-                zip(self.charts, self._checkpoints[block], strict=True)
-            )
-        ]
-        self._checkpoints.extend(zip(*marks, strict=True))
-        self.tracks = tuple(final)
-        self._stale_from = None
+        for j, (chart, block) in enumerate(zip(self.charts, blocks, strict=True)):
+            if block is None:
+                continue
+            checkpoints = self._checkpoints[j]
+            del checkpoints[block + 1 :]
+            first = block * every
+            run = Run(self._keys[first:], cases[first - start :], first, every)
+            tracks[j] = fold(chart, j, checkpoints[block], run, checkpoints)
+        self.tracks = tuple(tracks)
         return True
 
     def window(
@@ -169,6 +205,7 @@ class SiteCharts:
     ) -> list[tuple[Stratum, Outcome]]:
         """The cases one chart weighed from `first` to `last` inclusive (a signal's window)."""
         chart = self.charts[chart_index]
+        self._merge()
         cases = []
         start = bisect_left(self._keys, first)
         for key in self._keys[start:]:
@@ -182,6 +219,10 @@ class SiteCharts:
 
     def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
         return Counter(stratum for stratum, _ in self.window(chart_index, first, last))
+
+
+def _differing(old: Outcomes, new: Outcomes) -> Iterator[int]:
+    return (j for j, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
 
 
 # Procedure-related complications the seeds' series report none of: every
@@ -220,27 +261,27 @@ class PartitionCharts:
         self, contributions: Mapping[bytes, Contribution], procedure_ids: Iterable[bytes]
     ) -> None:
         """Bring the cases of these procedures up to date with their contributions."""
+        case_of, sites, outcomes = self._case_of, self.sites, self._outcomes
         for procedure_id in procedure_ids:
             contribution = contributions.get(procedure_id)
-            previous = self._case_of.get(procedure_id)
+            previous = case_of.get(procedure_id)
             if contribution is None:  # voided, or its procedure not known yet
                 if previous is not None:
-                    del self._case_of[procedure_id]
-                    self.sites[previous[0]].remove(previous[1])
+                    del case_of[procedure_id]
+                    sites[previous[0]].remove(previous[1])
                 continue
-            site = contribution.cohort.site_id
-            key = (contribution.occurred_at_us, procedure_id)
-            if previous is not None and previous != (site, key):
-                # A correction moved the procedure in time (or to another site).
-                self.sites[previous[0]].remove(previous[1])
-            self._case_of[procedure_id] = (site, key)
-            charts = self.sites.get(site)
+            cohort = contribution.key[0]
+            site, key = placed = (cohort.site_id, (contribution.occurred_at_us, procedure_id))
+            if previous != placed:
+                if previous is not None:
+                    # A correction moved the procedure in time (or to another site).
+                    sites[previous[0]].remove(previous[1])
+                case_of[procedure_id] = placed
+            charts = sites.get(site)
             if charts is None:
-                charts = self.sites[site] = SiteCharts(self.charts)
-            cohort = contribution.cohort
-            stratum = (cohort.procedure_type.value, cohort.indication.value)
-            charts.put(key, ChartCase(stratum, self._outcomes(contribution.tally)))
-            self._find_sentinels(procedure_id, contribution, stratum)
+                charts = sites[site] = SiteCharts(self.charts)
+            charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally)))
+            self._find_sentinels(procedure_id, contribution, cohort.stratum)
 
     def _find_sentinels(
         self, procedure_id: bytes, contribution: Contribution, stratum: Stratum
