@@ -38,7 +38,7 @@ def _summary(results: list[IngestResult]) -> tuple[object, ...]:
 
 async def test_child_processes_triage_exactly_like_inline() -> None:
     batch = _batch()
-    pool = IngestPool(processes=1, chunk_bytes=64, gc_young_threshold=10_000)
+    pool = IngestPool(processes=1, chunk_bytes=64)
     await pool.start()
     try:
         pooled = [result async for result in pool.triaged(batch)]
@@ -52,7 +52,7 @@ async def test_child_processes_triage_exactly_like_inline() -> None:
 
 async def test_a_dead_child_costs_nothing_the_batch_is_triaged_inline() -> None:
     batch = _batch()
-    pool = IngestPool(processes=1, chunk_bytes=1 << 20, gc_young_threshold=10_000)
+    pool = IngestPool(processes=1, chunk_bytes=1 << 20)
     await pool.start()
     try:
         executor = pool._executor
@@ -81,7 +81,7 @@ def test_a_worker_whose_main_module_cannot_be_reimported_triages_inline() -> Non
         "import asyncio\n"
         "from spinewatch.ingest_pool import IngestPool\n"
         "async def main():\n"
-        "    pool = IngestPool(1, 1 << 20, 10_000)\n"
+        "    pool = IngestPool(1, 1 << 20)\n"
         "    await pool.start()\n"
         "    print('inline' if pool._executor is None else 'pooled')\n"
         "    await pool.stop()\n"
@@ -92,3 +92,24 @@ def test_a_worker_whose_main_module_cannot_be_reimported_triages_inline() -> Non
     )
     assert done.stdout.strip() == "inline"
     assert "triaging inline instead" in done.stderr
+
+
+def _collector_state() -> tuple[bool, bool]:
+    import gc  # noqa: PLC0415 - runs in the child
+
+    return gc.isenabled(), gc.get_freeze_count() > 0
+
+
+async def test_children_run_without_automatic_collection() -> None:
+    # The children collect once per chunk instead (see `_triage_chunk`).
+    pool = IngestPool(processes=1, chunk_bytes=1 << 20)
+    await pool.start()
+    try:
+        executor = pool._executor
+        assert executor is not None
+        assert executor.submit(_collector_state).result(timeout=30) == (False, True)
+        batch = _batch()
+        results = [result async for result in pool.triaged(batch)]
+        assert _summary(results) == _summary([ingest_batch(batch)])
+    finally:
+        await pool.stop()

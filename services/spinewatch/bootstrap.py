@@ -84,9 +84,7 @@ async def running_worker(
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     engine = OutcomeEngine(registry, drift=drift_monitor(settings))
-    pool = IngestPool(
-        settings.ingest_processes, settings.ingest_chunk_bytes, settings.gc_young_threshold
-    )
+    pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes)
     app = create_app(settings, engine, pool, brokers)
     _register_outcome_metrics(registry, engine, app, settings)
     metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)

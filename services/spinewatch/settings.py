@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     ingest_batch_within_s: float = Field(default=0.05, gt=0, le=5.0)
     commit_every: int = Field(default=500, ge=1)
     gc_young_threshold: int = Field(
-        default=10_000, ge=700, description="Allocations between young-generation GC runs."
+        default=10_000,
+        ge=700,
+        description="Allocations between young-generation GC runs in the worker process.",
     )
     stop_timeout_s: float = Field(default=15.0, gt=0, le=300.0)
     # Work-arounds for the Tansu broker (see adapters/compat.py); harmless
