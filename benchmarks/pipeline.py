@@ -9,6 +9,8 @@ retractions, so every count is exact):
 1. raw aiokafka consume + `parse_event` (and + `json.loads` only): the
    ceiling for any Python consumer on this machine and broker;
 2. a bare faust agent that only parses: faust's own per-event cost;
+   with `--quix-python PATH`, also the peer: Quix Streams with a state write
+   per event (`quix_peer.py`, run by that interpreter on the same broker);
 3. the spinewatch worker (in-process, `running_worker`), one event per message;
 4. the spinewatch worker on the bulk path: JSON arrays of ~2000 events per
    message, keyed by site_id (a replay);
@@ -387,6 +389,40 @@ class Progress:
         self.last = now
 
 
+async def bench_quix(python: str, bootstrap: str, work: Workload, tmp: Path) -> CaseResult:
+    """The peer, in its own interpreter (its dependencies are not ours)."""
+    events = tmp / "quix-peer-events.jsonl"
+    events.write_bytes(b"".join(value + b"\n" for _, value in work.singles))
+    script = Path(__file__).with_name("quix_peer.py")
+    process = await asyncio.create_subprocess_exec(
+        python,
+        str(script),
+        "--bootstrap",
+        bootstrap,
+        "--events",
+        str(events),
+        "--partitions",
+        str(PARTITIONS),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), DEADLINE_S * 2)
+    if process.returncode != 0:
+        raise BenchmarkFailure(f"the Quix Streams peer exited with {process.returncode}")
+    peer = json.loads(stdout.decode().strip().splitlines()[-1])
+    if peer["events"] != work.events:
+        raise BenchmarkFailure(f"the peer handled {peer['events']} events, not {work.events}")
+    return report(
+        CaseResult(
+            "quix streams, state write/event",
+            work.events,
+            work.events,
+            peer["elapsed_s"],
+            "first event handled -> last (its own process)",
+            peer["producer_s"],
+        )
+    )
+
+
 async def bench_faust(
     bootstrap: str, run_id: str, work: Workload, tmp: Path, produce_first: bool
 ) -> CaseResult:
@@ -759,6 +795,7 @@ class Options:
     overrides: dict[str, str]  # Settings field -> value, for every spinewatch worker
     bulk_overrides: dict[str, str]  # on top, for the bulk-path workers (cases 4 and 5)
     cases: frozenset[str]
+    quix_python: str | None = None
 
     def overrides_for(self, path: str) -> dict[str, str]:
         return self.overrides | self.bulk_overrides if path == "bulk" else self.overrides
@@ -813,6 +850,9 @@ async def run(options: Options, summary: Summary) -> None:
             if "faust" in wanted:
                 log("2. bare faust agent")
                 cases.append(await bench_faust(bootstrap, run_id, work, tmp, options.produce_first))
+            if options.quix_python:
+                log("2b. the peer: Quix Streams, a state write per event")
+                cases.append(await bench_quix(options.quix_python, bootstrap, work, tmp))
             for number, (path, messages) in enumerate(
                 (("single", work.singles), ("bulk", work.bulk)), start=3
             ):
@@ -891,6 +931,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         choices=("single", "bulk"),
         help="cProfile the in-process worker during that case (slows it down)",
     )
+    parser.add_argument(
+        "--quix-python",
+        metavar="PATH",
+        help="an interpreter with quixstreams installed: also run the peer (benchmarks/README.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--cases",
@@ -935,6 +980,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         overrides=overrides,
         bulk_overrides=bulk_overrides,
         cases=frozenset(args.cases.split(",")),
+        quix_python=args.quix_python,
     )
 
 
