@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from spinewatch.domain.cusum import ChartState, Signal
 from spinewatch.domain.drift_design import MonitoredChart, Outcome, Stratum
@@ -31,9 +30,8 @@ AnyChart = MonitoredChart | MonitoredVasChart
 AnyState = ChartState | VasChartState
 
 
-class ChartCase(NamedTuple):
-    # A named tuple, not a frozen dataclass: one is built per changed
-    # procedure on every settle, and a frozen dataclass costs ~4x as much.
+@dataclass(frozen=True, slots=True)
+class ChartCase:
     stratum: Stratum
     outcomes: Outcomes
 
