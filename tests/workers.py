@@ -77,6 +77,14 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # pytest shows a test's stdout only when it fails: then the worker's
+        # own warnings and errors (an agent crash, a rebalance) are there too.
+        self._log.seek(0)
+        stderr = self._log.read().decode(errors="replace")
+        if stderr:
+            print(
+                f"--- stderr of worker on port {self.settings.metrics_port} ---\n{stderr[-6000:]}"
+            )
         self._log.close()
 
     def _check_alive(self) -> None:
