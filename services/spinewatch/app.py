@@ -11,7 +11,8 @@ Two agents, each a few lines:
   is the durable state.
 
 Offsets are committed only after the producer flushed what a batch sent
-(faust flushes before it commits), so at-least-once delivery holds; the
+(faust flushes before it commits; `adapters.faust_flush` makes that flush
+wait for every buffered changelog record), so at-least-once holds; the
 state is a set of facts keyed by event id, so a redelivered batch changes
 nothing.
 """
@@ -26,6 +27,7 @@ from faust.exceptions import NotReady, ProducerSendError
 from faust.types import EventT, StreamT
 
 from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
+from spinewatch.adapters.faust_flush import apply_flush_fix
 from spinewatch.adapters.state_codec import UnreadableState
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings, engine: OutcomeEngine, pool: IngestPool, brokers: str
 ) -> faust.App:
+    # Offsets must not be committed before what their events sent is out.
+    apply_flush_fix()
     if settings.tansu_compat:
         apply_tansu_compat()
     app = faust.App(settings.app_id, **_faust_config(settings, brokers))
