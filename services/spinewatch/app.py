@@ -14,7 +14,9 @@ Offsets are committed only after the producer flushed what a batch sent
 (faust flushes before it commits; `adapters.faust_flush` makes that flush
 wait for every buffered changelog record), so at-least-once holds; the
 state is a set of facts keyed by event id, so a redelivered batch changes
-nothing.
+nothing. After a rebalance the streams resume only once faust has sought
+them to their committed offsets (`adapters.faust_recovery`), so no record
+is skipped on the way in.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from faust.types import EventT, StreamT
 
 from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
 from spinewatch.adapters.faust_flush import apply_flush_fix
+from spinewatch.adapters.faust_recovery import apply_recovery_fix
 from spinewatch.adapters.state_codec import UnreadableState
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
@@ -43,6 +46,8 @@ def create_app(
 ) -> faust.App:
     # Offsets must not be committed before what their events sent is out.
     apply_flush_fix()
+    # Nor may a record be skipped when the streams resume after a rebalance.
+    apply_recovery_fix()
     if settings.tansu_compat:
         apply_tansu_compat()
     app = faust.App(settings.app_id, **_faust_config(settings, brokers))
