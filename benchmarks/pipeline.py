@@ -14,7 +14,12 @@ retractions, so every count is exact):
 3. the spinewatch worker (in-process, `running_worker`), one event per message;
 4. the spinewatch worker on the bulk path: JSON arrays of ~2000 events per
    message, keyed by site_id (a replay);
-5. peak RSS of a `spinewatch worker` subprocess per 100k open procedures.
+5. peak RSS of a `spinewatch worker` subprocess per 100k open procedures;
+6. with `--quix-python` and `--rounds N`, N - 1 further rounds of the peer
+   and the bulk path back to back, in alternating order (the first round is
+   the peer, then case 4). This machine's speed drifts by a third within
+   minutes, so a single pair can favour whichever ran in the faster spell;
+   the ratio of each adjacent pair, and their median, do not.
 
 By default (`--produce before`) each case's messages are produced into a fresh
 topic before its consumer starts, so a case times consumption only; the
@@ -38,6 +43,7 @@ import os
 import platform
 import pstats
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -803,6 +809,7 @@ class Options:
     bulk_overrides: dict[str, str]  # on top, for the bulk-path workers (cases 4 and 5)
     cases: frozenset[str]
     quix_python: str | None = None
+    rounds: int = 1
 
     def overrides_for(self, path: str) -> dict[str, str]:
         return self.overrides | self.bulk_overrides if path == "bulk" else self.overrides
@@ -813,12 +820,35 @@ class Summary:
     cases: list[CaseResult] = field(default_factory=list)
     rss: RssResult | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    rounds: list[PairedRound] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             **self.facts,
             "cases": [case.as_json() for case in self.cases],
             "rss": asdict(self.rss) if self.rss is not None else None,
+            "rounds": [r.as_json() for r in self.rounds],
+        }
+
+
+@dataclass(frozen=True)
+class PairedRound:
+    """The peer and the bulk path, run back to back on the same broker."""
+
+    peer_first: bool
+    peer: CaseResult
+    bulk: CaseResult
+
+    @property
+    def ratio(self) -> float:
+        return self.bulk.events_per_s / self.peer.events_per_s
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "peer_first": self.peer_first,
+            "peer_events_per_s": round(self.peer.events_per_s),
+            "bulk_events_per_s": round(self.bulk.events_per_s),
+            "bulk_over_peer": round(self.ratio, 3),
         }
 
 
@@ -857,9 +887,11 @@ async def run(options: Options, summary: Summary) -> None:
             if "faust" in wanted:
                 log("2. bare faust agent")
                 cases.append(await bench_faust(bootstrap, run_id, work, tmp, options.produce_first))
+            peer: CaseResult | None = None
             if options.quix_python:
                 log("2b. the peer: Quix Streams, a state write per event")
-                cases.append(await bench_quix(options.quix_python, bootstrap, work, tmp))
+                peer = await bench_quix(options.quix_python, bootstrap, work, tmp)
+                cases.append(peer)
             for number, (path, messages) in enumerate(
                 (("single", work.singles), ("bulk", work.bulk)), start=3
             ):
@@ -878,9 +910,25 @@ async def run(options: Options, summary: Summary) -> None:
                     overrides=options.overrides_for(path),
                 )
                 cases.append(result)
+                if path == "bulk" and peer is not None:
+                    summary.rounds.append(PairedRound(True, peer, result))
                 if path == "bulk" and "restore" in wanted:
                     log("   restore: a fresh worker reads the bulk case's changelog")
                     cases.append(await bench_restore(bootstrap, settings, work, totals))
+            if summary.rounds and options.quix_python:
+                for number in range(2, options.rounds + 1):
+                    log(f"6. round {number} of {options.rounds}: the peer and the bulk path")
+                    # Odd rounds run the peer first, as the first round did.
+                    pair = await paired_round(
+                        options,
+                        options.quix_python,
+                        bootstrap,
+                        f"{run_id}-r{number}",
+                        work,
+                        tmp=tmp,
+                        peer_first=number % 2 == 1,
+                    )
+                    summary.rounds.append(pair)
             if "rss" in wanted and options.rss_procedures:
                 log(f"5. worker subprocess RSS, generating {options.rss_procedures} procedures...")
                 rss_work = make_workload(
@@ -890,6 +938,61 @@ async def run(options: Options, summary: Summary) -> None:
                     bootstrap, run_id, rss_work, tmp, options.overrides_for("bulk")
                 )
     summary.facts["total_s"] = round(time.perf_counter() - began, 1)
+
+
+async def paired_round(
+    options: Options,
+    quix_python: str,
+    bootstrap: str,
+    run_id: str,
+    work: Workload,
+    *,
+    tmp: Path,
+    peer_first: bool,
+) -> PairedRound:
+    """The peer and the bulk path once more, in the order given."""
+
+    async def bulk() -> CaseResult:
+        result, _, _ = await bench_spinewatch(
+            bootstrap,
+            f"bench-bulk-{run_id}",
+            "spinewatch bulk messages",
+            work.bulk,
+            work=work,
+            tmp=tmp,
+            produce_first=options.produce_first,
+            profile=False,
+            overrides=options.overrides_for("bulk"),
+        )
+        return result
+
+    if peer_first:
+        peer = await bench_quix(quix_python, bootstrap, work, tmp)
+        return PairedRound(True, peer, await bulk())
+    first = await bulk()
+    return PairedRound(False, await bench_quix(quix_python, bootstrap, work, tmp), first)
+
+
+def rounds_table(rounds: Sequence[PairedRound]) -> str:
+    lines = [
+        "",
+        "the peer and the bulk path back to back (same broker, same events):",
+        f"{'round':>5}  {'first':<6} {'quix ev/s':>10} {'to last':>10} {'bulk ev/s':>10} "
+        f"{'bulk/quix':>10}",
+    ]
+    for number, pair in enumerate(rounds, start=1):
+        to_last = pair.peer.extra.get("events_per_s_to_last_event", 0.0)
+        lines.append(
+            f"{number:>5}  {'quix' if pair.peer_first else 'bulk':<6} "
+            f"{pair.peer.events_per_s:>10,.0f} {to_last:>10,.0f} "
+            f"{pair.bulk.events_per_s:>10,.0f} {pair.ratio:>10.2f}"
+        )
+    ratios = sorted(pair.ratio for pair in rounds)
+    lines.append(
+        f"bulk/quix: median {statistics.median(ratios):.2f}, "
+        f"lowest {ratios[0]:.2f}, highest {ratios[-1]:.2f} over {len(ratios)} rounds"
+    )
+    return "\n".join(lines)
 
 
 def table(cases: Sequence[CaseResult], rss: RssResult | None) -> str:
@@ -943,6 +1046,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         metavar="PATH",
         help="an interpreter with quixstreams installed: also run the peer (benchmarks/README.md)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --quix-python and the bulk case: rounds of the peer and the bulk path"
+        " back to back, alternating which runs first (default 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--cases",
@@ -968,6 +1078,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         parser.error(f"--cases: choose from {','.join(CASES)}")
     if args.procedures < 10 or args.bulk_size < 1 or args.rss_procedures < 0:
         parser.error("need --procedures >= 10, --bulk-size >= 1, --rss-procedures >= 0")
+    if args.rounds < 1 or (args.rounds > 1 and not args.quix_python):
+        parser.error("--rounds: at least 1, and more than 1 only with --quix-python")
     overrides: dict[str, str] = {}
     bulk_overrides: dict[str, str] = {}
     for items, into in ((args.set, overrides), (args.bulk_set, bulk_overrides)):
@@ -988,6 +1100,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         bulk_overrides=bulk_overrides,
         cases=frozenset(args.cases.split(",")),
         quix_python=args.quix_python,
+        rounds=args.rounds,
     )
 
 
@@ -1033,6 +1146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os._exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
     shut_down(loop)
     text = table(summary.cases, summary.rss)
+    if summary.rounds:
+        text += "\n" + rounds_table(summary.rounds)
     if options.json:
         log(text)
         print(json.dumps(summary.as_json(), indent=2))
