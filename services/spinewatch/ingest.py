@@ -3,8 +3,19 @@
 A message value is either one JSON event or a JSON array of events (the
 bulk path: a replay or a batch upload sends thousands of events in one
 message, so the per-message cost of the stream is paid once per batch).
-Nothing here raises: every defect becomes a `Rejected` with field-level
-errors, bound for the dead-letter topic, and the rest of the batch goes on.
+Nothing here raises for a message: every defect becomes a `Rejected` with
+field-level errors, bound for the dead-letter topic, and the rest of the
+batch goes on. That includes our own defects: an exception while handling
+one message dead-letters that message (`internal_error`, see
+`spinewatch.failures`) instead of killing the agent.
+
+Bounds come first. A message over `max_message_bytes` is not decoded at
+all. The fast path's parser (jiter, inside pydantic-core) stops at 200
+levels of nesting by itself, and a valid event nests at most 6 deep, so
+valid messages skip the nesting scan (it would cost about a quarter of
+validation on the bulk path: 9 ms against 35 ms per MB of events); any
+message that fails validation is scanned before an unbounded decoder
+(msgspec) sees it.
 
 `ingest_batch` is a pure function of plain values, so a worker can run it
 in a child process (`spinewatch.ingest_pool`): validation is most of the
@@ -13,11 +24,9 @@ CPU a bulk batch costs, and the state updates then run on another core.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final
 
 import msgspec
@@ -25,8 +34,21 @@ from pydantic import TypeAdapter, ValidationError
 
 from spinewatch.adapters.state_codec import encode_facts
 from spinewatch.contracts import Event, parse_event
+from spinewatch.dead_letters import DEFAULT_MAX_VALUE_BYTES, DeadLetter, MessageOrigin, dead_letter
 from spinewatch.domain.facts import Fact, fact_of
 from spinewatch.errors import FieldError, InvalidEvent
+from spinewatch.failures import InputLimits, RejectReason, internal_error, too_deep, too_large
+
+__all__ = [
+    "DeadLetter",
+    "IngestLimits",
+    "IngestResult",
+    "MessageOrigin",
+    "RejectReason",
+    "Rejected",
+    "ingest_batch",
+    "triage",
+]
 
 # A fact encodes to 60-250 bytes: 2000 keep a fact batch well under 1 MB.
 MAX_FACTS_PER_MESSAGE = 2000
@@ -34,14 +56,16 @@ MAX_FACTS_PER_MESSAGE = 2000
 _BATCH_ADAPTER: Final[TypeAdapter[list[Event]]] = TypeAdapter(list[Event])
 
 
-class RejectReason(StrEnum):
-    """Why a message was dead-lettered: a bounded metric label."""
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """What a worker's settings bound: the input, and the dead letters it writes."""
 
-    INVALID_JSON = "invalid_json"
-    NOT_AN_EVENT = "not_an_event"  # valid JSON, but neither an object nor an array
-    UNKNOWN_EVENT_TYPE = "unknown_event_type"
-    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-    SCHEMA_VIOLATION = "schema_violation"
+    input: InputLimits = field(default_factory=InputLimits)
+    deadletter_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+
+
+DEFAULT_INPUT_LIMITS = InputLimits()
+DEFAULT_LIMITS = IngestLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,30 +81,45 @@ class Rejected:
 @dataclass(slots=True)
 class Triage:
     bulk: bool
-    accepted: list[Event] = field(default_factory=list)
+    # Each accepted event with its index in a bulk message (None: single).
+    accepted: list[tuple[Event, int | None]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
 
 
-def triage(raw: bytes) -> Triage:
+def triage(raw: bytes, limits: InputLimits = DEFAULT_INPUT_LIMITS) -> Triage:
     """Split one message value into valid events and rejects."""
-    if raw.lstrip()[:1] == b"[":
-        return _triage_bulk(raw)
+    bulk = raw.lstrip()[:1] == b"["
+    oversized = too_large(raw, limits)
+    if oversized is not None:
+        return Triage(bulk, rejected=[_rejected(raw, [oversized])])
+    if bulk:
+        return _triage_bulk(raw, limits)
     result = Triage(bulk=False)
     try:
-        result.accepted.append(parse_event(raw))
+        result.accepted.append((parse_event(raw), None))
     except InvalidEvent as exc:
-        result.rejected.append(_rejected(raw, exc.errors))
+        deep = too_deep(raw, limits)
+        result.rejected.append(_rejected(raw, [deep] if deep else exc.errors))
     return result
 
 
-def _triage_bulk(raw: bytes) -> Triage:
+def _triage_bulk(raw: bytes, limits: InputLimits) -> Triage:
     result = Triage(bulk=True)
     try:
         # Fast path: the whole batch validates in one call.
-        result.accepted.extend(_BATCH_ADAPTER.validate_json(raw))
-        return result
+        events = _BATCH_ADAPTER.validate_json(raw)
     except ValidationError:
         pass
+    else:
+        if events:
+            result.accepted.extend((event, index) for index, event in enumerate(events))
+        else:
+            result.rejected.append(_rejected(raw, [_EMPTY]))
+        return result
+    deep = too_deep(raw, limits)
+    if deep is not None:
+        result.rejected.append(_rejected(raw, [deep]))
+        return result
     try:
         items = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
@@ -89,13 +128,18 @@ def _triage_bulk(raw: bytes) -> Triage:
         return result
     if not isinstance(items, list):  # pragma: no cover - raw starts with "["
         items = [items]
+    if not items:
+        result.rejected.append(_rejected(raw, [_EMPTY]))
     for index, item in enumerate(items):
         encoded = msgspec.json.encode(item)
         try:
-            result.accepted.append(parse_event(encoded))
+            result.accepted.append((parse_event(encoded), index))
         except InvalidEvent as exc:
             result.rejected.append(_rejected(encoded, exc.errors, index))
     return result
+
+
+_EMPTY = FieldError("<root>", RejectReason.EMPTY_BATCH.value, "a bulk message holds no events")
 
 
 def _rejected(raw: bytes, errors: Sequence[FieldError], index: int | None = None) -> Rejected:
@@ -104,6 +148,14 @@ def _rejected(raw: bytes, errors: Sequence[FieldError], index: int | None = None
 
 def _reason(errors: Sequence[FieldError]) -> RejectReason:
     codes = {error.code for error in errors}
+    for own in (
+        RejectReason.MESSAGE_TOO_LARGE,
+        RejectReason.NESTING_TOO_DEEP,
+        RejectReason.EMPTY_BATCH,
+        RejectReason.INTERNAL_ERROR,
+    ):
+        if own.value in codes:
+            return own
     if "json_invalid" in codes:
         return RejectReason.INVALID_JSON
     if codes & {"dict_type", "model_attributes_type", "model_type"} and len(errors) == 1:
@@ -113,21 +165,6 @@ def _reason(errors: Sequence[FieldError]) -> RejectReason:
     if "unsupported_schema_version" in codes:
         return RejectReason.UNSUPPORTED_SCHEMA_VERSION
     return RejectReason.SCHEMA_VIOLATION
-
-
-@dataclass(frozen=True, slots=True)
-class MessageOrigin:
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A rejected payload with the reason, for the dead-letter topic."""
-
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass(slots=True)
@@ -143,19 +180,33 @@ class IngestResult:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
 
 
-def ingest_batch(messages: Iterable[tuple[bytes, MessageOrigin]]) -> IngestResult:
+FactItem = tuple[str, bytes, Fact]  # (site id, procedure id as UUID bytes, fact)
+
+
+def ingest_batch(
+    messages: Iterable[tuple[bytes, MessageOrigin]], limits: IngestLimits = DEFAULT_LIMITS
+) -> IngestResult:
     """Triage message values and reduce the valid events to facts, per site."""
     result = IngestResult()
     facts_by_site: defaultdict[str, list[tuple[bytes, Fact]]] = defaultdict(list)
     for raw, origin in messages:
-        triaged = triage(raw)
+        try:
+            triaged = triage(raw, limits.input)
+        except Exception as exc:  # a defect of ours: this message only
+            triaged = Triage(bulk=False, rejected=[_rejected(raw, [internal_error(exc)])])
         result.messages_by_path["bulk" if triaged.bulk else "single"] += 1
-        for event in triaged.accepted:
+        for event, index in triaged.accepted:
+            try:
+                item = (event.procedure_id.bytes, fact_of(event))
+            except Exception as exc:  # as above, for one event
+                encoded = event.model_dump_json().encode()
+                triaged.rejected.append(_rejected(encoded, [internal_error(exc)], index))
+                continue
             result.accepted_by_type[event.event_type] += 1
-            facts_by_site[event.site_id].append((event.procedure_id.bytes, fact_of(event)))
+            facts_by_site[event.site_id].append(item)
         for rejected in triaged.rejected:
             result.rejected_by_reason[rejected.reason.value] += 1
-            result.dead_letters.append(_dead_letter(rejected, origin))
+            result.dead_letters.append(_letter(rejected, origin, limits))
     for site_id, items in facts_by_site.items():
         for start in range(0, len(items), MAX_FACTS_PER_MESSAGE):
             chunk = items[start : start + MAX_FACTS_PER_MESSAGE]
@@ -163,18 +214,24 @@ def ingest_batch(messages: Iterable[tuple[bytes, MessageOrigin]]) -> IngestResul
     return result
 
 
-def _dead_letter(rejected: Rejected, origin: MessageOrigin) -> DeadLetter:
-    errors = [
-        {"field": error.location, "code": error.code, "message": error.message}
-        for error in rejected.errors
-    ]
-    headers: list[tuple[str, bytes]] = [
-        ("spinewatch-reason", rejected.reason.value.encode()),
-        ("spinewatch-errors", json.dumps(errors).encode()),
-        ("spinewatch-source-topic", origin.topic.encode()),
-        ("spinewatch-source-partition", str(origin.partition).encode()),
-        ("spinewatch-source-offset", str(origin.offset).encode()),
-    ]
-    if rejected.index is not None:
-        headers.append(("spinewatch-bulk-index", str(rejected.index).encode()))
-    return DeadLetter(rejected.raw, headers)
+def internal_error_result(
+    raw: bytes, origin: MessageOrigin, exc: BaseException, limits: IngestLimits
+) -> IngestResult:
+    """The result for a message whose triage itself failed (a crashed child process)."""
+    result = IngestResult()
+    rejected = _rejected(raw, [internal_error(exc)])
+    result.messages_by_path["bulk" if raw.lstrip()[:1] == b"[" else "single"] += 1
+    result.rejected_by_reason[rejected.reason.value] += 1
+    result.dead_letters.append(_letter(rejected, origin, limits))
+    return result
+
+
+def _letter(rejected: Rejected, origin: MessageOrigin, limits: IngestLimits) -> DeadLetter:
+    return dead_letter(
+        rejected.raw,
+        rejected.errors,
+        rejected.reason.value,
+        origin,
+        index=rejected.index,
+        max_value_bytes=limits.deadletter_max_value_bytes,
+    )

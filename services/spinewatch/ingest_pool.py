@@ -10,9 +10,14 @@ committed, so at-least-once delivery is unchanged.
 Children are spawned (a fork would copy the running event loop and the
 broker connections), warmed before the worker reports ready, and told to
 die with the worker. They run with automatic garbage collection off and
-collect once per chunk instead (see `_triage_chunk`). A child that crashes
-breaks the pool: the batch is then triaged inline and the pool replaced, so
-nothing is lost.
+collect once per chunk instead (see `_triage_chunk`).
+
+A chunk whose triage fails as a whole (a child that crashed, or an
+exception that escaped `ingest_batch`) is triaged again one message at a
+time, in a fresh pool: the messages that pass count as usual, and a
+message that fails on its own is dead-lettered as `internal_error`. So a
+message that kills a child process costs one dead letter, never the
+stream, and is never triaged inline where it could kill the worker.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from spinewatch.adapters.lifetime import die_with_parent
-from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
+from spinewatch.ingest import (
+    DEFAULT_LIMITS,
+    IngestLimits,
+    IngestResult,
+    MessageOrigin,
+    ingest_batch,
+    internal_error_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +46,12 @@ Batch = list[tuple[bytes, MessageOrigin]]
 
 
 class IngestPool:
-    def __init__(self, processes: int, chunk_bytes: int) -> None:
+    def __init__(
+        self, processes: int, chunk_bytes: int, limits: IngestLimits = DEFAULT_LIMITS
+    ) -> None:
         self.processes = processes
         self.chunk_bytes = chunk_bytes
+        self.limits = limits
         self._executor: ProcessPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -48,7 +63,7 @@ class IngestPool:
         try:
             await asyncio.gather(
                 *(
-                    loop.run_in_executor(self._executor, _triage_chunk, [])
+                    loop.run_in_executor(self._executor, _triage_chunk, [], self.limits)
                     for _ in range(self.processes)
                 )
             )
@@ -68,22 +83,50 @@ class IngestPool:
         chunks = list(_chunks(batch, self.chunk_bytes))
         if self._executor is None:
             for chunk in chunks:
-                yield ingest_batch(chunk)
+                yield self._inline(chunk)
             return
         loop = asyncio.get_running_loop()
-        pending = [loop.run_in_executor(self._executor, _triage_chunk, c) for c in chunks]
+        executor = self._executor
+        pending = [self._submit(loop, chunk) for chunk in chunks]
         for chunk, future in zip(chunks, pending, strict=True):
-            yield await self._result(future, chunk)
+            try:
+                yield await future
+            except Exception as exc:  # the chunk is retried message by message
+                log.error("triage of a chunk failed (%s); retrying it per message", _kind(exc))
+                self._renew_if_broken(exc, executor)
+                for one in chunk:
+                    yield await self._one(loop, one)
 
-    async def _result(self, future: asyncio.Future[IngestResult], chunk: Batch) -> IngestResult:
+    def _inline(self, chunk: Batch) -> IngestResult:
         try:
-            return await future
-        except BrokenProcessPool:
-            log.error("an ingest process died; triaging a chunk inline and replacing the pool")
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            return ingest_batch(chunk, self.limits)
+        except Exception:  # as in a child: then one message at a time
+            return _merged(_inline_one(message, self.limits) for message in chunk)
+
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, chunk: Batch
+    ) -> asyncio.Future[IngestResult]:
+        if self._executor is None:  # replaced moments ago and gone again: stopping
+            raise BrokenProcessPool("the ingest pool is stopped")
+        return loop.run_in_executor(self._executor, _triage_chunk, chunk, self.limits)
+
+    async def _one(
+        self, loop: asyncio.AbstractEventLoop, message: tuple[bytes, MessageOrigin]
+    ) -> IngestResult:
+        executor = self._executor
+        try:
+            return await self._submit(loop, [message])
+        except Exception as exc:  # this message alone fails: dead-letter it
+            self._renew_if_broken(exc, executor)
+            raw, origin = message
+            return internal_error_result(raw, origin, exc, self.limits)
+
+    def _renew_if_broken(self, exc: BaseException, broken: ProcessPoolExecutor | None) -> None:
+        # Every future of a broken pool fails; only the first replaces it.
+        if isinstance(exc, BrokenProcessPool) and broken is self._executor is not None:
+            log.error("an ingest process died; replacing the pool")
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
-            return ingest_batch(chunk)
 
     async def stop(self) -> None:
         if self._executor is not None:
@@ -119,7 +162,29 @@ def _start_child() -> None:  # pragma: no cover - in the child
     gc.disable()
 
 
-def _triage_chunk(chunk: Batch) -> IngestResult:  # pragma: no cover - in the child
+def _kind(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _inline_one(message: tuple[bytes, MessageOrigin], limits: IngestLimits) -> IngestResult:
+    try:
+        return ingest_batch([message], limits)
+    except Exception as exc:  # this message alone fails: dead-letter it
+        return internal_error_result(*message, exc, limits)
+
+
+def _merged(results: Iterator[IngestResult]) -> IngestResult:
+    merged = IngestResult()
+    for result in results:
+        merged.fact_batches += result.fact_batches
+        merged.dead_letters += result.dead_letters
+        merged.messages_by_path.update(result.messages_by_path)
+        merged.accepted_by_type.update(result.accepted_by_type)
+        merged.rejected_by_reason.update(result.rejected_by_reason)
+    return merged
+
+
+def _triage_chunk(chunk: Batch, limits: IngestLimits) -> IngestResult:  # pragma: no cover
     """`ingest_batch`, then one collection over what the chunk left behind.
 
     A chunk holds a few thousand validated events alive at once. With
@@ -134,6 +199,6 @@ def _triage_chunk(chunk: Batch) -> IngestResult:  # pragma: no cover - in the ch
     nearly empty heap, so memory stays bounded.
     """
     try:
-        return ingest_batch(chunk)
+        return ingest_batch(chunk, limits)
     finally:
         gc.collect()
