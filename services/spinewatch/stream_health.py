@@ -1,0 +1,176 @@
+"""Is a consumer keeping up? Lag, stalls and lost data, per owned partition.
+
+The consumer's own loop reports what it processed (`processed`); the lag
+probe (`adapters.kafka_lag`) reports, from the broker, where each log ends
+and where the group committed. Together they answer, per partition this
+process owns:
+
+* waiting: the log holds records past the last one processed;
+* stalled: records have waited longer than `stall_after_s` with nothing
+  processed on that partition meanwhile (a stuck agent, a hung fetch, a
+  partition faust forgot to resume): red, and liveness, since a restart is
+  what fixes it;
+* lost: the log ends below what this process already processed, or below
+  the group's committed offset (a memory broker restarted empty): red and
+  liveness, since the state held no longer matches any log;
+* broker: no probe answered for `broker_timeout_s`: red, readiness only.
+
+It also exports `spinewatch_consumer_lag_messages{group, topic, partition}`
+and `spinewatch_oldest_unprocessed_event_age_seconds{group, topic}` (the
+Kafka timestamp of the record at the committed offset, for partitions with
+lag), from the last successful probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from spinewatch.adapters.kafka_lag import LagProbe, PartitionLag
+from spinewatch.errors import BrokerUnavailable
+from spinewatch.health import Check
+from spinewatch.supervisor import Heartbeat, LoopBody
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass
+class _Progress:
+    processed: int = -1  # highest offset processed
+    advanced_at: float = 0.0
+    waiting_since: float | None = None
+
+
+class StreamHealth:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        group: str,
+        *,
+        owned: Callable[[], Collection[Partition]] = frozenset,
+        stall_after_s: float,
+        broker_timeout_s: float,
+        detect_loss: bool,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.group = group
+        self.owned = owned
+        self.stall_after_s = stall_after_s
+        self.broker_timeout_s = broker_timeout_s
+        self.detect_loss = detect_loss
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._progress: dict[Partition, _Progress] = {}
+        self._readings: dict[Partition, PartitionLag] = {}
+        self._answered_at = clock()
+        self._probe_error = ""
+        self._lost: dict[Partition, str] = {}
+        self.lag = Gauge(
+            "spinewatch_consumer_lag_messages",
+            "Records in the log past the group's committed offset, per partition.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.oldest_age = Gauge(
+            "spinewatch_oldest_unprocessed_event_age_seconds",
+            "Age of the oldest record not yet committed as processed (0 when none waits).",
+            ["group", "topic"],
+            registry=registry,
+        )
+
+    # -- from the consumer ------------------------------------------------
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        progress = self._progress.setdefault((topic, partition), _Progress())
+        if offset > progress.processed:
+            progress.processed = offset
+            progress.advanced_at = self.clock()
+
+    # -- from the probe ---------------------------------------------------
+    def probed(self, readings: Iterable[PartitionLag]) -> None:
+        now = self.clock()
+        self._answered_at = now
+        self._probe_error = ""
+        oldest: dict[str, float] = {}
+        for reading in readings:
+            key = (reading.topic, reading.partition)
+            self._readings[key] = reading
+            self.lag.labels(self.group, reading.topic, str(reading.partition)).set(reading.lag)
+            age = 0.0
+            if reading.lag and reading.oldest_timestamp_ms is not None:
+                age = max(0.0, self.wall_clock() - reading.oldest_timestamp_ms / 1000)
+            oldest[reading.topic] = max(oldest.get(reading.topic, 0.0), age)
+            self._follow(key, reading, now)
+        for topic, age in oldest.items():
+            self.oldest_age.labels(self.group, topic).set(round(age, 3))
+
+    def probe_failed(self, error: str) -> None:
+        self._probe_error = error
+
+    def _follow(self, key: Partition, reading: PartitionLag, now: float) -> None:
+        progress = self._progress.setdefault(key, _Progress(advanced_at=now))
+        processed_to = max(progress.processed + 1, reading.position)
+        if reading.end > processed_to:
+            if progress.waiting_since is None:
+                progress.waiting_since = now
+        else:
+            progress.waiting_since = None
+        if not self.detect_loss:
+            return
+        if reading.lost:
+            self._lost[key] = f"committed offset {reading.committed} beyond the end {reading.end}"
+        elif progress.processed + 1 > reading.end:
+            self._lost[key] = (
+                f"the log ends at {reading.end}, this process processed up to {progress.processed}"
+            )
+
+    # -- health -----------------------------------------------------------
+    def checks(self) -> list[Check]:
+        now = self.clock()
+        owned = set(self.owned())
+        silent = now - self._answered_at
+        broker = Check("broker", True)
+        if silent > self.broker_timeout_s:
+            error = self._probe_error or "no answer"
+            broker = Check("broker", False, f"unreachable for {silent:.0f} s ({error})", False)
+        stalled = []
+        for key in sorted(owned):
+            progress = self._progress.get(key)
+            if progress is None or progress.waiting_since is None:
+                continue
+            quiet_since = max(progress.waiting_since, progress.advanced_at)
+            if now - quiet_since > self.stall_after_s:
+                reading = self._readings.get(key)
+                waiting = reading.lag if reading else "?"
+                stalled.append(f"{key[0]}[{key[1]}]: {waiting} waiting, none processed "
+                               f"for {now - quiet_since:.0f} s")  # fmt: skip
+        lost = [f"{topic}[{p}]: {why}" for (topic, p), why in sorted(self._lost.items())]
+        found = [
+            broker,
+            Check("stream", not stalled, "; ".join(stalled)),
+        ]
+        if self.detect_loss:
+            why = "the broker lost records: " + "; ".join(lost)
+            found.append(Check("broker-data", not lost, why))
+        return found
+
+
+def probing(probe: LagProbe, health: StreamHealth, interval_s: float) -> LoopBody:
+    """The supervised loop that feeds `health` from `probe`."""
+
+    async def run(heartbeat: Heartbeat) -> None:
+        while True:
+            try:
+                health.probed(await probe.read())
+            except BrokerUnavailable as exc:
+                # Not a failure of the loop: the broker check turns red once
+                # this lasts `broker_timeout_s`.
+                health.probe_failed(str(exc))
+            heartbeat.beat()
+            await asyncio.sleep(interval_s)
+
+    return run

@@ -1,0 +1,220 @@
+"""The supervisor: restarts with backoff, one line per failure, counts, health, giving up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from spinewatch.failures import FailurePolicy
+from spinewatch.health import Check, report
+from spinewatch.supervisor import EXIT_GAVE_UP, Heartbeat, Supervisor, until_stopped_or_given_up
+from tests.support import wait_until
+
+FAST = FailurePolicy(retry_base_s=0.01, retry_max_s=0.05)
+
+
+def _supervisor(
+    registry: CollectorRegistry, give_up_after_s: float = 60.0, gave_up: list[str] | None = None
+) -> Supervisor:
+    reasons = gave_up if gave_up is not None else []
+    return Supervisor(
+        "svc", registry, give_up_after_s=give_up_after_s, on_give_up=reasons.append, policy=FAST
+    )
+
+
+def _restarts(registry: CollectorRegistry, loop: str) -> float:
+    value = registry.get_sample_value(
+        "spinewatch_loop_restarts_total", {"service": "svc", "loop": loop}
+    )
+    return value or 0.0
+
+
+def _check(supervisor: Supervisor, name: str) -> Check:
+    return next(c for c in supervisor.checks() if c.name == name)
+
+
+async def _condition(test: Callable[[], bool]) -> bool:
+    return test()
+
+
+async def test_a_failing_loop_is_restarted_counted_and_logged_once_per_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+    runs = 0
+    done = asyncio.Event()
+
+    async def flaky(heartbeat: Heartbeat) -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 3:
+            raise ConnectionError("redis:6379 refused")
+        heartbeat.beat()
+        done.set()
+        await asyncio.Event().wait()
+
+    supervisor.spawn("consume", flaky, stale_after_s=None)
+    with caplog.at_level(logging.ERROR, logger="spinewatch.supervisor"):
+        await supervisor.start()
+        try:
+            await asyncio.wait_for(done.wait(), 10)
+            assert _restarts(registry, "consume") == 3
+            assert _check(supervisor, "loop:consume").ok  # it beat since its restart
+        finally:
+            await supervisor.stop()
+    lines = [r for r in caplog.records if r.name == "spinewatch.supervisor"]
+    assert len(lines) == 3
+    assert all(r.exc_info is None for r in lines)  # one line, never a traceback
+    assert "ConnectionError: redis:6379 refused" in lines[0].getMessage()
+
+
+async def test_a_loop_red_while_failing_shows_why() -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+
+    async def down(heartbeat: Heartbeat) -> None:
+        raise KeyError("a value that must not show")
+
+    supervisor.spawn("deliver", down, stale_after_s=None)
+    await supervisor.start()
+    try:
+        await wait_until(
+            lambda: _condition(lambda: _restarts(registry, "deliver") >= 2),
+            bool, 10, "two restarts",
+        )  # fmt: skip
+        check = _check(supervisor, "loop:deliver")
+        assert not check.ok
+        assert check.liveness
+        assert "KeyError" in check.reason
+        assert "must not show" not in check.reason  # the type only, for other errors
+        status, body = report(supervisor.checks(), readiness=False)
+        assert status == 503
+        assert any(line.startswith("loop:deliver: failing") for line in body["failing"])
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_loop_killed_from_outside_is_restarted_and_counted() -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+    started = 0
+
+    async def steady(heartbeat: Heartbeat) -> None:
+        nonlocal started
+        started += 1
+        while True:
+            heartbeat.beat()
+            await asyncio.sleep(0.01)
+
+    supervisor.spawn("probe", steady, stale_after_s=5)
+    await supervisor.start()
+    try:
+        await wait_until(lambda: _condition(lambda: started == 1), bool, 10, "the first run")
+        assert supervisor.kill("probe")
+        await wait_until(lambda: _condition(lambda: started == 2), bool, 10, "a restart")
+        assert _restarts(registry, "probe") == 1
+        await wait_until(
+            lambda: _condition(lambda: _check(supervisor, "loop:probe").ok), bool, 10, "green"
+        )
+        # Killed before its first step, the task never ran its handler:
+        # the watchdog starts it again all the same.
+        supervisor.kill("probe")
+        await asyncio.sleep(0)
+        supervisor.kill("probe")
+        await wait_until(lambda: _condition(lambda: started >= 3), bool, 10, "a revival")
+    finally:
+        await supervisor.stop()
+    restarts = _restarts(registry, "probe")
+    assert restarts >= 2
+    await asyncio.sleep(0.05)
+    assert _restarts(registry, "probe") == restarts  # stopping is not a failure
+
+
+async def test_a_stale_heartbeat_turns_the_loop_red() -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+    stuck = asyncio.Event()
+
+    async def hangs(heartbeat: Heartbeat) -> None:
+        heartbeat.beat()
+        await stuck.wait()  # never beats again
+
+    supervisor.spawn("drift", hangs, stale_after_s=0.2)
+    await supervisor.start()
+    try:
+
+        async def drift_check() -> Check:
+            return _check(supervisor, "loop:drift")
+
+        check = await wait_until(drift_check, lambda c: not c.ok, 10, "a stale heartbeat")
+        assert "no progress for" in check.reason
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_liveness_check_red_past_the_give_up_time_ends_the_process() -> None:
+    registry = CollectorRegistry()
+    gave_up: list[str] = []
+    supervisor = _supervisor(registry, give_up_after_s=0.5, gave_up=gave_up)
+    ready = [Check("redis", False, "unreachable", liveness=False)]
+    supervisor.add_checks(lambda: ready)
+
+    async def down(heartbeat: Heartbeat) -> None:
+        raise ConnectionError("broker gone")
+
+    supervisor.spawn("consume", down, stale_after_s=None)
+    await supervisor.start()
+    try:
+        await wait_until(lambda: _condition(lambda: bool(gave_up)), bool, 10, "giving up")
+    finally:
+        await supervisor.stop()
+    (reason,) = gave_up  # once, naming the loop; readiness-only checks never give up
+    assert reason.startswith("loop:consume red for")
+    assert "redis" not in reason
+    assert not _check(supervisor, "gave-up").ok
+    stop, fired = asyncio.Event(), asyncio.Event()
+    fired.set()
+    assert await until_stopped_or_given_up(stop, fired) == EXIT_GAVE_UP
+    stop.set()
+    assert await until_stopped_or_given_up(stop, asyncio.Event()) == 0
+
+
+async def test_a_loop_run_elsewhere_reports_crashes_and_restarts() -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+    supervisor.watch("ingest")
+    with pytest.raises(RuntimeError):
+        async with supervisor.running("ingest"):
+            raise RuntimeError("agent died")
+    assert not _check(supervisor, "loop:ingest").ok
+    async with supervisor.running("ingest") as heartbeat:  # faust restarted it
+        assert _restarts(registry, "ingest") == 1
+        assert not _check(supervisor, "loop:ingest").ok  # not until it makes progress
+        heartbeat.beat()
+        assert _check(supervisor, "loop:ingest").ok
+
+
+def test_a_check_source_that_raises_is_a_failing_check_not_an_error() -> None:
+    supervisor = _supervisor(CollectorRegistry())
+
+    def broken() -> list[Check]:
+        raise ZeroDivisionError
+
+    supervisor.add_checks(broken)
+    (check,) = [c for c in supervisor.checks() if c.name.startswith("check:")]
+    assert not check.ok
+    assert check.reason == "ZeroDivisionError"
+
+
+def test_readiness_counts_every_check_liveness_only_its_own() -> None:
+    checks = [Check("loop:a", True), Check("redis", False, "down", liveness=False)]
+    live_status, live = report(checks, readiness=False)
+    ready_status, ready = report(checks, readiness=True, extra={"pending": 3})
+    assert (live_status, live["status"]) == (200, "ok")
+    assert (ready_status, ready["status"], ready["failing"]) == (503, "failing", ["redis: down"])
+    assert ready["pending"] == 3
