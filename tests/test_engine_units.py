@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,7 +15,6 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
-from spinewatch.app import publish_outbox
 from spinewatch.contracts import Event, parse_event
 from spinewatch.domain.aggregates import replace_contribution
 from spinewatch.domain.contribution import Contribution, contribution_of
@@ -23,7 +25,10 @@ from spinewatch.domain.records import ProcedureRecord, apply_event
 from spinewatch.domain.site_charts import SentinelCase
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine, segment_key, segment_partition
+from spinewatch.failures import FailurePolicy
 from spinewatch.ingest import RejectReason, triage
+from spinewatch.stream_steps import publish_outbox
+from tests.support import wait_until
 from tests.test_domain import _event, pathway
 
 
@@ -231,16 +236,19 @@ STRATUM = ("pvp", "metastasis")
 
 
 class _FlakyTopic:
-    """A topic edge whose producer stops after `works` sends (a stop racing a timer tick)."""
+    """A topic edge whose broker refuses sends after `works` of them (a stopping producer)."""
 
     def __init__(self, works: int) -> None:
         self.works = works
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(self, *, key: str, value: bytes) -> None:
+    async def send(self, *, key: str, value: bytes, headers: object = None) -> asyncio.Future[None]:
         if len(self.sent) >= self.works:
             raise NotReady("Producer service not yet started")
         self.sent.append((key, value))
+        acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
 
 
 async def test_drift_messages_a_stopped_producer_refused_stay_queued_in_order() -> None:
@@ -252,11 +260,41 @@ async def test_drift_messages_a_stopped_producer_refused_stay_queued_in_order() 
     queued = [(case.site_id, sentinel_message(case)) for case in cases]
     monitor.outbox.extend(queued)
     stopping = _FlakyTopic(works=1)
-    assert await publish_outbox(monitor, stopping) == 1
-    assert monitor.outbox == queued[1:]
+    # Refused sends are retried until acknowledged: the loop is stopped meanwhile.
+    publishing = asyncio.ensure_future(publish_outbox(monitor, stopping))
+    await wait_until(_returns(lambda: len(stopping.sent)), lambda n: n == 1, 10, "first send")
+    publishing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await publishing
+    # Everything taken goes back, in order (the first again: ids dedupe downstream).
+    assert monitor.outbox == queued
     later = (cases[0].site_id, sentinel_message(cases[0]))
     monitor.outbox.append(later)  # found after the failed tick: goes out after the held ones
     running = _FlakyTopic(works=10)
-    assert await publish_outbox(monitor, running) == 3
-    assert [key for key, _ in running.sent] == ["site-1", "site-2", "site-0"]
+    assert await publish_outbox(monitor, running) == 4
+    assert [key for key, _ in running.sent] == ["site-0", "site-1", "site-2", "site-0"]
     assert monitor.outbox == []
+
+
+async def test_drift_messages_are_retried_until_the_broker_takes_them() -> None:
+    monitor = DriftMonitor((), resolve_after_cases=1)
+    case = SentinelCase("site-1", "death", b"x" * 16, 1_700_000_000_000_000, STRATUM)
+    monitor.outbox.append((case.site_id, sentinel_message(case)))
+    recovering = _FlakyTopic(works=0)
+
+    async def broker_back() -> None:
+        await asyncio.sleep(0.3)
+        recovering.works = 10
+
+    back = asyncio.ensure_future(broker_back())
+    assert await publish_outbox(monitor, recovering, FailurePolicy(0.05, 0.1)) == 1
+    await back
+    assert [key for key, _ in recovering.sent] == ["site-1"]
+    assert monitor.outbox == []
+
+
+def _returns(value: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return value()
+
+    return probe

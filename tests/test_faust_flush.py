@@ -17,6 +17,8 @@ from spinewatch.app import create_app
 from spinewatch.engine import OutcomeEngine
 from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import Settings
+from spinewatch.stream_health import StreamHealth
+from spinewatch.supervisor import Supervisor
 from tests.support import wait_until
 
 # Longer than the 0.1 s after which faust's own flush gave up.
@@ -121,7 +123,15 @@ def test_every_app_gets_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
     monkeypatch.setattr(ProducerBuffer, "_send_pending", faust_flush.faust_send_pending)
     monkeypatch.setattr(ProducerBuffer, "flush", faust_flush.faust_flush)
     settings = Settings(data_dir=tmp_path, tansu_compat=False)
-    create_app(settings, OutcomeEngine(CollectorRegistry()), IngestPool(0, 1 << 20), "127.0.0.1:1")
+    registry = CollectorRegistry()
+    create_app(
+        settings,
+        OutcomeEngine(registry),
+        IngestPool(0, 1 << 20),
+        "127.0.0.1:1",
+        supervisor=Supervisor("worker", registry, give_up_after_s=60, on_give_up=print),
+        health=StreamHealth(registry, "t", stall_after_s=5, broker_timeout_s=5, detect_loss=True),
+    )
     assert ProducerBuffer.put is faust_flush._put_counted
     assert ProducerBuffer._send_pending is faust_flush._send_pending_counted
     assert ProducerBuffer.flush is faust_flush._flush_what_was_buffered

@@ -1,6 +1,6 @@
 """The faust application, built by a factory from `Settings`.
 
-Two agents, each a few lines:
+Two agents, each a few lines; the steps they call are in `stream_steps`:
 
 * `ingest` reads the inbound events topic in batches, triages every message
   (valid events become facts, defects go to the dead-letter topic with
@@ -9,6 +9,12 @@ Two agents, each a few lines:
 * `apply` reads fact batches, applies them to the records of their
   partition and appends what was new to the segments table, whose changelog
   is the durable state.
+
+Neither raises for a message: the failure policy (`spinewatch.failures`)
+dead-letters it. Both run inside the supervisor's `running` block, which
+counts a crash and faust's restart of the agent, and both report each
+processed offset to the stream health, which turns red when input waits
+and nothing moves.
 
 Offsets are committed only after the producer flushed what a batch sent
 (faust flushes before it commits; `adapters.faust_flush` makes that flush
@@ -22,28 +28,43 @@ is skipped on the way in.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-from faust.exceptions import NotReady, ProducerSendError
-from faust.types import EventT, StreamT
+from faust.types import StreamT
 
 from spinewatch.adapters.compat import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
 from spinewatch.adapters.faust_flush import apply_flush_fix
 from spinewatch.adapters.faust_recovery import apply_recovery_fix
-from spinewatch.adapters.state_codec import UnreadableState
-from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
-from spinewatch.ingest import MessageOrigin
 from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import SEGMENTS_TABLE, Settings
+from spinewatch.stream_health import StreamHealth
+from spinewatch.stream_steps import ApplyStep, IngestStep
+from spinewatch.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Streams:
+    """The app and the channels the worker's own loops publish to."""
+
+    app: faust.App
+    drift: Any
+    segments: Any
+
+
 def create_app(
-    settings: Settings, engine: OutcomeEngine, pool: IngestPool, brokers: str
-) -> faust.App:
+    settings: Settings,
+    engine: OutcomeEngine,
+    pool: IngestPool,
+    brokers: str,
+    *,
+    supervisor: Supervisor,
+    health: StreamHealth,
+) -> Streams:
     # Offsets must not be committed before what their events sent is out.
     apply_flush_fix()
     # Nor may a record be skipped when the streams resume after a rebalance.
@@ -57,36 +78,29 @@ def create_app(
     deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
     drift = _keyed_topic(app, settings.drift_topic)
     segments = _segment_table(app, settings)
+    supervisor.watch("ingest")
+    supervisor.watch("apply")
+    ingest_step = IngestStep(engine, pool, facts, deadletter, health=health)
+    apply_step = ApplyStep(
+        engine, segments, deadletter, lambda: active_partitions(app, settings), health=health
+    )
+    health.owned = lambda: owned_inputs(app, settings)
 
     @app.agent(events, name="ingest")
     async def ingest(stream: StreamT[bytes]) -> None:
         batch_size, within = settings.ingest_batch_max, settings.ingest_batch_within_s
         batches = cast("faust.Stream[bytes]", stream).take_events(batch_size, within=within)
-        async for batch in batches:
-            async for result in pool.triaged([(e.value, _origin(e)) for e in batch]):
-                engine.count_ingested(result)
-                for letter in result.dead_letters:
-                    await deadletter.send(value=letter.value, headers=letter.headers)
-                for site_id, fact_batch in result.fact_batches:
-                    await facts.send(key=site_id, value=fact_batch)
+        async with supervisor.running("ingest") as heartbeat:
+            async for batch in batches:
+                await ingest_step(batch)
+                heartbeat.beat()
 
     @app.agent(facts, name="apply")
     async def apply(stream: StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                engine.apply(segments, message.partition, message.offset, event.value)
-            except UnreadableState as exc:  # only if another release wrote the topic
-                log.error("unreadable fact batch at %s: %s", _origin(event), exc)
-
-    # Charts are refolded on a timer rather than per event: one refold covers
-    # everything that arrived since the last, and signals go out keyed by site.
-    @app.timer(interval=settings.drift_interval_s, name="drift")  # type: ignore[untyped-decorator]
-    async def publish_drift() -> None:
-        if app.should_stop:
-            return  # the producer may be gone; a rebuild re-announces what is pending
-        engine.refresh_drift(active_partitions(app, settings))
-        await publish_outbox(engine.drift, drift)
+        async with supervisor.running("apply") as heartbeat:
+            async for event in stream.events():
+                await apply_step(event)
+                heartbeat.beat()
 
     # Recovery completes after every rebalance: records and totals are then
     # rebuilt from the segments of the partitions this worker now actively
@@ -96,25 +110,7 @@ def create_app(
 
     segments.on_recover(rebuild_state)
 
-    return app
-
-
-async def publish_outbox(monitor: DriftMonitor, topic: Any) -> int:
-    """Send the monitor's queued messages keyed by site; return how many went out.
-
-    A send refused because the producer is not (or no longer) running, as
-    when a timer tick races the worker's stop, must not crash the app: the
-    unsent messages go back to the outbox for the next tick, in order.
-    """
-    taken = monitor.take_outbox()
-    for sent, (site_id, message) in enumerate(taken):
-        try:
-            await topic.send(key=site_id, value=message.model_dump_json().encode())
-        except (NotReady, ProducerSendError) as exc:
-            monitor.requeue(taken[sent:])
-            log.warning("%d drift messages held for the next tick: %r", len(taken) - sent, exc)
-            return sent
-    return len(taken)
+    return Streams(app, drift, segments)
 
 
 def _keyed_topic(app: faust.App, name: str) -> Any:
@@ -155,9 +151,12 @@ def active_partitions(app: faust.App, settings: Settings) -> set[int]:
     }
 
 
-def _origin(event: EventT[Any]) -> MessageOrigin:
-    message = event.message
-    return MessageOrigin(message.topic, message.partition, message.offset)
+def owned_inputs(app: faust.App, settings: Settings) -> set[tuple[str, int]]:
+    """(topic, partition) of both input topics that this worker actively consumes."""
+    inputs = (settings.events_topic, settings.facts_topic)
+    return {
+        (tp.topic, tp.partition) for tp in app.assignor.assigned_actives() if tp.topic in inputs
+    }
 
 
 def _faust_config(settings: Settings, brokers: str) -> dict[str, Any]:

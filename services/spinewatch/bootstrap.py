@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from spinewatch.adapters.http import MetricsServer
 from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.kafka_lag import LagProbe
 from spinewatch.adapters.lifetime import tune_gc
 from spinewatch.adapters.tansu import EmbeddedBroker
-from spinewatch.app import active_partitions, create_app
+from spinewatch.app import Streams, active_partitions, create_app
 from spinewatch.baselines import load_catalog
 from spinewatch.domain.drift_design import design_charts
 from spinewatch.domain.site_charts import AnyChart
@@ -28,8 +29,12 @@ from spinewatch.domain.vas_drift import design_vas_charts
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
 from spinewatch.errors import BrokerUnavailable
+from spinewatch.health import Check
 from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import Settings
+from spinewatch.stream_health import StreamHealth, probing
+from spinewatch.stream_steps import publish_outbox
+from spinewatch.supervisor import Heartbeat, LoopBody, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,9 @@ class RunningWorker:
     engine: OutcomeEngine
     app: faust.App
     metrics: MetricsServer
+    supervisor: Supervisor
+    # Set when the supervisor gave up: the process should exit non-zero.
+    gave_up: asyncio.Event
 
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, self.settings)
@@ -83,13 +91,41 @@ async def running_worker(
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
+    gave_up = asyncio.Event()
+    supervisor = Supervisor(
+        "worker",
+        registry,
+        give_up_after_s=settings.give_up_after_s,
+        on_give_up=lambda _reason: gave_up.set(),
+    )
     engine = OutcomeEngine(registry, drift=drift_monitor(settings))
-    pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes)
-    app = create_app(settings, engine, pool, brokers)
+    limits = settings.ingest_limits
+    pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes, limits)
+    stream = StreamHealth(
+        registry,
+        settings.app_id,
+        stall_after_s=settings.stall_after_s,
+        broker_timeout_s=settings.broker_timeout_s,
+        detect_loss=True,
+    )
+    streams = create_app(settings, engine, pool, brokers, supervisor=supervisor, health=stream)
+    app = streams.app
     _register_outcome_metrics(registry, engine, app, settings)
     metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
-    worker = RunningWorker(settings, engine, app, metrics)
-    metrics.health = worker.health
+    worker = RunningWorker(settings, engine, app, metrics, supervisor, gave_up)
+    metrics.checks, metrics.extra = supervisor.checks, worker.health
+    probe = LagProbe(brokers, settings.app_id, (settings.events_topic, settings.facts_topic))
+    supervisor.spawn(
+        "lag-probe", probing(probe, stream, settings.probe_interval_s), stale_after_s=None
+    )
+    supervisor.spawn(
+        "drift",
+        _publishing_drift(engine, streams, settings),
+        stale_after_s=max(30.0, 10 * settings.drift_interval_s),
+    )
+    supervisor.add_checks(stream.checks)
+    supervisor.add_checks(lambda: faust_checks(app))
+    supervisor.add_checks(metrics.metrics_check)
     started = asyncio.Event()
 
     async def on_startup_finished() -> None:
@@ -104,8 +140,13 @@ async def running_worker(
             await asyncio.wait_for(started.wait(), startup_timeout_s)
         except TimeoutError:
             raise BrokerUnavailable(f"worker did not start within {startup_timeout_s} s") from None
+        await probe.start()
+        await supervisor.start()
         yield worker
     finally:
+        # Our loops first: a drift send must not race the producer's stop.
+        await supervisor.stop()
+        await probe.stop()
         # faust's stop can hang once an agent crashed or the broker went
         # away; a worker asked to stop must stop regardless.
         try:
@@ -114,6 +155,30 @@ async def running_worker(
             log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
         await pool.stop()
         await metrics.stop()
+
+
+def _publishing_drift(engine: OutcomeEngine, streams: Streams, settings: Settings) -> LoopBody:
+    """Refold the charts that changed and publish what they imply, every interval."""
+
+    async def run(heartbeat: Heartbeat) -> None:
+        active = streams.app
+        while True:
+            engine.refresh_drift(active_partitions(active, settings))
+            await publish_outbox(engine.drift, streams.drift)
+            heartbeat.beat()
+            await asyncio.sleep(settings.drift_interval_s)
+
+    return run
+
+
+def faust_checks(app: faust.App) -> list[Check]:
+    """faust's own services: a crashed app or table recovery is a dead worker."""
+    found = []
+    recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+    for name, service in (("faust", app), ("recovery", recovery)):
+        reason = service.crash_reason
+        found.append(Check(name, not service.crashed, f"crashed: {type(reason).__name__}"))
+    return found
 
 
 def drift_monitor(settings: Settings) -> DriftMonitor:

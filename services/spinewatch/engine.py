@@ -62,6 +62,12 @@ class EngineMetrics:
             ["reason"],
             registry=registry,
         )
+        self.fact_batches_dead_lettered = Counter(
+            "spinewatch_fact_batches_deadlettered",
+            "Fact batches of the internal topic that could not be applied, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.applied = Counter(
             "spinewatch_events_applied",
             "Events applied to procedure state for the first time.",

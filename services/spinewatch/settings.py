@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spinewatch.failures import InputLimits
+from spinewatch.ingest import IngestLimits
+
 # Charted by default: leakage per treated level, symptomatic leakage, any
 # complication, and each named complication whose literature figure is not
 # zero somewhere (zero-figure events page as sentinels instead).
@@ -67,6 +70,40 @@ class Settings(BaseSettings):
         description="Allocations between young-generation GC runs in the worker process.",
     )
     stop_timeout_s: float = Field(default=15.0, gt=0, le=300.0)
+
+    # -- failing input (see failures.py and dead_letters.py) ----------------
+    max_message_bytes: int = Field(
+        default=8 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="Larger inbound messages are dead-lettered undecoded (message_too_large).",
+    )
+    max_nesting_depth: int = Field(
+        default=32, ge=8, le=128, description="Deeper JSON is dead-lettered (nesting_too_deep)."
+    )
+    deadletter_max_bytes: int = Field(
+        default=512 << 10,
+        ge=1024,
+        le=900_000,
+        description="A dead letter keeps at most this much of its payload (the rest is hashed).",
+    )
+
+    # -- supervision and health (see supervisor.py and stream_health.py) ---
+    stall_after_s: float = Field(
+        default=5.0, gt=0, le=600, description="Input waiting this long unprocessed: red."
+    )
+    give_up_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="A liveness check red this long ends the process (exit 70) for a restart.",
+    )
+    probe_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often lag is read from the broker."
+    )
+    broker_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="No answer from the broker this long: red."
+    )
     # Work-arounds for the Tansu broker (see adapters/compat.py); harmless
     # but slower on Apache Kafka, where they should be switched off.
     tansu_compat: bool = True
@@ -142,6 +179,12 @@ class Settings(BaseSettings):
         if len(set(ratios)) != len(ratios):
             raise ValueError("each odds ratio once")
         return ratios
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits(
+            InputLimits(self.max_message_bytes, self.max_nesting_depth), self.deadletter_max_bytes
+        )
 
     @property
     def drift_topic(self) -> str:

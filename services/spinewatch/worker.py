@@ -1,21 +1,24 @@
 """`spinewatch worker`: run one outcomes worker until SIGTERM or SIGINT.
 
+It exits 0 when asked to stop, and 70 (EX_SOFTWARE) when its supervisor
+gave up on a loop that could not recover (see `spinewatch.supervisor`), so
+that an orchestrator restarts it.
+
 `spinewatch worker --check` asks a running worker's /healthz instead and
-exits 0 when it answers (for container health checks and scripts).
+exits 0 when it answers 200 (for container health checks and scripts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
-import urllib.error
-import urllib.request
 
 from spinewatch.bootstrap import kafka_brokers, running_worker
+from spinewatch.health import check_url
 from spinewatch.settings import Settings
+from spinewatch.supervisor import until_stopped_or_given_up
 
 
 def configure_logging(settings: Settings) -> None:
@@ -42,19 +45,12 @@ async def serve(settings: Settings) -> int:
             f"metrics {worker.metrics.url}/metrics",
             flush=True,
         )
-        await stop.wait()
-    return 0
+        return await until_stopped_or_given_up(stop, worker.gave_up)
 
 
-def check(settings: Settings, timeout_s: float = 5.0) -> int:
+def check(settings: Settings) -> int:
     url = f"http://{settings.metrics_host}:{settings.metrics_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            print(json.dumps(json.loads(response.read())))
-            return 0
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"spinewatch worker not healthy at {url}: {exc}", file=sys.stderr)
-        return 1
+    return check_url(url, "spinewatch worker")
 
 
 def main(check_only: bool) -> int:

@@ -1,20 +1,31 @@
-"""The worker's own HTTP endpoint: /metrics (Prometheus text) and /healthz.
+"""The worker's own HTTP endpoint: /metrics, /healthz and /readyz.
 
 Served by aiohttp on the worker's event loop rather than by
 prometheus-client's threaded server: a scrape then reads the engine's
 totals between two stream steps, never halfway through an update, with no
 locks. faust's own web server stays off (it would serve /table endpoints
 that expose patient state).
+
+/healthz answers 200 while every liveness check passes and 503 otherwise;
+/readyz the same over every check (see `spinewatch.health`). Both list the
+checks with the reason of each failing one. A scrape whose collectors
+raise answers 500 with the exception's type only, logs one line, and turns
+the `metrics` check red until a scrape succeeds again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from spinewatch.health import Check, report
+
+log = logging.getLogger(__name__)
 
 
 class MetricsServer:
@@ -23,11 +34,15 @@ class MetricsServer:
         registry: CollectorRegistry,
         host: str,
         port: int,
+        checks: Callable[[], list[Check]] = list,
+        extra: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self._registry = registry
-        self.health: Callable[[], dict[str, Any]] = dict
+        self.checks = checks
+        self.extra = extra
         self.host = host
         self.port = port
+        self.scrape_error = ""
         self._runner: web.AppRunner | None = None
 
     @property
@@ -38,6 +53,7 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -50,9 +66,25 @@ class MetricsServer:
             await self._runner.cleanup()
             self._runner = None
 
+    def metrics_check(self) -> list[Check]:
+        return [Check("metrics", not self.scrape_error, self.scrape_error, liveness=False)]
+
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        try:
+            body = generate_latest(self._registry)
+        except Exception as exc:
+            self.scrape_error = f"a scrape failed: {type(exc).__name__}"
+            log.error("/metrics failed: %s", type(exc).__name__)
+            return web.Response(status=500, text=self.scrape_error)
+        self.scrape_error = ""
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps(self.health()), content_type="application/json")
+        return self._answer(readiness=False)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return self._answer(readiness=True)
+
+    def _answer(self, *, readiness: bool) -> web.Response:
+        status, body = report(self.checks(), readiness=readiness, extra=self.extra())
+        return web.Response(status=status, text=json.dumps(body), content_type="application/json")
