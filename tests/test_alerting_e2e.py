@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from spinewatch.alert_policy import SENTINEL_METRICS
-from spinewatch.alerting import running_alerting
+from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.bootstrap import drift_monitor, running_worker
 from spinewatch.contracts import Indication, ProcedureType, parse_event
@@ -108,7 +108,7 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
     )
     async with (
         running_worker(settings, kafka_bootstrap),
-        running_alerting(alerting) as (service, _),
+        running_alerting(alerting) as running,
     ):
         # Keyed by site: each site's events reach the engine in clinical order,
         # as the one-episode expectation above assumes (out-of-order arrival
@@ -147,6 +147,7 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         await wait_until(
             lambda: _active(alertmanager_api, site="drifting"), lambda a: a == [], 90, "resolution"
         )
+        service = running.service
         alerts = [
             a for a in await service.store.alerts() if not a.fingerprint.startswith("sentinel.")
         ]

@@ -1,6 +1,7 @@
 """The alerting service: drift topic -> alert state in Redis -> receivers.
 
-Three loops and an HTTP endpoint, all on one event loop:
+Three loops and an HTTP endpoint, all on one event loop (the loops run
+under a supervisor, see `spinewatch.alerting_runtime`):
 
 * consume: read drift messages (offsets committed only after Redis
   recorded them), turn each into an alert transition atomically in Redis,
@@ -11,7 +12,7 @@ Three loops and an HTTP endpoint, all on one event loop:
 * re-send: every firing alert goes to Alertmanager again each
   `resend_interval_s`, as Alertmanager expects of pushed alerts;
 * HTTP: `GET /alerts`, `POST /alerts/{fingerprint}/ack` {"by": "..."},
-  `GET /metrics`, `GET /healthz`.
+  `GET /metrics`, `GET /healthz`, `GET /readyz`.
 
 Several processes may run against one Redis: the Lua scripts decide every
 transition and every claim atomically, so each page goes out once.
@@ -19,18 +20,14 @@ transition and every claim atomically, so each page goes out once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,15 +37,8 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import TypeAdapter, ValidationError
-from redis.asyncio import Redis
 
-from spinewatch.adapters.receivers import (
-    AlertmanagerReceiver,
-    AuditReceiver,
-    Decision,
-    Receiver,
-    WebhookReceiver,
-)
+from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiver
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
 from spinewatch.alert_model import (
     Alert,
@@ -59,6 +49,7 @@ from spinewatch.alert_model import (
 )
 from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
+from spinewatch.health import Check, report
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +108,7 @@ class AlertingService:
         self.registry = registry
         self.metrics = AlertingMetrics(registry)
         self.clock = clock
+        self._checks: Callable[[], list[Check]] = list
 
     def _now(self) -> tuple[datetime, int]:
         now = self.clock()
@@ -272,12 +264,14 @@ class AlertingService:
             self.metrics.firing.labels(severity).set(count)
 
     # -- HTTP -------------------------------------------------------------
-    def http_app(self) -> web.Application:
+    def http_app(self, checks: Callable[[], list[Check]] = list) -> web.Application:
+        self._checks = checks
         app = web.Application()
         app.router.add_get("/alerts", self._list)
         app.router.add_post("/alerts/{fingerprint}/ack", self._ack)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         return app
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -286,7 +280,7 @@ class AlertingService:
     async def _ack(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):  # not JSON, or not UTF-8
             body = None
         who = body.get("by") if isinstance(body, dict) else None
         if not isinstance(who, str) or not 1 <= len(who) <= 64:
@@ -305,91 +299,11 @@ class AlertingService:
         )
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        await self.store.redis.ping()
-        return web.json_response({"pending_deliveries": await self.store.pending_deliveries()})
+        return self._health(readiness=False)
 
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return self._health(readiness=True)
 
-async def _every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Redis or a receiver hiccup must not end the loop; the outbox
-            # keeps what was not delivered.
-            log.exception("%s failed; retrying", what)
-        await asyncio.sleep(interval_s)
-
-
-async def _consume(service: AlertingService, consumer: AIOKafkaConsumer) -> None:
-    while True:
-        batches = await consumer.getmany(timeout_ms=500, max_records=500)
-        for records in batches.values():
-            for record in records:
-                if record.value is not None:
-                    await service.handle(record.value)
-        if batches:
-            await consumer.commit()  # after Redis recorded every message
-
-
-@contextlib.asynccontextmanager
-async def running_alerting(
-    settings: AlertingSettings,
-) -> AsyncIterator[tuple[AlertingService, str]]:
-    """Start the service on the current loop; yields it and its HTTP base URL."""
-    redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
-    timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
-    session = aiohttp.ClientSession(timeout=timeout)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
-    consumer = AIOKafkaConsumer(
-        settings.drift_topic,
-        bootstrap_servers=settings.kafka_brokers,
-        group_id=settings.consumer_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    tasks: list[asyncio.Task[None]] = []
-    runner: web.AppRunner | None = None
-    try:
-        await redis.ping()
-        await producer.start()
-        await consumer.start()
-        receivers: list[Receiver] = [
-            AlertmanagerReceiver(f"alertmanager-{i}", url, session, settings.resend_interval_s)
-            for i, url in enumerate(settings.alertmanager_urls)
-        ]
-        receivers += [
-            WebhookReceiver(f"webhook-{i}", url, session)
-            for i, url in enumerate(settings.webhook_urls)
-        ]
-        if settings.audit_topic:
-            receivers.append(AuditReceiver("audit", settings.alerts_topic, producer))
-        service = AlertingService(
-            settings, RedisAlertStore(redis, settings.key_prefix), receivers, CollectorRegistry()
-        )
-        runner = web.AppRunner(service.http_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
-        port = runner.addresses[0][1]
-        tasks = [
-            asyncio.create_task(_consume(service, consumer)),
-            asyncio.create_task(_every(settings.poll_interval_s, service.deliver_due, "delivery")),
-            asyncio.create_task(_every(settings.poll_interval_s, service.resend_due, "re-send")),
-        ]
-        yield service, f"http://{settings.http_host}:{port}"
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if runner is not None:
-            await runner.cleanup()
-        await consumer.stop()
-        await producer.stop()
-        await session.close()
-        await redis.aclose()
+    def _health(self, *, readiness: bool) -> web.Response:
+        status, body = report(self._checks(), readiness=readiness)
+        return web.json_response(body, status=status)

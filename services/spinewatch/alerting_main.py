@@ -2,23 +2,23 @@
 
 Settings come from `SPINEWATCH_ALERTING_*`; several processes may run
 against one Redis (they page once between them). `--check` asks a running
-process's /healthz and exits 0 when it answers.
+process's /healthz and exits 0 when it answers 200. It exits 70 when its
+supervisor gave up on a loop that could not recover.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
-import urllib.error
-import urllib.request
 
 from pydantic import ValidationError
 
-from spinewatch.alerting import running_alerting
+from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.health import check_url
+from spinewatch.supervisor import until_stopped_or_given_up
 
 
 async def serve(settings: AlertingSettings) -> int:
@@ -26,21 +26,14 @@ async def serve(settings: AlertingSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with running_alerting(settings) as (_, url):
-        print(f"spinewatch alerting {settings.app_id}: {url} (GET /alerts)", flush=True)
-        await stop.wait()
-    return 0
+    async with running_alerting(settings) as running:
+        print(f"spinewatch alerting {settings.app_id}: {running.url} (GET /alerts)", flush=True)
+        return await until_stopped_or_given_up(stop, running.gave_up)
 
 
-def check(settings: AlertingSettings, timeout_s: float = 5.0) -> int:
+def check(settings: AlertingSettings) -> int:
     url = f"http://{settings.http_host}:{settings.http_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            print(json.dumps(json.loads(response.read())))
-            return 0
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"spinewatch alerting not healthy at {url}: {exc}", file=sys.stderr)
-        return 1
+    return check_url(url, "spinewatch alerting")
 
 
 def main(check_only: bool) -> int:

@@ -35,6 +35,18 @@ class AlertingSettings(BaseSettings):
     poll_interval_s: float = Field(default=0.25, gt=0, le=10)
     request_timeout_s: float = Field(default=5.0, gt=0, le=60)
     dashboard_url: str = "http://grafana.example.invalid/d/spinewatch/outcomes"
+    # -- supervision and health (see supervisor.py and stream_health.py) ---
+    stall_after_s: float = Field(
+        default=10.0, gt=0, le=600, description="Drift messages waiting this long: red."
+    )
+    give_up_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="A liveness check red this long ends the process (exit 70) for a restart.",
+    )
+    probe_interval_s: float = Field(default=1.0, gt=0, le=60)
+    broker_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _somewhere_to_send(self) -> AlertingSettings:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from spinewatch.adapters.redis_server import EmbeddedRedis
 from spinewatch.adapters.tansu import free_port
-from spinewatch.alerting import running_alerting
+from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.errors import RedisUnavailable
 
@@ -72,7 +72,8 @@ async def _run(brokers: str, app_id: str, redis_url: str, out: TextIO) -> None:
         poll_interval_s=0.1,
     )
     try:
-        async with running_alerting(settings) as (service, url):
+        async with running_alerting(settings) as running:
+            service, url = running.service, running.url
             print(f"\nAlerting: Redis {redis_url}, service {url}; webhook messages:", file=out)
             deadline = time.monotonic() + TIMEOUT_S
             while time.monotonic() < deadline:
