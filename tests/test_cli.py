@@ -29,6 +29,23 @@ def test_validate_reports_each_bad_line_with_its_fields(
     assert "2 valid, 2 invalid" in captured.err
 
 
+def test_validate_withholds_an_unknown_field_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = "Jane Doe 1961-03-02"
+    event = json.loads(sample_messages()[0])
+    event["levels"][0][name] = 1
+    ndjson = tmp_path / "events.ndjson"
+    ndjson.write_text(json.dumps(event) + "\n")
+
+    assert main(["validate", str(ndjson)]) == 1
+    out = capsys.readouterr().out
+    assert name not in out
+    (report,) = (json.loads(line) for line in out.splitlines())
+    position = len(event["levels"][0])
+    assert report["errors"][0]["field"] == f"levels.0.<field {position}>"
+
+
 def test_validate_accepts_a_clean_file(tmp_path: Path) -> None:
     ndjson = tmp_path / "events.ndjson"
     ndjson.write_bytes(b"\n".join(sample_messages()[:4]))

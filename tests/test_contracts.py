@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spinewatch.contracts import EVENT_MODELS, ProcedurePerformed, parse_event
+from spinewatch.contracts.registry import _Document, _field_error
 from spinewatch.errors import InvalidEvent
 from tests.strategies import (
     EVENT_STRATEGIES,
@@ -95,7 +96,8 @@ def _drop(path: str) -> Callable[[Event], Event]:
     return corrupt
 
 
-# (strategy, corruption, field the error must name, error code)
+# (strategy, corruption, field the error must name, error code); an unknown
+# field (extra_forbidden) is named by its position, see the test below
 DEFECTS = [
     (procedure_performed(), _set("pre_vas", 10.5), "pre_vas", "less_than_equal"),
     (procedure_performed(), _set("pre_vas", -1), "pre_vas", "greater_than_equal"),
@@ -142,7 +144,13 @@ def test_each_defect_is_reported_at_its_field(
     code: str,
     data: st.DataObject,
 ) -> None:
-    error = rejection(corrupt(copy.deepcopy(data.draw(strategy))))
+    event = corrupt(copy.deepcopy(data.draw(strategy)))
+    error = rejection(event)
+    if code == "extra_forbidden":
+        # An unknown name may identify someone: it is reported by its
+        # 1-based position in the object, never by itself.
+        assert field not in str(error)
+        field = f"<field {list(event).index(field) + 1}>"
     assert (field, code) in {(e.location, e.code) for e in error.errors}, error
 
 
@@ -305,3 +313,51 @@ def test_forbidden_identifier_names_are_not_fields() -> None:
 def test_procedure_model_is_strict() -> None:
     assert ProcedurePerformed.model_config.get("strict") is True
     assert ProcedurePerformed.model_config.get("extra") == "forbid"
+
+
+# Keys a sender might make up: a space never occurs in a contract name.
+made_up_names = st.text(min_size=1, max_size=30).map(lambda text: f"Jane {text}")
+
+
+def _insert(target: Event, name: str, position: int) -> Event:
+    """`target` with `name` added as its key number `position + 1`."""
+    items = list(target.items())
+    items.insert(position, (name, 1))
+    return dict(items)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(payload=procedure_performed(), name=made_up_names, data=st.data())
+def test_an_unknown_field_is_reported_by_its_position_never_by_its_name(
+    payload: Event, name: str, data: st.DataObject
+) -> None:
+    nested = data.draw(st.booleans())
+    target = payload["levels"][0] if nested else payload
+    position = data.draw(st.integers(0, len(target)))
+    if nested:
+        payload["levels"][0] = _insert(target, name, position)
+    else:
+        payload = _insert(payload, name, position)
+    raw = json.dumps(payload)
+    error = rejection(raw.encode())
+    where = f"<field {position + 1}>"
+    assert [e.location for e in error.errors] == [f"levels.0.{where}" if nested else where]
+    assert "withheld" in error.errors[0].message
+    assert json.dumps(name)[1:-1] not in str(error)
+    assert name not in str(error)
+
+
+@given(payload=procedure_performed())
+def test_a_known_name_in_the_wrong_place_is_named(payload: Event) -> None:
+    payload["vas"] = 3  # a follow-up's field, not a procedure's
+    payload["levels"][0]["hemangioma"] = 1  # a vocabulary value, not a field
+    error = rejection(payload)
+    assert locations(error) == {"vas", "levels.0.hemangioma"}
+    assert all("withheld" not in e.message for e in error.errors)
+
+
+def test_an_unknown_name_is_withheld_even_when_its_position_is_lost() -> None:
+    err: Any = {"loc": ("procedure.performed", "Jane Doe"), "type": "extra_forbidden", "msg": "x"}
+    error = _field_error(err, _Document(b"not json"))
+    assert error.location == "<unknown field>"
+    assert "Jane" not in str(error)

@@ -26,7 +26,7 @@ from spinewatch.domain.site_charts import SentinelCase
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine, segment_key, segment_partition
 from spinewatch.failures import FailurePolicy
-from spinewatch.ingest import RejectReason, triage
+from spinewatch.ingest import MessageOrigin, RejectReason, ingest_batch, triage
 from spinewatch.stream_steps import publish_outbox
 from tests.support import wait_until
 from tests.test_domain import _event, pathway
@@ -196,6 +196,17 @@ def test_triage_names_why_a_message_is_rejected(raw: bytes, reason: RejectReason
     assert not result.accepted
     assert [r.reason for r in result.rejected] == [reason]
     assert result.rejected[0].raw == raw
+
+
+def test_dead_letter_headers_withhold_an_unknown_field_name() -> None:
+    name = "Jane Doe 1961-03-02"
+    payload = json.loads(_raw()) | {name: 1}
+    raw = json.dumps(payload).encode()
+    (letter,) = ingest_batch([(raw, MessageOrigin("events", 0, 7))]).dead_letters
+    headers = dict(letter.headers)
+    assert json.loads(headers["spinewatch-errors"])[0]["field"] == f"<field {len(payload)}>"
+    assert not [key for key, value in letter.headers if name.encode() in value]
+    assert letter.value == raw  # the payload itself is dead-lettered unchanged
 
 
 def test_unsupported_schema_version_is_its_own_reason() -> None:
