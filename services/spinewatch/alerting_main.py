@@ -9,12 +9,12 @@ supervisor gave up on a loop that could not recover.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 from pydantic import ValidationError
 
+from spinewatch.adapters.log_privacy import configure_logging
 from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.health import check_url
@@ -45,7 +45,5 @@ def main(check_only: bool) -> int:
         return 2
     if check_only:
         return check(settings)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("info")
     return asyncio.run(serve(settings))

@@ -170,8 +170,13 @@ def _alerting(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # Imported here: the demo pulls in the stream engine, which the schema and
     # catalog commands do not need to load.
+    from spinewatch.adapters.log_privacy import configure_logging  # noqa: PLC0415
     from spinewatch.demo import run_demo  # noqa: PLC0415
+    from spinewatch.settings import Settings  # noqa: PLC0415
 
+    # The demo runs the worker in this process: its logs go through the
+    # same privacy filter as a worker's.
+    configure_logging(Settings().log_level)
     return run_demo()
 
 

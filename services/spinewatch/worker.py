@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 
+from spinewatch.adapters.log_privacy import configure_logging as configure_private_logging
 from spinewatch.bootstrap import kafka_brokers, running_worker
 from spinewatch.health import check_url
 from spinewatch.settings import Settings
@@ -22,13 +23,10 @@ from spinewatch.supervisor import until_stopped_or_given_up
 
 
 def configure_logging(settings: Settings) -> None:
-    # Events are never logged, only counts and partitions: no patient or
-    # procedure identifiers can reach a log line.
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # spinewatch logs counts and partitions only; faust and aiokafka log
+    # whole messages at debug, which PrivacyFilter reduces to sizes (see
+    # adapters/log_privacy.py for what it scrubs, at every level).
+    configure_private_logging(settings.log_level)
     # Noise from faust under load on a single-record-batch broker.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     logging.getLogger("mode.timers").setLevel(logging.ERROR)
