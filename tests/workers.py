@@ -26,6 +26,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: an unread pipe fills up and blocks the worker.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._final_stderr = ""
 
     @property
     def url(self) -> str:
@@ -79,17 +80,24 @@ class WorkerProcess:
                 self.process.wait()
         # pytest shows a test's stdout only when it fails: then the worker's
         # own warnings and errors (an agent crash, a rebalance) are there too.
-        self._log.seek(0)
-        stderr = self._log.read().decode(errors="replace")
+        stderr = self._final_stderr = self.stderr()
         if stderr:
             print(
                 f"--- stderr of worker on port {self.settings.metrics_port} ---\n{stderr[-6000:]}"
             )
         self._log.close()
 
+    def stderr(self) -> str:
+        """Everything the worker wrote to stderr so far; after stop(), all of it."""
+        if self._log.closed:
+            return self._final_stderr
+        # pread, not seek and read: the worker writes through a duplicate of
+        # this descriptor, which shares its file offset.
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
     def _check_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            self._log.seek(0)
-            stderr = self._log.read().decode(errors="replace")
+            stderr = self.stderr()
             raise AssertionError(f"worker exited with {self.process.returncode}:\n{stderr[-3000:]}")
