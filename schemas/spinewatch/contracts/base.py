@@ -9,9 +9,12 @@ is rejected rather than carried along.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # One config for every contract: immutable, no coercion of types (a VAS of
 # "7" is an error, not 7), unknown fields rejected.
@@ -58,6 +62,40 @@ VasScore = Annotated[
     Field(ge=0, le=10, description="Visual analogue scale for pain, 0 (none) to 10 (worst)."),
 ]
 DaysSinceProcedure = Annotated[int, Field(ge=0, le=36500)]
+
+# Clinical time lies in [CLINICAL_EPOCH, CLINICAL_HORIZON), compared in UTC.
+# The lower bound is the first vertebroplasty in the literature, seed 003
+# lines 14-16: "The first case of VP reported in literature was performed
+# by Deramond in France in 1984"; an earlier date is a data error. The
+# upper bound is technical: date arithmetic over the longest follow-up a
+# contract allows (DaysSinceProcedure, 100 years) must stay inside Python's
+# datetime, which ends in year 9999 (a test checks the margin). Without a
+# bound, 9999-12-31T23:59:59-23:59 passed the contract and the engine's
+# clinical_date() then raised "year 10000 is out of range".
+CLINICAL_EPOCH = datetime(1984, 1, 1, tzinfo=UTC)
+CLINICAL_HORIZON = datetime(2100, 1, 1, tzinfo=UTC)
+CLINICAL_RANGE = "[1984-01-01T00:00:00Z, 2100-01-01T00:00:00Z), compared in UTC"
+CLINICAL_DATE_OUT_OF_RANGE = "clinical_date_out_of_range"
+
+
+def _within_clinical_range(moment: datetime) -> datetime:
+    # Aware comparisons never overflow, whatever the offsets (datetime docs).
+    if not CLINICAL_EPOCH <= moment < CLINICAL_HORIZON:
+        # The message states the range, never the value.
+        raise PydanticCustomError(CLINICAL_DATE_OUT_OF_RANGE, f"must lie in {CLINICAL_RANGE}")
+    return moment
+
+
+def _within_clinical_dates(day: date) -> date:
+    if not CLINICAL_EPOCH.date() <= day < CLINICAL_HORIZON.date():
+        raise PydanticCustomError(
+            CLINICAL_DATE_OUT_OF_RANGE, "must lie in [1984-01-01, 2100-01-01) (a UTC date)"
+        )
+    return day
+
+
+ClinicalInstant = Annotated[AwareDatetime, AfterValidator(_within_clinical_range)]
+ClinicalDate = Annotated[date, AfterValidator(_within_clinical_dates)]
 
 # Standard SF-36 v1 raw-score ranges per domain (sum of item scores). Seed
 # 000's Table 2 reports raw scores (e.g. Bodily Pain 5.51 pre-operatively),

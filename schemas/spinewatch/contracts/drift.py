@@ -12,16 +12,18 @@ consumer that remembers ids pages once however often it is delivered.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Literal
 from uuid import UUID
 
 from pydantic import Field
 
-from spinewatch.contracts.base import Contract, SiteId
+from spinewatch.contracts.base import ClinicalDate, Contract, SiteId
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 
 DRIFT_SCHEMA_VERSION = 1
+
+# Dates are the UTC dates of contract-valid clinical instants (envelope).
+_IN = "; a UTC date in [1984-01-01, 2100-01-01)"
 
 Direction = Literal["worse", "better"]
 Unit = Literal["treated_level", "patient"]
@@ -70,9 +72,11 @@ class DriftSignalled(Contract):
     arl0_cases: float = Field(gt=0, description="Cases between false alarms, as designed.")
     arl1_cases: float = Field(gt=0, description="Cases to detect the shift, as designed.")
     case_number: int = Field(ge=1, description="The signalling case, counted on this chart.")
-    signalled_on: date = Field(description="Clinical date of the signalling case.")
+    signalled_on: ClinicalDate = Field(description=f"Clinical date of the signalling case{_IN}.")
     change_point_case_number: int = Field(ge=1)
-    change_point_on: date = Field(description="Estimated start: the CUSUM last left zero.")
+    change_point_on: ClinicalDate = Field(
+        description=f"Estimated start: the CUSUM last left zero{_IN}."
+    )
     cases_since_change: int = Field(ge=1)
     observed_events: int | None = Field(
         default=None, ge=0, description="Rate charts: adverse outcomes since the change point."
@@ -99,7 +103,9 @@ class DriftInControl(Contract):
     metric: str
     direction: Direction
     cases_since_signal: int = Field(ge=1)
-    in_control_on: date = Field(description="Clinical date of the case that closed it.")
+    in_control_on: ClinicalDate = Field(
+        description=f"Clinical date of the case that closed it{_IN}."
+    )
 
 
 class DriftSentinel(Contract):
@@ -116,4 +122,4 @@ class DriftSentinel(Contract):
     metric: str = Field(description="The rate the event counts in, e.g. death_rate.")
     procedure_type: ProcedureType
     indication: Indication
-    occurred_on: date = Field(description="Clinical date of the index procedure.")
+    occurred_on: ClinicalDate = Field(description=f"Clinical date of the index procedure{_IN}.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -209,8 +209,17 @@ def _in_control(item: Pending, chart: AnyChart, track: Track) -> DriftInControl:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def clinical_date(key: CaseKey) -> date:
-    return datetime.fromtimestamp(key[0] / 1e6, UTC).date()
+    """The UTC date of a case's clinical time (epoch microseconds).
+
+    Integer arithmetic, like `facts._micros`: a float of the seconds keeps
+    microseconds only while it is small, and the envelope's date range
+    (contracts.base.CLINICAL_EPOCH) keeps the result inside `datetime`.
+    """
+    return (_EPOCH + timedelta(microseconds=key[0])).date()
 
 
 def sentinel_message(case: SentinelCase) -> DriftSentinel:
