@@ -13,11 +13,14 @@ import signal
 import sys
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from spinewatch.adapters.log_privacy import configure_logging
 from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.errors import UnknownSetting
 from spinewatch.health import check_url
+from spinewatch.settings_env import describe_settings_error
 from spinewatch.supervisor import until_stopped_or_given_up
 
 
@@ -40,8 +43,13 @@ def main(check_only: bool) -> int:
     try:
         # Every field, the brokers included, comes from the environment.
         settings = AlertingSettings()
-    except ValidationError as exc:
-        print(f"spinewatch alerting: invalid settings:\n{exc}", file=sys.stderr)
+    except UnknownSetting as exc:
+        print(f"spinewatch alerting: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, SettingsError) as exc:
+        # Not str(exc): pydantic's message quotes the value, maybe a password.
+        message = describe_settings_error(exc, "SPINEWATCH_ALERTING_")
+        print(f"spinewatch alerting: invalid settings:\n{message}", file=sys.stderr)
         return 2
     if check_only:
         return check(settings)

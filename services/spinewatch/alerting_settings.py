@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from spinewatch.settings_env import StrictEnvSettings
 
 
-class AlertingSettings(BaseSettings):
+class AlertingSettings(StrictEnvSettings):
+    """Every `SPINEWATCH_ALERTING_*` variable must name a field (see settings_env)."""
+
     model_config = SettingsConfigDict(
         env_prefix="SPINEWATCH_ALERTING_", frozen=True, extra="forbid"
     )

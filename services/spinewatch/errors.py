@@ -14,7 +14,10 @@
     |                         ratio, control limit, ARL target) is outside
     |                         its meaningful range
     +-- RedisUnavailable      no Redis-compatible server to start or reach
-                              for the alerting state
+    |                         for the alerting state
+    +-- UnknownSetting        an environment variable in a settings
+                              namespace names no setting (a typo); names
+                              the variable and the closest valid one
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -69,3 +72,20 @@ class ChartDesignError(SpinewatchError, ValueError):
 
 class RedisUnavailable(SpinewatchError):
     """No Redis-compatible server to start or reach (the alerting state needs one)."""
+
+
+class UnknownSetting(SpinewatchError, ValueError):
+    """Environment variables in a settings namespace that name no setting.
+
+    Carries (variable, suggestion) pairs; the message never holds a value.
+    """
+
+    def __init__(self, unknown: list[tuple[str, str | None]]) -> None:
+        self.unknown = tuple(unknown)
+        super().__init__(
+            "; ".join(
+                f"unknown setting {name}"
+                + (f" (did you mean {suggestion}?)" if suggestion else " (no setting is close)")
+                for name, suggestion in unknown
+            )
+        )

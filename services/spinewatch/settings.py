@@ -1,16 +1,21 @@
 """Typed settings of the outcomes engine (environment prefix `SPINEWATCH_`).
 
 Every knob is validated at start-up, so a typo in a deployment fails fast
-with the field named, instead of surfacing as odd behaviour mid-stream.
+with the field named, instead of surfacing as odd behaviour mid-stream: a
+bad value by its rule, an unknown `SPINEWATCH_*` variable by its name and
+the closest valid one (`settings_env.StrictEnvSettings`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from spinewatch import seeds
+from spinewatch.settings_env import StrictEnvSettings
 
 from spinewatch.failures import InputLimits
 from spinewatch.ingest import IngestLimits
@@ -28,8 +33,13 @@ DEFAULT_DRIFT_METRICS = (
 )
 
 
-class Settings(BaseSettings):
+class Settings(StrictEnvSettings):
     model_config = SettingsConfigDict(env_prefix="SPINEWATCH_", frozen=True, extra="forbid")
+    # Under SPINEWATCH_ but not the worker's: the alerting service's own
+    # namespace (AlertingSettings checks it), the test suite's knobs, and
+    # the seed directory the catalog verifier reads.
+    foreign_env_prefixes: ClassVar[tuple[str, ...]] = ("SPINEWATCH_ALERTING_", "SPINEWATCH_TEST_")
+    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR,)
 
     kafka_brokers: str | None = Field(
         default=None,

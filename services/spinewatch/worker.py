@@ -6,6 +6,10 @@ that an orchestrator restarts it.
 
 `spinewatch worker --check` asks a running worker's /healthz instead and
 exits 0 when it answers 200 (for container health checks and scripts).
+
+Bad settings (a value outside its rule, an unknown `SPINEWATCH_*`
+variable) end start-up with a message and exit code 2, before anything is
+started.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ import logging
 import signal
 import sys
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from spinewatch.adapters.log_privacy import configure_logging as configure_private_logging
 from spinewatch.bootstrap import kafka_brokers, running_worker
+from spinewatch.errors import UnknownSetting
 from spinewatch.health import check_url
 from spinewatch.settings import Settings
+from spinewatch.settings_env import describe_settings_error
 from spinewatch.supervisor import until_stopped_or_given_up
 
 
@@ -52,7 +61,15 @@ def check(settings: Settings) -> int:
 
 
 def main(check_only: bool) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except UnknownSetting as exc:
+        print(f"spinewatch worker: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, SettingsError) as exc:
+        message = describe_settings_error(exc, "SPINEWATCH_")
+        print(f"spinewatch worker: invalid settings:\n{message}", file=sys.stderr)
+        return 2
     if check_only:
         return check(settings)
     configure_logging(settings)

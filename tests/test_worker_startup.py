@@ -1,0 +1,62 @@
+"""`spinewatch worker` and `spinewatch alerting` as real processes: bad start-up fails loudly.
+
+Each run gets an environment without the caller's SPINEWATCH_* variables,
+so only what the test sets is seen. Every refusal must come before
+anything starts, so each process is given a deadline it can only meet by
+exiting on its own: a worker that went on to serve would never exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from spinewatch.adapters.tansu import free_port
+
+MARKER = "marker-value-4711"  # must never appear in an error
+DEADLINE_S = 60.0  # generous for a loaded 2-core machine; a refusal takes ~2 s
+
+
+def run_cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SPINEWATCH_")}
+    # A port of its own, so a worker that wrongly started would not collide.
+    env |= {"SPINEWATCH_METRICS_PORT": str(free_port()), **variables}
+    return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "spinewatch.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def test_worker_with_a_typo_variable_exits_2_naming_it_and_the_fix() -> None:
+    done = run_cli("worker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9", SPINEWATCH_APPID=MARKER)
+    assert done.returncode == 2, done.stderr
+    assert "unknown setting SPINEWATCH_APPID (did you mean SPINEWATCH_APP_ID?)" in done.stderr
+    assert MARKER not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_with_an_invalid_value_exits_2_without_echoing_it() -> None:
+    done = run_cli("worker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9", SPINEWATCH_PARTITIONS=MARKER)
+    assert done.returncode == 2, done.stderr
+    assert "SPINEWATCH_PARTITIONS (partitions)" in done.stderr
+    assert MARKER not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_alerting_with_a_typo_variable_exits_2_naming_it_and_the_fix() -> None:
+    done = run_cli(
+        "alerting",
+        SPINEWATCH_ALERTING_KAFKA_BROKERS="127.0.0.1:9",
+        SPINEWATCH_ALERTING_WEBHOOK_URL=MARKER,
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        "unknown setting SPINEWATCH_ALERTING_WEBHOOK_URL "
+        "(did you mean SPINEWATCH_ALERTING_WEBHOOK_URLS?)"
+    ) in done.stderr
+    assert MARKER not in done.stderr + done.stdout
