@@ -543,6 +543,8 @@ def bench_settings(bootstrap: str, app_id: str, tmp: Path, overrides: dict[str, 
         "web_port": free_port(),
         "session_timeout_s": 3,
         "data_dir": tmp / app_id,
+        # The benchmark's broker is its own embedded Tansu, reached by address.
+        "tansu_compat": True,
     }
     return Settings.model_validate(values | overrides)
 
@@ -693,6 +695,7 @@ async def bench_rss(
         "SPINEWATCH_WEB_PORT": str(free_port()),
         "SPINEWATCH_SESSION_TIMEOUT_S": "3",
         "SPINEWATCH_DATA_DIR": str(tmp / app_id),
+        "SPINEWATCH_TANSU_COMPAT": "true",  # the benchmark's own embedded Tansu
     }
     env |= {f"SPINEWATCH_{name.upper()}": value for name, value in overrides.items()}
     stderr_path = tmp / f"{app_id}.stderr"

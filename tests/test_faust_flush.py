@@ -122,13 +122,14 @@ def test_every_app_gets_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
     monkeypatch.setattr(ProducerBuffer, "put", faust_flush.faust_put)
     monkeypatch.setattr(ProducerBuffer, "_send_pending", faust_flush.faust_send_pending)
     monkeypatch.setattr(ProducerBuffer, "flush", faust_flush.faust_flush)
-    settings = Settings(data_dir=tmp_path, tansu_compat=False)
+    settings = Settings(data_dir=tmp_path)
     registry = CollectorRegistry()
     create_app(
         settings,
         OutcomeEngine(registry),
         IngestPool(0, 1 << 20),
         "127.0.0.1:1",
+        tansu_compat=False,
         supervisor=Supervisor("worker", registry, give_up_after_s=60, on_give_up=print),
         health=StreamHealth(registry, "t", stall_after_s=5, broker_timeout_s=5, detect_loss=True),
     )

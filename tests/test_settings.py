@@ -1,4 +1,4 @@
-"""Settings fail at construction on an unknown variable in their namespace.
+"""Settings: unknown variables, the broker choice, and the Tansu work-arounds.
 
 pydantic-settings ignores environment variables that match no field, so a
 typo like SPINEWATCH_METRIC_PORT used to leave the default in place.
@@ -7,12 +7,14 @@ typo like SPINEWATCH_METRIC_PORT used to leave the default in place.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.errors import UnknownSetting
+from spinewatch.bootstrap import require_broker, tansu_compat
+from spinewatch.errors import BrokerNotConfigured, UnknownSetting
 from spinewatch.settings import Settings
 from spinewatch.settings_env import describe_settings_error
 
@@ -107,3 +109,46 @@ def test_invalid_values_are_described_without_the_value(monkeypatch: pytest.Monk
     described = describe_settings_error(caught.value, "SPINEWATCH_")
     assert "SPINEWATCH_PARTITIONS (partitions)" in described
     assert MARKER not in described  # ... ours does not
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, False),
+        ({"embedded_broker": True}, True),
+        ({"kafka_brokers": "kafka:9092"}, False),
+        ({"kafka_brokers": "kafka:9092", "tansu_compat": True}, True),
+        ({"embedded_broker": True, "tansu_compat": False}, False),
+    ],
+)
+def test_tansu_work_arounds_follow_the_embedded_broker_unless_set(
+    values: dict[str, Any], expected: bool
+) -> None:
+    settings = Settings(**values)
+    assert tansu_compat(settings) is expected
+
+
+def test_tansu_compat_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEWATCH_KAFKA_BROKERS", "kafka:9092")
+    assert Settings().tansu_compat is None
+    monkeypatch.setenv("SPINEWATCH_TANSU_COMPAT", "true")
+    assert tansu_compat(Settings()) is True
+
+
+def test_a_broker_is_required_unless_the_embedded_one_is_asked_for() -> None:
+    with pytest.raises(BrokerNotConfigured, match="SPINEWATCH_KAFKA_BROKERS"):
+        require_broker(Settings())
+    require_broker(Settings(kafka_brokers="kafka:9092"))
+    require_broker(Settings(embedded_broker=True))
+
+
+def test_brokers_and_the_embedded_broker_exclude_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(kafka_brokers="kafka:9092", embedded_broker=True)
+    monkeypatch.setenv("SPINEWATCH_EMBEDDED_BROKER", "true")
+    assert Settings().embedded_broker is True
+    monkeypatch.setenv("SPINEWATCH_KAFKA_BROKERS", "kafka:9092")
+    with pytest.raises(ValidationError, match="not both"):
+        Settings()

@@ -11,8 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from spinewatch.adapters.tansu import free_port
+from spinewatch.settings import Settings
+from tests.workers import WorkerProcess
 
 MARKER = "marker-value-4711"  # must never appear in an error
 DEADLINE_S = 60.0  # generous for a loaded 2-core machine; a refusal takes ~2 s
@@ -60,3 +66,41 @@ def test_alerting_with_a_typo_variable_exits_2_naming_it_and_the_fix() -> None:
         "(did you mean SPINEWATCH_ALERTING_WEBHOOK_URLS?)"
     ) in done.stderr
     assert MARKER not in done.stderr + done.stdout
+
+
+def test_worker_without_brokers_refuses_and_names_both_ways_out() -> None:
+    began = time.monotonic()
+    done = run_cli("worker")
+    assert done.returncode == 2, done.stderr
+    assert "no Kafka broker configured" in done.stderr
+    for way_out in ("SPINEWATCH_KAFKA_BROKERS=", "--embedded-broker", "SPINEWATCH_EMBEDDED_BROKER"):
+        assert way_out in done.stderr
+    assert done.stdout == ""  # the start-up line never came: nothing was started
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - began < DEADLINE_S
+
+
+def test_brokers_and_the_embedded_broker_together_are_a_settings_error() -> None:
+    flag = run_cli("worker", "--embedded-broker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9")
+    variable = run_cli(
+        "worker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9", SPINEWATCH_EMBEDDED_BROKER="true"
+    )
+    for done in (flag, variable):
+        assert done.returncode == 2, done.stderr
+        assert "set either kafka_brokers or embedded_broker, not both" in done.stderr
+
+
+async def test_worker_asked_for_the_embedded_broker_starts_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The variable route (the flag reaches the same setting, see above).
+    monkeypatch.delenv("SPINEWATCH_KAFKA_BROKERS", raising=False)
+    settings = Settings(embedded_broker=True, data_dir=tmp_path, session_timeout_s=3.0)
+    worker = WorkerProcess(settings)
+    worker.start()
+    try:
+        assert await worker.wait_for_partitions(timeout_s=90)
+    finally:
+        worker.stop()
+    assert worker.process is not None
+    assert worker.process.returncode == 0

@@ -62,6 +62,7 @@ def create_app(
     pool: IngestPool,
     brokers: str,
     *,
+    tansu_compat: bool,
     supervisor: Supervisor,
     health: StreamHealth,
 ) -> Streams:
@@ -69,9 +70,9 @@ def create_app(
     apply_flush_fix()
     # Nor may a record be skipped when the streams resume after a rebalance.
     apply_recovery_fix()
-    if settings.tansu_compat:
+    if tansu_compat:  # decided by bootstrap.tansu_compat
         apply_tansu_compat()
-    app = faust.App(settings.app_id, **_faust_config(settings, brokers))
+    app = faust.App(settings.app_id, **_faust_config(settings, brokers, tansu_compat))
 
     events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")
     facts = _keyed_topic(app, settings.facts_topic)
@@ -159,7 +160,7 @@ def owned_inputs(app: faust.App, settings: Settings) -> set[tuple[str, int]]:
     }
 
 
-def _faust_config(settings: Settings, brokers: str) -> dict[str, Any]:
+def _faust_config(settings: Settings, brokers: str, tansu_compat: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "broker": [f"kafka://{address}" for address in brokers.split(",")],
         "store": settings.store,
@@ -182,6 +183,6 @@ def _faust_config(settings: Settings, brokers: str) -> dict[str, Any]:
         "web_port": settings.web_port,
         "logging_config": None,
     }
-    if settings.tansu_compat:
+    if tansu_compat:
         config["producer_max_batch_size"] = SINGLE_RECORD_BATCH_BYTES
     return config

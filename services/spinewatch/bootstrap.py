@@ -28,7 +28,7 @@ from spinewatch.domain.site_charts import AnyChart
 from spinewatch.domain.vas_drift import design_vas_charts
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
-from spinewatch.errors import BrokerUnavailable
+from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable
 from spinewatch.health import Check
 from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import Settings
@@ -39,9 +39,37 @@ from spinewatch.supervisor import Heartbeat, LoopBody, Supervisor
 log = logging.getLogger(__name__)
 
 
+NO_BROKER = (
+    "no Kafka broker configured: set SPINEWATCH_KAFKA_BROKERS=host:port[,host:port], "
+    "or ask for a throwaway in-memory Tansu broker (its data is lost when the worker "
+    "stops) with --embedded-broker or SPINEWATCH_EMBEDDED_BROKER=true"
+)
+
+
+def require_broker(settings: Settings) -> None:
+    """Refuse to go on without brokers unless the embedded broker was asked for.
+
+    A worker that silently fell back to an in-memory broker would look
+    healthy while every event sent to the real cluster went unread.
+    """
+    if settings.kafka_brokers is None and not settings.embedded_broker:
+        raise BrokerNotConfigured(NO_BROKER)
+
+
+def tansu_compat(settings: Settings) -> bool:
+    """Whether the Tansu work-arounds apply: as set, else exactly with the embedded broker.
+
+    The one place this is decided; `create_app` is handed the answer.
+    """
+    if settings.tansu_compat is not None:
+        return settings.tansu_compat
+    return settings.embedded_broker
+
+
 @asynccontextmanager
 async def kafka_brokers(settings: Settings) -> AsyncIterator[str]:
-    """The configured brokers, or an embedded Tansu broker for the duration."""
+    """The configured brokers, or the embedded Tansu broker when asked for."""
+    require_broker(settings)
     if settings.kafka_brokers is not None:
         yield settings.kafka_brokers
         return
@@ -108,7 +136,15 @@ async def running_worker(
         broker_timeout_s=settings.broker_timeout_s,
         detect_loss=True,
     )
-    streams = create_app(settings, engine, pool, brokers, supervisor=supervisor, health=stream)
+    streams = create_app(
+        settings,
+        engine,
+        pool,
+        brokers,
+        tansu_compat=tansu_compat(settings),
+        supervisor=supervisor,
+        health=stream,
+    )
     app = streams.app
     _register_outcome_metrics(registry, engine, app, settings)
     metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)

@@ -4,7 +4,8 @@
     spinewatch baselines [--json]       print the literature baseline catalog
     spinewatch baselines --verify       prove every figure against the seeds
     spinewatch validate FILE|-          check NDJSON events, field by field
-    spinewatch worker [--check]         run an outcomes worker (settings from
+    spinewatch worker [--check] [--embedded-broker]
+                                        run an outcomes worker (settings from
                                         SPINEWATCH_* variables), or probe one
     spinewatch demo                     run the bundled demonstration
     spinewatch plan --metric M --procedure P --indication I --volume N/month
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run an outcomes worker until SIGTERM")
     worker.add_argument(
         "--check", action="store_true", help="probe a running worker's /healthz and exit"
+    )
+    worker.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="without SPINEWATCH_KAFKA_BROKERS: start a throwaway in-memory Tansu broker",
     )
     worker.set_defaults(run=_worker)
 
@@ -158,7 +164,7 @@ def _validate_lines(lines: TextIO, out: TextIO) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from spinewatch.worker import main as worker_main  # noqa: PLC0415 - loads faust
 
-    return worker_main(check_only=args.check)
+    return worker_main(check_only=args.check, embedded_broker=args.embedded_broker)
 
 
 def _alerting(args: argparse.Namespace) -> int:

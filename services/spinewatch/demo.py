@@ -62,6 +62,10 @@ async def _demo(out: TextIO) -> int:
     # A fresh app id per run: against a configured broker, an earlier run's
     # topics and offsets must not mix into this one.
     settings = Settings(app_id=f"spinewatch-demo-{uuid.uuid4().hex[:8]}", metrics_port=0)
+    if settings.kafka_brokers is None:
+        # The demo is a throwaway run by design, so it asks for the embedded
+        # broker explicitly (a worker without brokers refuses to start).
+        settings = settings.model_copy(update={"embedded_broker": True})
     sites = with_drifting_site(default_sites(DEMO_PROCEDURES))
     cohort = generate_cohort(DEMO_SEED, sites)
     began = drift_start(cohort.events, next(s for s in sites if s.site_id == DRIFTING_SITE))

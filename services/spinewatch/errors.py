@@ -16,8 +16,10 @@
     +-- RedisUnavailable      no Redis-compatible server to start or reach
     |                         for the alerting state
     +-- UnknownSetting        an environment variable in a settings
-                              namespace names no setting (a typo); names
-                              the variable and the closest valid one
+    |                         namespace names no setting (a typo); names
+    |                         the variable and the closest valid one
+    +-- BrokerNotConfigured   `spinewatch worker` was given neither brokers
+                              nor the explicit embedded-broker choice
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -89,3 +91,7 @@ class UnknownSetting(SpinewatchError, ValueError):
                 for name, suggestion in unknown
             )
         )
+
+
+class BrokerNotConfigured(SpinewatchError):
+    """No Kafka brokers configured, and the embedded broker not asked for."""

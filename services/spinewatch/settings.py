@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from spinewatch import seeds
-from spinewatch.settings_env import StrictEnvSettings
-
 from spinewatch.failures import InputLimits
 from spinewatch.ingest import IngestLimits
+from spinewatch.settings_env import StrictEnvSettings
 
 # Charted by default: leakage per treated level, symptomatic leakage, any
 # complication, and each named complication whose literature figure is not
@@ -43,8 +42,13 @@ class Settings(StrictEnvSettings):
 
     kafka_brokers: str | None = Field(
         default=None,
-        description="host:port[,host:port]; unset means start the embedded Tansu broker.",
+        description="host:port[,host:port] of the Kafka cluster; required unless embedded_broker.",
         pattern=r"^[A-Za-z0-9.\-]+:\d+(,[A-Za-z0-9.\-]+:\d+)*$",
+    )
+    embedded_broker: bool = Field(
+        default=False,
+        description="Start a throwaway in-memory Tansu broker instead (demo, trials): "
+        "its data is lost when the process stops. Excludes kafka_brokers.",
     )
     app_id: str = Field(
         default="spinewatch",
@@ -80,6 +84,14 @@ class Settings(StrictEnvSettings):
         description="Allocations between young-generation GC runs in the worker process.",
     )
     stop_timeout_s: float = Field(default=15.0, gt=0, le=300.0)
+    # Work-arounds for the Tansu broker (see adapters/compat.py). They patch
+    # aiokafka's group leave and fetch wait and cap producer batches at one
+    # record: needless, and slower, on Apache Kafka. Resolved in one place,
+    # bootstrap.tansu_compat().
+    tansu_compat: bool | None = Field(
+        default=None,
+        description="Tansu work-arounds; unset means on exactly when embedded_broker is.",
+    )
 
     # -- failing input (see failures.py and dead_letters.py) ----------------
     max_message_bytes: int = Field(
@@ -114,9 +126,6 @@ class Settings(StrictEnvSettings):
     broker_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="No answer from the broker this long: red."
     )
-    # Work-arounds for the Tansu broker (see adapters/compat.py); harmless
-    # but slower on Apache Kafka, where they should be switched off.
-    tansu_compat: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
     # -- drift charts (see domain/drift_design.py) --------------------------
@@ -153,6 +162,12 @@ class Settings(StrictEnvSettings):
     drift_interval_s: float = Field(
         default=1.0, gt=0, le=300, description="How often charts are refolded and published."
     )
+
+    @model_validator(mode="after")
+    def _one_broker_choice(self) -> Settings:
+        if self.embedded_broker and self.kafka_brokers is not None:
+            raise ValueError("set either kafka_brokers or embedded_broker, not both")
+        return self
 
     @field_validator("drift_metrics")
     @classmethod

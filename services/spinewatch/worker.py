@@ -8,8 +8,8 @@ that an orchestrator restarts it.
 exits 0 when it answers 200 (for container health checks and scripts).
 
 Bad settings (a value outside its rule, an unknown `SPINEWATCH_*`
-variable) end start-up with a message and exit code 2, before anything is
-started.
+variable, brokers and the embedded broker both) and a missing broker end
+start-up with a message and exit code 2, before anything is started.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from spinewatch.adapters.log_privacy import configure_logging as configure_private_logging
-from spinewatch.bootstrap import kafka_brokers, running_worker
-from spinewatch.errors import UnknownSetting
+from spinewatch.bootstrap import kafka_brokers, require_broker, running_worker
+from spinewatch.errors import BrokerNotConfigured, UnknownSetting
 from spinewatch.health import check_url
 from spinewatch.settings import Settings
 from spinewatch.settings_env import describe_settings_error
@@ -60,9 +60,11 @@ def check(settings: Settings) -> int:
     return check_url(url, "spinewatch worker")
 
 
-def main(check_only: bool) -> int:
+def main(check_only: bool, embedded_broker: bool = False) -> int:
     try:
-        settings = Settings()
+        # The flag is one more source of the setting; with brokers also set
+        # the settings refuse the pair.
+        settings = Settings(embedded_broker=True) if embedded_broker else Settings()
     except UnknownSetting as exc:
         print(f"spinewatch worker: {exc}", file=sys.stderr)
         return 2
@@ -72,5 +74,10 @@ def main(check_only: bool) -> int:
         return 2
     if check_only:
         return check(settings)
+    try:
+        require_broker(settings)
+    except BrokerNotConfigured as exc:
+        print(f"spinewatch worker: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     return asyncio.run(serve(settings))
