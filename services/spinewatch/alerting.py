@@ -294,6 +294,7 @@ class AlertingService:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.refresh_gauges()
+        self._checks()  # spinewatch_health_check_ok as of this scrape
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

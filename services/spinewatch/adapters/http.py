@@ -71,6 +71,7 @@ class MetricsServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         try:
+            self.checks()  # spinewatch_health_check_ok as of this scrape
             body = generate_latest(self._registry)
         except Exception as exc:
             self.scrape_error = f"a scrape failed: {type(exc).__name__}"
