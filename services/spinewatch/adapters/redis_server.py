@@ -21,9 +21,12 @@ STARTUP_TIMEOUT_S = 20.0
 
 
 class EmbeddedRedis:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistent: bool = False) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        # Persistent: an append-only file in `workdir`, so a restart on the
+        # same port and directory keeps the data (a Redis outage, not a loss).
+        self.persistent = persistent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,9 +39,10 @@ class EmbeddedRedis:
             raise RedisUnavailable(
                 "no redis-server or valkey-server on PATH (Debian package redis-server)"
             )
+        appendonly = ["yes", "--appendfsync", "always"] if self.persistent else ["no"]
         self._process = subprocess.Popen(  # noqa: S603 - a resolved binary, our own arguments
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", *appendonly, "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
