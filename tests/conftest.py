@@ -11,14 +11,54 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 from spinewatch.adapters.tansu import EmbeddedBroker, free_port
 from spinewatch.settings import Settings
 from tests.servers import Alertmanager, alertmanager, redis_server
+from tests.support import scaled, slowdown
+
+# Hypothesis fails an example slower than its deadline (200 ms by default):
+# a deadline like the others, so it stretches with SPINEWATCH_TEST_SLOWDOWN.
+hypothesis.settings.register_profile(
+    "spinewatch", deadline=timedelta(milliseconds=200) * slowdown()
+)
+hypothesis.settings.load_profile("spinewatch")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    _scale_the_default_timeout(config)
+
+
+def _scale_the_default_timeout(config: pytest.Config) -> None:
+    # pytest-timeout reads its settings in its own pytest_configure, which
+    # runs after this conftest's: the scaled value is the one it sees.
+    timeout = config.getoption("timeout", None)
+    if timeout is None:
+        timeout = os.environ.get("PYTEST_TIMEOUT") or config.getini("timeout") or None
+    if timeout is not None:
+        config.option.timeout = scaled(float(timeout))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Stretch per-test `@pytest.mark.timeout(s)` by SPINEWATCH_TEST_SLOWDOWN."""
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is None:
+            continue  # the default, scaled in pytest_configure
+        args, kwargs = list(marker.args), dict(marker.kwargs)
+        if args:
+            args[0] = scaled(float(args[0]))
+        elif "timeout" in kwargs:
+            kwargs["timeout"] = scaled(float(kwargs["timeout"]))
+        # In front: the closest marker is the one pytest-timeout reads.
+        item.add_marker(pytest.mark.timeout(*args, **kwargs), append=False)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +70,7 @@ def kafka_bootstrap() -> Iterator[str]:
     broker = EmbeddedBroker()
     broker.launch()
     try:
-        asyncio.run(broker.wait_until_ready())
+        asyncio.run(broker.wait_until_ready(scaled(20)))
         yield broker.bootstrap
     finally:
         broker.terminate()
@@ -51,7 +91,8 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
             "partitions": 4,
             "metrics_port": free_port(),
             "web_port": free_port(),
-            "session_timeout_s": 3.0,
+            "session_timeout_s": scaled(3.0),
+            "stop_timeout_s": scaled(15.0),
             "ingest_batch_within_s": 0.02,
             # The session broker is Tansu, but reached through explicit
             # kafka_brokers, so the default (on only with embedded_broker)

@@ -22,6 +22,7 @@ import pytest
 
 from spinewatch.adapters.redis_server import EmbeddedRedis
 from spinewatch.adapters.tansu import free_port
+from tests.support import scaled
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -45,7 +46,8 @@ def _binary(name: str) -> str:
 
 
 def _wait(ready: Any, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    limit_s = scaled(STARTUP_TIMEOUT_S)
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
@@ -55,13 +57,13 @@ def _wait(ready: Any, process: subprocess.Popen[bytes], what: str) -> None:
         except OSError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"{what} did not answer within {STARTUP_TIMEOUT_S} s")
+    raise TimeoutError(f"{what} did not answer within {limit_s:g} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=scaled(10))
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -85,7 +87,8 @@ class Alertmanager:
 
     def alerts(self, active_only: bool = True) -> list[dict[str, Any]]:
         query = "" if not active_only else "?active=true&silenced=false&inhibited=false"
-        with urllib.request.urlopen(f"{self.url}/api/v2/alerts{query}", timeout=5) as response:  # noqa: S310
+        url = f"{self.url}/api/v2/alerts{query}"
+        with urllib.request.urlopen(url, timeout=scaled(5)) as response:  # noqa: S310
             result: list[dict[str, Any]] = json.loads(response.read())
             return result
 
@@ -106,7 +109,7 @@ def alertmanager(workdir: Path) -> Iterator[Alertmanager]:
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=scaled(1)) as response:  # noqa: S310
             return bool(response.status == 200)
 
     try:

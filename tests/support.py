@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import os
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+if TYPE_CHECKING:
+    from spinewatch.bootstrap import RunningWorker
+    from spinewatch.settings import Settings
+
 T = TypeVar("T")
+
+SLOWDOWN_VARIABLE = "SPINEWATCH_TEST_SLOWDOWN"
+
+
+def slowdown() -> float:
+    """How much slower than a quiet machine this one is (>= 1; default 1)."""
+    text = os.environ.get(SLOWDOWN_VARIABLE, "").strip()
+    if not text:
+        return 1.0
+    try:
+        factor = float(text)
+    except ValueError:
+        raise ValueError(f"{SLOWDOWN_VARIABLE} must be a number >= 1") from None
+    if not math.isfinite(factor) or factor < 1:
+        raise ValueError(f"{SLOWDOWN_VARIABLE} must be a number >= 1")
+    return factor
+
+
+def scaled(seconds: float) -> float:
+    """A deadline of the tests, stretched for a loaded machine.
+
+    Every literal time limit in the tests and their helpers goes through
+    here, so one variable buys a busy CI machine more time without editing
+    any test. Only limits: what a test asserts never depends on it.
+    """
+    return seconds * slowdown()
+
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
@@ -49,12 +83,13 @@ async def produce_keyed(
 async def consume(
     bootstrap: str, topic: str, count: int, timeout_s: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read `count` records from the start of every partition of `topic`."""
+    """Read `count` records from the start of every partition of `topic`
+    (fewer if `timeout_s`, scaled, runs out first)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while not partitions and time.monotonic() < deadline:
             await consumer.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
@@ -73,7 +108,7 @@ async def consume(
 
 def scrape(url: str) -> dict[Sample, float]:
     """Every sample of a /metrics page, keyed by name and label set."""
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback http
+    with urllib.request.urlopen(url, timeout=scaled(10)) as response:  # noqa: S310 - loopback http
         text = response.read().decode()
     samples: dict[Sample, float] = {}
     for family in text_string_to_metric_families(text):
@@ -92,14 +127,16 @@ async def wait_until(
     timeout_s: float,
     what: str,
 ) -> T:
-    """Poll `probe` until `done(result)`; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout_s
+    """Poll `probe` until `done(result)`; fail with the last result at the
+    deadline (`timeout_s`, scaled)."""
+    limit_s = scaled(timeout_s)
+    deadline = time.monotonic() + limit_s
     started = time.monotonic()
     result = await probe()
     while not done(result):
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"timed out after {timeout_s} s waiting for {what}: {result!r}"[:2000]
+                f"timed out after {limit_s:g} s waiting for {what}: {result!r}"[:2000]
             )
         # Wait at least as long as the probe took: a /metrics scrape costs the
         # worker and the parser real CPU, and polling it back to back on two
@@ -108,6 +145,18 @@ async def wait_until(
         started = time.monotonic()
         result = await probe()
     return result
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, brokers: str, startup_timeout_s: float = 60.0
+) -> AsyncIterator[RunningWorker]:
+    """`spinewatch.bootstrap.running_worker` with a scaled start-up deadline."""
+    # Imported here: unit tests need this module, not faust.
+    from spinewatch import bootstrap  # noqa: PLC0415
+
+    async with bootstrap.running_worker(settings, brokers, scaled(startup_timeout_s)) as worker:
+        yield worker
 
 
 def outcome_samples(samples: dict[Sample, float]) -> dict[Sample, float]:

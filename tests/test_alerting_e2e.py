@@ -21,7 +21,7 @@ import pytest
 from spinewatch.alert_policy import SENTINEL_METRICS
 from spinewatch.alerting_runtime import running_alerting
 from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.bootstrap import drift_monitor, running_worker
+from spinewatch.bootstrap import drift_monitor
 from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.domain.drift_events import clinical_date
 from spinewatch.domain.facts import fact_of
@@ -32,7 +32,7 @@ from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
 from tests.servers import Alertmanager
-from tests.support import consume, produce_keyed, wait_until
+from tests.support import consume, produce_keyed, running_worker, wait_until
 
 pytestmark = pytest.mark.e2e
 

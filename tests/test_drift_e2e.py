@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 from spinewatch.alert_policy import SENTINEL_METRICS
-from spinewatch.bootstrap import drift_monitor, running_worker
+from spinewatch.bootstrap import drift_monitor
 from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.contracts.drift import DriftSentinel, DriftSignalled
 from spinewatch.domain.cusum import ChartState
@@ -32,7 +32,15 @@ from spinewatch.settings import Settings
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
-from tests.support import Sample, consume, produce, scrape_async, value, wait_until
+from tests.support import (
+    Sample,
+    consume,
+    produce,
+    running_worker,
+    scrape_async,
+    value,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

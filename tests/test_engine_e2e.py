@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from spinewatch.adapters.compat import FETCH_MAX_WAIT_MS
-from spinewatch.bootstrap import running_worker
 from spinewatch.contracts import Indication, ProcedureType
 from spinewatch.synthetic import SiteProfile, default_sites, encode, generate_cohort
 from tests.conftest import SettingsFactory
@@ -26,6 +25,7 @@ from tests.support import (
     outcome_samples,
     produce,
     produce_keyed,
+    running_worker,
     scrape_async,
     sum_by,
     wait_until,

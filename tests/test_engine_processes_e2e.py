@@ -12,11 +12,18 @@ import uuid
 
 import pytest
 
-from spinewatch.bootstrap import running_worker
 from spinewatch.synthetic import default_sites, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import Expected, expected_counts, observed_counts
-from tests.support import Sample, outcome_samples, produce, scrape_async, sum_by, wait_until
+from tests.support import (
+    Sample,
+    outcome_samples,
+    produce,
+    running_worker,
+    scrape_async,
+    sum_by,
+    wait_until,
+)
 from tests.topic_audit import audit
 from tests.workers import WorkerProcess
 

@@ -19,7 +19,7 @@ from spinewatch.ingest_pool import IngestPool
 from spinewatch.settings import Settings
 from spinewatch.stream_health import StreamHealth
 from spinewatch.supervisor import Supervisor
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 
 # Longer than the 0.1 s after which faust's own flush gave up.
 SLOW_SEND_S = 0.25
@@ -105,7 +105,7 @@ async def test_flush_under_a_steady_stream_waits_only_for_what_was_buffered_befo
         buffer.put(client.message())
     stream = asyncio.create_task(keep_buffering())
     try:
-        await asyncio.wait_for(buffer.flush(), timeout=10 * SLOW_SEND_S)
+        await asyncio.wait_for(buffer.flush(), timeout=scaled(10 * SLOW_SEND_S))
         assert client.handed_over >= 2
         assert buffer.size > 0
     finally:

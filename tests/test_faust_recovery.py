@@ -20,11 +20,10 @@ from faust.types import TP
 
 from spinewatch.adapters import faust_recovery
 from spinewatch.adapters.faust_recovery import _getmany_of_a_snapshot, _resuming_streams_last
-from spinewatch.bootstrap import running_worker
 from spinewatch.synthetic import default_sites, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
-from tests.support import produce, scrape_async, sum_by, wait_until
+from tests.support import produce, running_worker, scrape_async, sum_by, wait_until
 
 EVENTS = TP("events", 0)
 CHANGELOG = TP("segments-changelog", 0)

@@ -10,6 +10,7 @@ import sys
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
 from spinewatch.ingest_pool import IngestPool, _chunks
+from tests.support import scaled
 from tests.test_domain import pathway
 
 ORIGIN = MessageOrigin("events", 0, 7)
@@ -88,7 +89,12 @@ def test_a_worker_whose_main_module_cannot_be_reimported_triages_inline() -> Non
         "asyncio.run(main())\n"
     )
     done = subprocess.run(
-        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=True,
     )
     assert done.stdout.strip() == "inline"
     assert "triaging inline instead" in done.stderr
@@ -107,7 +113,7 @@ async def test_children_run_without_automatic_collection() -> None:
     try:
         executor = pool._executor
         assert executor is not None
-        assert executor.submit(_collector_state).result(timeout=30) == (False, True)
+        assert executor.submit(_collector_state).result(timeout=scaled(30)) == (False, True)
         batch = _batch()
         results = [result async for result in pool.triaged(batch)]
         assert _summary(results) == _summary([ingest_batch(batch)])

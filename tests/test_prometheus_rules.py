@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from spinewatch.alert_policy import SENTINEL_METRICS, severity_of
+from tests.support import scaled
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -30,7 +31,9 @@ def _tool(name: str) -> str:
 
 def _run(*args: str, cwd: Path) -> str:
     # Arguments are this test's own constants and a resolved tool path.
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+    result = subprocess.run(  # noqa: S603
+        args, cwd=cwd, capture_output=True, text=True, timeout=scaled(60), check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 

@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.settings import Settings
+from tests.support import scaled
 
 Location = tuple[int, int]  # (partition, offset)
 
@@ -36,7 +37,7 @@ async def _read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
         ends = {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
         next_offset = dict.fromkeys(ends, 0)
         records: list[tuple[int, int, bytes]] = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while any(next_offset[p] < ends[p] for p in ends) and time.monotonic() < deadline:
             for part in (await consumer.getmany(timeout_ms=200)).values():
                 records.extend((r.partition, r.offset, r.value or b"") for r in part)

@@ -15,7 +15,7 @@ from typing import Any
 
 from spinewatch.adapters.tansu import free_port
 from spinewatch.settings import Settings
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 
 
 class WorkerProcess:
@@ -48,7 +48,7 @@ class WorkerProcess:
 
     def health(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=scaled(2)) as response:  # noqa: S310
                 result: dict[str, Any] = json.loads(response.read())
                 return result
         except (urllib.error.URLError, OSError):
@@ -68,13 +68,13 @@ class WorkerProcess:
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=scaled(10))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=scaled(20))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
