@@ -9,7 +9,7 @@ import os
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -51,33 +51,67 @@ def scaled(seconds: float) -> float:
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
 
+class _Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+@contextlib.asynccontextmanager
+async def started(client: C) -> AsyncIterator[C]:
+    """`client` (an aiokafka producer or consumer) started, and stopped
+    however the block ends, cancellation included: a client left running
+    keeps reconnecting to the session's broker, even after it is gone."""
+    try:
+        # Inside the try: a start cut short has already opened connections
+        # and its metadata task.
+        await client.start()
+        yield client
+    finally:
+        await stop_client(client)
+
+
+async def stop_client(client: Any) -> None:
+    """Stop an aiokafka producer or consumer in whatever state it is."""
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task else 0
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        if task is None or task.cancelling() > cancels:
+            raise  # this task was cancelled (again) while stopping
+        # aiokafka 0.14's consumer stop() cancels tasks of its own and then
+        # awaits them, which raises CancelledError when such a task never ran
+        # (topic_audit met it), before the fetcher and the connections are
+        # closed. Close those here, or the client outlives the test.
+        if isinstance(client, AIOKafkaConsumer):
+            if client._fetcher is not None:
+                with contextlib.suppress(asyncio.CancelledError):  # the same again
+                    await client._fetcher.close()
+            await client._client.close()
+
+
 async def produce(
     bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None
 ) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
     sent = 0
-    try:
+    async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
         futures = []
         for value in values:
             futures.append(await producer.send(topic, value, key=key))
             sent += 1
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
     return sent
 
 
 async def produce_keyed(
     bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
+    async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
         futures = [await producer.send(topic, value, key=key) for key, value in messages]
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def consume(
@@ -85,9 +119,8 @@ async def consume(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read `count` records from the start of every partition of `topic`
     (fewer if `timeout_s`, scaled, runs out first)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    unstarted = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    async with started(unstarted) as consumer:
         partitions = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + scaled(timeout_s)
         while not partitions and time.monotonic() < deadline:
@@ -102,8 +135,6 @@ async def consume(
             for part in batch.values():
                 records.extend(part)
         return records
-    finally:
-        await consumer.stop()
 
 
 def scrape(url: str) -> dict[Sample, float]:

@@ -8,7 +8,6 @@ changelog segment holds it. That tells a lost hop from a lost rebuild.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -20,15 +19,17 @@ from aiokafka.structs import TopicPartition
 
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.settings import Settings
-from tests.support import scaled
+from tests.support import scaled, started
 
 Location = tuple[int, int]  # (partition, offset)
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    unstarted = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # `started` also stops the consumer when its stop() raises CancelledError,
+    # which aiokafka's can: it cancels and then awaits a coordinator task of
+    # its own that may not have started yet.
+    async with started(unstarted) as consumer:
         tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
         if not tps:
             return []
@@ -43,27 +44,18 @@ async def _read_all(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
                 records.extend((r.partition, r.offset, r.value or b"") for r in part)
                 next_offset[part[-1].partition] = part[-1].offset + 1
         return records
-    finally:
-        # aiokafka's stop() can raise CancelledError here: it cancels and then
-        # awaits a coordinator task of its own that may not have started yet.
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
     # Asks the group coordinator without joining the group (no subscription).
-    consumer = AIOKafkaConsumer(
+    unstarted = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
-    try:
+    async with started(unstarted) as consumer:
         partitions = sorted(
             consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
         )
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
-    finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer.stop()
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
