@@ -33,7 +33,7 @@ from spinewatch.contracts.drift import (
     StratumBaseline,
 )
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 
 FINGERPRINT = "riverside.cement_leakage_rate_per_level.worse"
 
@@ -104,11 +104,11 @@ async def _service(
     """One alerting 'process': its own Redis client, HTTP session and state."""
     settings = AlertingSettings(
         kafka_brokers="127.0.0.1:9", redis_url=redis_url, key_prefix="t", audit_topic=False,
-        webhook_urls=(webhook.url,), retry_base_s=0.05, retry_max_s=0.2, lease_s=0.3,
+        webhook_urls=(webhook.url,), retry_base_s=0.05, retry_max_s=0.2, lease_s=scaled(0.3),
         **overrides,
     )  # fmt: skip
-    redis = Redis.from_url(redis_url, socket_timeout=2)
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+    redis = Redis.from_url(redis_url, socket_timeout=scaled(2))
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=scaled(2)))
     receivers: list[Receiver] = [WebhookReceiver("webhook-0", webhook.url, session)]
     try:
         yield AlertingService(settings, RedisAlertStore(redis, "t"), receivers, CollectorRegistry())
@@ -163,8 +163,13 @@ async def test_a_receiver_outage_loses_nothing_even_if_the_process_dies(redis_ur
         # The receiver comes back answering 503: still retried, not dropped.
         await webhook.start()
         webhook.status = 503
-        await asyncio.sleep(0.1)  # past the first backoff (0.05 s)
-        assert await first.deliver_due() == 0
+
+        async def retries() -> float:
+            assert await first.deliver_due() == 0
+            return float(first.metrics.failed.labels("webhook-0", "retry")._value.get())
+
+        # Once the first backoff (0.05 s) is past, the 503 is a second failure.
+        await wait_until(retries, lambda n: n >= 2, 5, "the retry answered 503")
         assert await first.store.pending_deliveries() == 1
         # The process claims the delivery and dies before sending it.
         soon = int(time.time() * 1000) + 500  # past any backoff still pending
