@@ -20,6 +20,7 @@ import pytest
 
 from spinewatch.adapters.tansu import EmbeddedBroker, free_port
 from spinewatch.settings import Settings
+from tests import exit_watchdog, session_guard
 from tests.servers import Alertmanager, alertmanager, redis_server
 from tests.support import scaled, slowdown
 
@@ -33,6 +34,8 @@ hypothesis.settings.load_profile("spinewatch")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(session_guard.SessionGuard(), session_guard.PLUGIN_NAME)
+    config.pluginmanager.register(exit_watchdog.ExitWatchdog(), exit_watchdog.PLUGIN_NAME)
     _scale_the_default_timeout(config)
 
 
@@ -62,16 +65,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    guard = request.config.pluginmanager.get_plugin(session_guard.PLUGIN_NAME)
+    assert isinstance(guard, session_guard.SessionGuard)
     configured = os.environ.get("SPINEWATCH_KAFKA_BROKERS")
     if configured:
         yield configured
+        guard.check()
         return
+    before = session_guard.children()
     broker = EmbeddedBroker()
     broker.launch()
+    ours = session_guard.children() - before
     try:
         asyncio.run(broker.wait_until_ready(scaled(20)))
         yield broker.bootstrap
+        # While the broker still runs: a client left running now would keep
+        # reconnecting once it is gone, and keep the interpreter alive.
+        guard.check(spared_pids=ours)
     finally:
         broker.terminate()
 
