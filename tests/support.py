@@ -9,11 +9,14 @@ import os
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+
+# The tests start and stop their own clients the way the services do.
+from spinewatch.adapters.kafka_clients import started
 
 if TYPE_CHECKING:
     from spinewatch.bootstrap import RunningWorker
@@ -51,53 +54,18 @@ def scaled(seconds: float) -> float:
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
 
-class _Client(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
-C = TypeVar("C", bound=_Client)
-
-
-@contextlib.asynccontextmanager
-async def started(client: C) -> AsyncIterator[C]:
-    """`client` (an aiokafka producer or consumer) started, and stopped
-    however the block ends, cancellation included: a client left running
-    keeps reconnecting to the session's broker, even after it is gone."""
-    try:
-        # Inside the try: a start cut short has already opened connections
-        # and its metadata task.
-        await client.start()
-        yield client
-    finally:
-        await stop_client(client)
-
-
-async def stop_client(client: Any) -> None:
-    """Stop an aiokafka producer or consumer in whatever state it is."""
-    task = asyncio.current_task()
-    cancels = task.cancelling() if task else 0
-    try:
-        await client.stop()
-    except asyncio.CancelledError:
-        if task is None or task.cancelling() > cancels:
-            raise  # this task was cancelled (again) while stopping
-        # aiokafka 0.14's consumer stop() cancels tasks of its own and then
-        # awaits them, which raises CancelledError when such a task never ran
-        # (topic_audit met it), before the fetcher and the connections are
-        # closed. Close those here, or the client outlives the test.
-        if isinstance(client, AIOKafkaConsumer):
-            if client._fetcher is not None:
-                with contextlib.suppress(asyncio.CancelledError):  # the same again
-                    await client._fetcher.close()
-            await client._client.close()
-
-
 async def produce(
-    bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes],
+    key: bytes | None = None,
+    max_request_size: int = 1 << 20,
 ) -> int:
     sent = 0
-    async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
+    client = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=max_request_size
+    )
+    async with started(client) as producer:
         futures = []
         for value in values:
             futures.append(await producer.send(topic, value, key=key))

@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from spinewatch.adapters.kafka_clients import started
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.settings import Settings
-from tests.support import scaled, started
+from tests.support import scaled
 
 Location = tuple[int, int]  # (partition, offset)
 

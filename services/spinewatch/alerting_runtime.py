@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from spinewatch.adapters.kafka_clients import stop_client
 from spinewatch.adapters.kafka_lag import LagProbe
 from spinewatch.adapters.receivers import (
     AlertmanagerReceiver,
@@ -127,13 +128,19 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
         yield RunningAlerting(service, f"http://{settings.http_host}:{port}", supervisor, gave_up)
     finally:
         await supervisor.stop()
+        # Each closer runs whatever the one before it did.
+        closers: list[Callable[[], Awaitable[object]]] = [
+            probe.stop,
+            lambda: stop_client(consumer),
+            lambda: stop_client(producer),
+            session.close,
+            redis.aclose,
+        ]
         if runner is not None:
-            await runner.cleanup()
-        await probe.stop()
-        await consumer.stop()
-        await producer.stop()
-        await session.close()
-        await redis.aclose()
+            closers.insert(0, runner.cleanup)
+        for close in closers:
+            with contextlib.suppress(Exception):
+                await close()
 
 
 def _receivers(

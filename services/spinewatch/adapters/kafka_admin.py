@@ -18,8 +18,8 @@ _TOPIC_ALREADY_EXISTS = 36
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
+        await admin.start()  # inside: a start cut short has opened connections
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name, num_partitions=partitions, replication_factor=1)
