@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from spinewatch.adapters.kafka_lag import PartitionLag
+from spinewatch.adapters.kafka_lag import LagReading, PartitionLag
 from spinewatch.health import Check
 from spinewatch.stream_health import StreamHealth
 
@@ -44,6 +44,10 @@ def _lag(
     return PartitionLag(EVENTS, partition, committed, 0, end, ts)
 
 
+def _reading(*partitions: PartitionLag, missing: tuple[str, ...] = ()) -> LagReading:
+    return LagReading(list(partitions), missing)
+
+
 def _named(health: StreamHealth, name: str) -> Check:
     return next(c for c in health.checks() if c.name == name)
 
@@ -51,13 +55,13 @@ def _named(health: StreamHealth, name: str) -> Check:
 def test_input_waiting_with_no_progress_is_a_stall_after_the_threshold() -> None:
     clock = Clock()
     health, registry = _health(clock)
-    health.probed([_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)])
+    health.probed(_reading(_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)))
     assert _named(health, "stream").ok
     clock.now += 4
-    health.probed([_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)])
+    health.probed(_reading(_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)))
     assert _named(health, "stream").ok  # not yet: 4 s < 5 s
     clock.now += 2
-    health.probed([_lag(0, 10, 60, produced_at=998), _lag(1, 7, 7)])
+    health.probed(_reading(_lag(0, 10, 60, produced_at=998), _lag(1, 7, 7)))
     stream = _named(health, "stream")
     assert not stream.ok
     assert stream.liveness
@@ -81,7 +85,7 @@ def test_progress_while_records_keep_arriving_is_no_stall() -> None:
     clock = Clock()
     health, _ = _health(clock)
     for step in range(10):
-        health.probed([_lag(0, step * 10, step * 10 + 40)])
+        health.probed(_reading(_lag(0, step * 10, step * 10 + 40)))
         health.processed(EVENTS, 0, step * 10 + 20)
         clock.now += 2
     assert _named(health, "stream").ok
@@ -91,18 +95,18 @@ def test_processed_but_not_yet_committed_is_not_waiting() -> None:
     clock = Clock()
     health, _ = _health(clock)
     health.processed(EVENTS, 0, 49)  # all 50 done; the commit comes later
-    health.probed([_lag(0, 10, 50)])
+    health.probed(_reading(_lag(0, 10, 50)))
     clock.now += 60
-    health.probed([_lag(0, 10, 50)])
+    health.probed(_reading(_lag(0, 10, 50)))
     assert _named(health, "stream").ok
 
 
 def test_a_partition_owned_by_another_worker_is_not_judged_here() -> None:
     clock = Clock()
     health, _ = _health(clock, owned={(EVENTS, 1)})
-    health.probed([_lag(0, 0, 500)])
+    health.probed(_reading(_lag(0, 0, 500)))
     clock.now += 60
-    health.probed([_lag(0, 0, 500)])
+    health.probed(_reading(_lag(0, 0, 500)))
     assert _named(health, "stream").ok
 
 
@@ -110,24 +114,24 @@ def test_a_log_that_ends_below_what_was_processed_is_lost_data() -> None:
     clock = Clock()
     health, _ = _health(clock)
     health.processed(EVENTS, 1, 249)
-    health.probed([_lag(0, 10, 10), _lag(1, 250, 250)])
+    health.probed(_reading(_lag(0, 10, 10), _lag(1, 250, 250)))
     assert _named(health, "broker-data").ok
     # A memory broker restarted empty: the log starts again from nothing.
-    health.probed([_lag(0, None, 0), _lag(1, None, 3)])
+    health.probed(_reading(_lag(0, None, 0), _lag(1, None, 3)))
     lost = _named(health, "broker-data")
     assert not lost.ok
     assert lost.liveness
     assert "this process processed up to 249" in lost.reason
     # Committed offsets beyond the log are lost data too.
     other, _ = _health(clock)
-    other.probed([_lag(0, 90, 10)])
+    other.probed(_reading(_lag(0, 90, 10)))
     assert "committed offset 90 beyond the end 10" in _named(other, "broker-data").reason
 
 
 def test_no_answer_from_the_broker_is_red_for_readiness_only() -> None:
     clock = Clock()
     health, _ = _health(clock)
-    health.probed([_lag(0, 0, 0)])
+    health.probed(_reading(_lag(0, 0, 0)))
     clock.now += 9
     health.probe_failed("lag probe: KafkaConnectionError")
     assert _named(health, "broker").ok
@@ -136,5 +140,20 @@ def test_no_answer_from_the_broker_is_red_for_readiness_only() -> None:
     assert not broker.ok
     assert not broker.liveness
     assert broker.reason == "unreachable for 11 s (lag probe: KafkaConnectionError)"
-    health.probed([_lag(0, 0, 0)])
+    health.probed(_reading(_lag(0, 0, 0)))
     assert _named(health, "broker").ok
+
+
+def test_a_topic_gone_from_the_broker_after_processing_is_lost_data() -> None:
+    clock = Clock()
+    health, _ = _health(clock)
+    health.probed(_reading(_lag(0, None, 0), missing=("other-topic",)))
+    assert _named(health, "broker-data").ok  # nothing processed there: nothing lost
+    health.processed(EVENTS, 0, 12)
+    health.probed(_reading(missing=(EVENTS,)))
+    lost = _named(health, "broker-data")
+    assert not lost.ok
+    assert (
+        lost.reason
+        == f"the broker lost records: {EVENTS}: the topic no longer exists on the broker"
+    )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from spinewatch.adapters.kafka_lag import LagProbe, PartitionLag
+from spinewatch.adapters.kafka_lag import LagProbe, LagReading, PartitionLag
 from spinewatch.errors import BrokerUnavailable
 from spinewatch.health import Check
 from spinewatch.supervisor import Heartbeat, LoopBody
@@ -91,22 +91,33 @@ class StreamHealth:
             progress.advanced_at = self.clock()
 
     # -- from the probe ---------------------------------------------------
-    def probed(self, readings: Iterable[PartitionLag]) -> None:
+    def probed(self, reading: LagReading) -> None:
         now = self.clock()
         self._answered_at = now
         self._probe_error = ""
+        self._missing(reading.missing_topics)
         oldest: dict[str, float] = {}
-        for reading in readings:
-            key = (reading.topic, reading.partition)
-            self._readings[key] = reading
-            self.lag.labels(self.group, reading.topic, str(reading.partition)).set(reading.lag)
+        for partition in reading.partitions:
+            key = (partition.topic, partition.partition)
+            self._readings[key] = partition
+            lag = partition.lag
+            self.lag.labels(self.group, partition.topic, str(partition.partition)).set(lag)
             age = 0.0
-            if reading.lag and reading.oldest_timestamp_ms is not None:
-                age = max(0.0, self.wall_clock() - reading.oldest_timestamp_ms / 1000)
-            oldest[reading.topic] = max(oldest.get(reading.topic, 0.0), age)
-            self._follow(key, reading, now)
+            if lag and partition.oldest_timestamp_ms is not None:
+                age = max(0.0, self.wall_clock() - partition.oldest_timestamp_ms / 1000)
+            oldest[partition.topic] = max(oldest.get(partition.topic, 0.0), age)
+            self._follow(key, partition, now)
         for topic, age in oldest.items():
             self.oldest_age.labels(self.group, topic).set(round(age, 3))
+
+    def _missing(self, topics: Iterable[str]) -> None:
+        if not self.detect_loss:
+            return
+        for topic in topics:
+            processed = [p for (t, p), progress in self._progress.items()
+                         if t == topic and progress.processed >= 0]  # fmt: skip
+            if processed:
+                self._lost[(topic, -1)] = "the topic no longer exists on the broker"
 
     def probe_failed(self, error: str) -> None:
         self._probe_error = error
@@ -148,7 +159,10 @@ class StreamHealth:
                 waiting = reading.lag if reading else "?"
                 stalled.append(f"{key[0]}[{key[1]}]: {waiting} waiting, none processed "
                                f"for {now - quiet_since:.0f} s")  # fmt: skip
-        lost = [f"{topic}[{p}]: {why}" for (topic, p), why in sorted(self._lost.items())]
+        lost = [
+            f"{topic}{'' if p < 0 else f'[{p}]'}: {why}"
+            for (topic, p), why in sorted(self._lost.items())
+        ]
         found = [
             broker,
             Check("stream", not stalled, "; ".join(stalled)),
@@ -157,6 +171,10 @@ class StreamHealth:
             why = "the broker lost records: " + "; ".join(lost)
             found.append(Check("broker-data", not lost, why))
         return found
+
+
+def _where(topic: str, partition: int) -> str:
+    return topic if partition < 0 else f"{topic}[{partition}]"
 
 
 def probing(probe: LagProbe, health: StreamHealth, interval_s: float) -> LoopBody:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from spinewatch.adapters.kafka_clients import stop_client
 from spinewatch.errors import BrokerUnavailable
 
 
@@ -50,6 +51,12 @@ class PartitionLag:
     def lost(self) -> bool:
         """Committed beyond the end of the log: the broker lost records it had."""
         return self.committed is not None and self.committed > self.end
+
+
+@dataclass(frozen=True, slots=True)
+class LagReading:
+    partitions: list[PartitionLag]
+    missing_topics: tuple[str, ...]  # probed topics the broker does not know (any more)
 
 
 class LagProbe:
@@ -81,15 +88,15 @@ class LagProbe:
         self._positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
+        self._started = True  # a start cut short has opened connections too
         await self._consumer.start()
-        self._started = True
 
     async def stop(self) -> None:
         if self._started:
             self._started = False
-            await self._consumer.stop()
+            await stop_client(self._consumer)
 
-    async def read(self) -> list[PartitionLag]:
+    async def read(self) -> LagReading:
         """One reading of every partition of the probed topics.
 
         Raises `BrokerUnavailable` when the broker does not answer in time.
@@ -105,7 +112,7 @@ class LagProbe:
                 raise BrokerUnavailable(f"lag probe: {type(exc).__name__}") from None
             raise
 
-    async def _read(self) -> list[PartitionLag]:
+    async def _read(self) -> LagReading:
         consumer = self._consumer
         # A fresh view of the cluster each time (raises when no broker
         # answers); the consumer's own view only follows subscriptions.
@@ -115,6 +122,7 @@ class LagProbe:
             for topic in self.topics
             for p in cluster.partitions_for_topic(topic) or ()
         )
+        missing = tuple(t for t in self.topics if not cluster.partitions_for_topic(t))
         if frozenset(tps) != self._assigned:
             consumer.assign(tps)
             self._assigned = frozenset(tps)
@@ -127,7 +135,7 @@ class LagProbe:
         consumer.resume(*tps)
         first = await self._first_records(tps, asked_at)
         consumer.pause(*tps)
-        return [
+        readings = [
             PartitionLag(
                 tp.topic,
                 tp.partition,
@@ -138,6 +146,7 @@ class LagProbe:
             )
             for tp in tps
         ]
+        return LagReading(readings, missing)
 
     async def _first_records(
         self, tps: list[TopicPartition], asked_at_ms: int
