@@ -21,7 +21,7 @@ from spinewatch.alerting_settings import AlertingSettings
 from spinewatch.errors import UnknownSetting
 from spinewatch.health import check_url
 from spinewatch.settings_env import describe_settings_error
-from spinewatch.supervisor import until_stopped_or_given_up
+from spinewatch.supervisor import leave, until_stopped_or_given_up
 
 
 async def serve(settings: AlertingSettings) -> int:
@@ -54,4 +54,4 @@ def main(check_only: bool) -> int:
     if check_only:
         return check(settings)
     configure_logging("info")
-    return asyncio.run(serve(settings))
+    return leave(asyncio.run(serve(settings)))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -315,3 +317,23 @@ async def until_stopped_or_given_up(stop: asyncio.Event, gave_up: asyncio.Event)
         for wait in waits:
             wait.cancel()
     return EXIT_GAVE_UP if gave_up.is_set() else 0
+
+
+def leave(code: int) -> int:
+    """The exit code for `main`; exits at once if a non-daemon thread would block exit.
+
+    faust runs its consumer in a thread of its own; when its stop hangs (a
+    broker gone for good) the worker abandons it after `stop_timeout_s`, and
+    the interpreter would then wait for that thread forever at exit. A
+    process that must exit for a restart has to exit.
+    """
+    stuck = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if stuck:
+        log.error("exiting with %d; abandoning threads that did not stop: %s", code, stuck)
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -28,7 +28,7 @@ from spinewatch.errors import BrokerNotConfigured, UnknownSetting
 from spinewatch.health import check_url
 from spinewatch.settings import Settings
 from spinewatch.settings_env import describe_settings_error
-from spinewatch.supervisor import until_stopped_or_given_up
+from spinewatch.supervisor import leave, until_stopped_or_given_up
 
 
 def configure_logging(settings: Settings) -> None:
@@ -80,4 +80,4 @@ def main(check_only: bool, embedded_broker: bool = False) -> int:
         print(f"spinewatch worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    return asyncio.run(serve(settings))
+    return leave(asyncio.run(serve(settings)))
