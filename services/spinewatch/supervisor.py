@@ -319,21 +319,26 @@ async def until_stopped_or_given_up(stop: asyncio.Event, gave_up: asyncio.Event)
     return EXIT_GAVE_UP if gave_up.is_set() else 0
 
 
-def leave(code: int) -> int:
+def leave(code: int, grace_s: float = 5.0) -> int:
     """The exit code for `main`; exits at once if a non-daemon thread would block exit.
 
     faust runs its consumer in a thread of its own; when its stop hangs (a
     broker gone for good) the worker abandons it after `stop_timeout_s`, and
     the interpreter would then wait for that thread forever at exit. A
-    process that must exit for a restart has to exit.
+    process that must exit for a restart has to exit: threads get
+    `grace_s` to finish, then they are abandoned, with one line.
     """
-    stuck = [
-        t.name
-        for t in threading.enumerate()
-        if t is not threading.main_thread() and t.is_alive() and not t.daemon
-    ]
+    deadline = time.monotonic() + grace_s
+    for thread in _non_daemon_threads():
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    stuck = [thread.name for thread in _non_daemon_threads()]
     if stuck:
         log.error("exiting with %d; abandoning threads that did not stop: %s", code, stuck)
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _non_daemon_threads() -> list[threading.Thread]:
+    main = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main and t.is_alive() and not t.daemon]
