@@ -50,16 +50,23 @@ async def send_all(
     while pending:
         failed: list[tuple[Outgoing, BaseException]] = []
         acks: list[tuple[Outgoing, Any]] = []
-        for record in pending:
-            try:
-                acks.append((record, await _send(topic, record)))
-            except Exception as exc:
-                failed.append((record, exc))
-        for record, ack in acks:
-            try:
-                await ack
-            except Exception as exc:
-                failed.append((record, exc))
+        try:
+            for record in pending:
+                try:
+                    acks.append((record, await _send(topic, record)))
+                except Exception as exc:
+                    failed.append((record, exc))
+            for record, ack in acks:
+                try:
+                    await ack
+                except Exception as exc:
+                    failed.append((record, exc))
+        except asyncio.CancelledError:
+            # Stopping mid-send: the caller keeps the records; what the broker
+            # answers later is read here, not logged as "never retrieved".
+            for _, ack in acks:
+                asyncio.ensure_future(ack).add_done_callback(_retrieve)
+            raise
         if not failed:
             return
         attempt += 1
@@ -76,6 +83,11 @@ async def send_all(
             len(failed), what, _kind(first), attempt + 1, delay,
         )  # fmt: skip
         await asyncio.sleep(delay)
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled():
+        ack.exception()
 
 
 async def _send(topic: Any, record: Outgoing) -> Any:
