@@ -47,9 +47,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """A Tansu broker on a free loopback port, for as long as the context lasts."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, advertised: str | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # host:port clients are told to connect to (a proxy in front, say).
+        self.advertised = advertised
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +63,7 @@ class EmbeddedBroker:
     def launch(self) -> None:
         """Start the broker process (see `wait_until_ready`)."""
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
             [
                 str(tansu_binary()),
@@ -66,7 +71,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
                 "--silent",
@@ -91,7 +96,8 @@ class EmbeddedBroker:
                 _, writer = await asyncio.open_connection(self.host, self.port)
                 writer.close()
                 await writer.wait_closed()
-                await _list_topics(self.bootstrap)
+                if self.advertised is None:  # else the answer names an address not yet up
+                    await _list_topics(self.bootstrap)
                 return
             except (OSError, KafkaError, TimeoutError) as exc:
                 last_error = exc
@@ -137,8 +143,8 @@ class EmbeddedBroker:
 
 async def _list_topics(bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    await asyncio.wait_for(admin.start(), 3.0)
     try:
+        await asyncio.wait_for(admin.start(), 3.0)
         await asyncio.wait_for(admin.list_topics(), 3.0)
     finally:
         await admin.close()
