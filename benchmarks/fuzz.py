@@ -31,11 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's `tests` package
 
-from spinewatch.adapters.tansu import EmbeddedBroker, free_port  # noqa: E402
-from spinewatch.settings import Settings  # noqa: E402
-from tests.fuzzing import fuzzed_messages  # noqa: E402
-from tests.probes import health  # noqa: E402
-from tests.support import consume, produce, running_worker, scrape_async, sum_by  # noqa: E402
+from tests.fuzzing import fuzzed_messages
+from tests.probes import health
+from tests.support import consume, produce, running_worker, scrape_async, sum_by
+
+from spinewatch.adapters.tansu import EmbeddedBroker, free_port
+from spinewatch.settings import Settings
 
 
 async def run(messages_wanted: int, seed: int) -> dict[str, Any]:
@@ -47,12 +48,15 @@ async def run(messages_wanted: int, seed: int) -> dict[str, Any]:
             metrics_port=free_port(), web_port=free_port(),
         )  # fmt: skip
         readiness: Counter[int] = Counter()
+        red_for: Counter[str] = Counter()
         async with running_worker(settings, broker.bootstrap) as worker:
             base = worker.metrics.url
 
             async def watch() -> None:
                 while True:
-                    readiness[(await health(base))[0]] += 1
+                    status, body = await health(base)
+                    readiness[status] += 1
+                    red_for.update(line[:90] for line in body.get("failing", []))
                     await asyncio.sleep(0.5)
 
             watching = asyncio.create_task(watch())
@@ -90,11 +94,14 @@ async def run(messages_wanted: int, seed: int) -> dict[str, Any]:
         "dead_letters_on_topic": len(letters),
         "by_reason": reasons,
         "readyz": {str(k): v for k, v in readiness.items()},
+        "red_checks": dict(red_for),
         "readyz_at_end": final[0],
         "produce_s": round(produced, 1),
         "all_counted_s": round(took, 1),
         "messages_per_s": round(len(messages) / took),
-        "peak_rss_mib_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib_this_process": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ),
         "exact": accepted + dead == units and len(letters) == dead,
         "always_ready": set(readiness) == {200} and final[0] == 200,
     }
