@@ -75,10 +75,16 @@ async def produce(
 
 
 async def produce_keyed(
-    bootstrap: str, topic: str, messages: Iterable[tuple[bytes, bytes]]
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes, bytes]],
+    partition: int | None = None,
 ) -> None:
     async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        futures = [
+            await producer.send(topic, value, key=key, partition=partition)
+            for key, value in messages
+        ]
         await asyncio.gather(*futures)
 
 

@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 
 from spinewatch import bootstrap, stream_steps
-from spinewatch.bootstrap import running_worker
+from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.bootstrap import running_worker, topic_names
 from spinewatch.contracts import Indication, ProcedureType
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.stream_steps import IngestStep
 from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.probes import failing, health
-from tests.support import produce, scrape_async, sum_by, value, wait_until
+from tests.support import produce, produce_keyed, scrape_async, sum_by, value, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +125,36 @@ async def test_a_killed_loop_and_a_raising_loop_are_restarted_and_counted(
     assert restarts(samples, "ingest") == 0
     assert sum_by(samples, "spinewatch_events_accepted_total") == len(events)
     assert green[1]["status"] == "ok"
+
+
+async def test_a_bad_changelog_segment_is_skipped_loudly_not_fatal_to_every_recovery(
+    make_settings: SettingsFactory, kafka_bootstrap: str
+) -> None:
+    # Measured before: one unreadable segment made every recovery fail.
+    settings = make_settings()
+    await ensure_topics(kafka_bootstrap, topic_names(settings), settings.partitions)
+    for partition in range(settings.partitions):
+        await produce_keyed(
+            kafka_bootstrap,
+            settings.changelog_topic,
+            [(f"{partition:05d}/{999:016d}".encode(), b"not a fact batch")],
+            partition=partition,
+        )
+    events = _events()
+    async with running_worker(settings, kafka_bootstrap) as worker:
+        base = worker.metrics.url
+        await produce(kafka_bootstrap, settings.events_topic, events)
+        samples = await wait_until(
+            lambda: scrape_async(f"{base}/metrics"),
+            lambda s: sum_by(s, "spinewatch_events_applied_total") >= len(events),
+            60,
+            "every event applied",
+        )
+        answer = await health(base)
+        live = await health(base, "healthz")
+
+    assert sum_by(samples, "spinewatch_changelog_segments_unreadable_total") == settings.partitions
+    assert answer[0] == 503
+    (changelog,) = [line for line in failing(answer) if line.startswith("changelog: ")]
+    assert f"{settings.partitions} changelog segments could not be read" in changelog
+    assert live[0] == 200  # a restart would not bring them back: readiness only

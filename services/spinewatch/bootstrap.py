@@ -162,6 +162,7 @@ async def running_worker(
     supervisor.add_checks(stream.checks)
     supervisor.add_checks(lambda: faust_checks(app))
     supervisor.add_checks(metrics.metrics_check)
+    supervisor.add_checks(engine.changelog_check)
     started = asyncio.Event()
 
     async def on_startup_finished() -> None:

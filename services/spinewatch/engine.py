@@ -15,12 +15,13 @@ from collections.abc import Iterable, MutableMapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from spinewatch.adapters.state_codec import decode_facts, encode_facts
+from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
 from spinewatch.domain.aggregates import add_into
 from spinewatch.domain.contribution import AggregateKey, Tally
 from spinewatch.domain.facts import Fact
 from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.drift_monitor import DriftMonitor
+from spinewatch.health import Check
 from spinewatch.ingest import IngestResult
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class EngineMetrics:
             "Events already held (redelivery or replay), ignored by design.",
             registry=registry,
         )
+        self.unreadable_segments = Counter(
+            "spinewatch_changelog_segments_unreadable",
+            "Changelog segments a rebuild could not read and skipped.",
+            registry=registry,
+        )
         self.rebuilds = Counter(
             "spinewatch_state_rebuilds",
             "Rebuilds of the cohort totals from the changelog after partitions moved.",
@@ -107,6 +113,8 @@ class OutcomeEngine:
         # Records and totals of the partitions this worker actively owns,
         # rebuilt from the changelog table on every recovery.
         self.partitions: dict[int, PartitionState] = {}
+        # Partitions of the segments the last rebuild had to skip (-1: unknown).
+        self.skipped_segments: list[int] = []
         # Drift charts follow every settled change (none when no metric is monitored).
         self.drift = drift or DriftMonitor((), resolve_after_cases=1)
 
@@ -140,15 +148,38 @@ class OutcomeEngine:
     ) -> None:
         """Records and totals from scratch for the partitions this worker now owns."""
         owned: dict[int, list[list[tuple[bytes, Fact]]]] = {p: [] for p in active_partitions}
+        unreadable: list[int] = []
         for key, raw in segments:
-            partition = segment_partition(key)
-            if partition in owned:
-                owned[partition].append(decode_facts(raw))
+            partition = -1
+            try:
+                partition = segment_partition(key)
+                if partition in owned:
+                    owned[partition].append(decode_facts(raw))
+            except (UnreadableState, ValueError):
+                # One bad segment used to fail every recovery, for good:
+                # skip it, count it, and say so on /readyz.
+                unreadable.append(partition)
+        self.skipped_segments = unreadable
+        if unreadable:
+            self.metrics.unreadable_segments.inc(len(unreadable))
+            log.error(
+                "%d changelog segments could not be read and were skipped (partitions %s)",
+                len(unreadable), sorted(set(unreadable)),
+            )  # fmt: skip
         self.partitions = {p: rebuilt(batches) for p, batches in owned.items()}
         self.drift.rebuild(self.partitions)
         self.metrics.rebuilds.inc()
         self._refresh_held()
         log.info("cohort totals rebuilt for partitions %s", sorted(active_partitions))
+
+    def changelog_check(self) -> list[Check]:
+        """Red (readiness) while the held state lacks segments it could not read."""
+        skipped = self.skipped_segments
+        reason = (
+            f"{len(skipped)} changelog segments could not be read; the totals of "
+            f"partitions {sorted(set(skipped))} lack their facts"
+        )
+        return [Check("changelog", not skipped, reason, liveness=False)]
 
     def totals(self, active_partitions: set[int]) -> dict[AggregateKey, Tally]:
         """Cohort totals summed over the actively owned partitions only."""
