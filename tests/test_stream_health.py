@@ -48,6 +48,10 @@ def _reading(*partitions: PartitionLag, missing: tuple[str, ...] = ()) -> LagRea
     return LagReading(list(partitions), missing)
 
 
+def _probe(health: StreamHealth, *partitions: PartitionLag) -> None:
+    health.probed(_reading(*partitions), health.processed_offsets())
+
+
 def _named(health: StreamHealth, name: str) -> Check:
     return next(c for c in health.checks() if c.name == name)
 
@@ -55,13 +59,13 @@ def _named(health: StreamHealth, name: str) -> Check:
 def test_input_waiting_with_no_progress_is_a_stall_after_the_threshold() -> None:
     clock = Clock()
     health, registry = _health(clock)
-    health.probed(_reading(_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)))
+    _probe(health, _lag(0, 10, 50, produced_at=998), _lag(1, 7, 7))
     assert _named(health, "stream").ok
     clock.now += 4
-    health.probed(_reading(_lag(0, 10, 50, produced_at=998), _lag(1, 7, 7)))
+    _probe(health, _lag(0, 10, 50, produced_at=998), _lag(1, 7, 7))
     assert _named(health, "stream").ok  # not yet: 4 s < 5 s
     clock.now += 2
-    health.probed(_reading(_lag(0, 10, 60, produced_at=998), _lag(1, 7, 7)))
+    _probe(health, _lag(0, 10, 60, produced_at=998), _lag(1, 7, 7))
     stream = _named(health, "stream")
     assert not stream.ok
     assert stream.liveness
@@ -85,7 +89,7 @@ def test_progress_while_records_keep_arriving_is_no_stall() -> None:
     clock = Clock()
     health, _ = _health(clock)
     for step in range(10):
-        health.probed(_reading(_lag(0, step * 10, step * 10 + 40)))
+        _probe(health, _lag(0, step * 10, step * 10 + 40))
         health.processed(EVENTS, 0, step * 10 + 20)
         clock.now += 2
     assert _named(health, "stream").ok
@@ -95,18 +99,18 @@ def test_processed_but_not_yet_committed_is_not_waiting() -> None:
     clock = Clock()
     health, _ = _health(clock)
     health.processed(EVENTS, 0, 49)  # all 50 done; the commit comes later
-    health.probed(_reading(_lag(0, 10, 50)))
+    _probe(health, _lag(0, 10, 50))
     clock.now += 60
-    health.probed(_reading(_lag(0, 10, 50)))
+    _probe(health, _lag(0, 10, 50))
     assert _named(health, "stream").ok
 
 
 def test_a_partition_owned_by_another_worker_is_not_judged_here() -> None:
     clock = Clock()
     health, _ = _health(clock, owned={(EVENTS, 1)})
-    health.probed(_reading(_lag(0, 0, 500)))
+    _probe(health, _lag(0, 0, 500))
     clock.now += 60
-    health.probed(_reading(_lag(0, 0, 500)))
+    _probe(health, _lag(0, 0, 500))
     assert _named(health, "stream").ok
 
 
@@ -114,24 +118,24 @@ def test_a_log_that_ends_below_what_was_processed_is_lost_data() -> None:
     clock = Clock()
     health, _ = _health(clock)
     health.processed(EVENTS, 1, 249)
-    health.probed(_reading(_lag(0, 10, 10), _lag(1, 250, 250)))
+    _probe(health, _lag(0, 10, 10), _lag(1, 250, 250))
     assert _named(health, "broker-data").ok
     # A memory broker restarted empty: the log starts again from nothing.
-    health.probed(_reading(_lag(0, None, 0), _lag(1, None, 3)))
+    _probe(health, _lag(0, None, 0), _lag(1, None, 3))
     lost = _named(health, "broker-data")
     assert not lost.ok
     assert lost.liveness
     assert "this process processed up to 249" in lost.reason
     # Committed offsets beyond the log are lost data too.
     other, _ = _health(clock)
-    other.probed(_reading(_lag(0, 90, 10)))
+    _probe(other, _lag(0, 90, 10))
     assert "committed offset 90 beyond the end 10" in _named(other, "broker-data").reason
 
 
 def test_no_answer_from_the_broker_is_red_for_readiness_only() -> None:
     clock = Clock()
     health, _ = _health(clock)
-    health.probed(_reading(_lag(0, 0, 0)))
+    _probe(health, _lag(0, 0, 0))
     clock.now += 9
     health.probe_failed("lag probe: KafkaConnectionError")
     assert _named(health, "broker").ok
@@ -140,20 +144,52 @@ def test_no_answer_from_the_broker_is_red_for_readiness_only() -> None:
     assert not broker.ok
     assert not broker.liveness
     assert broker.reason == "unreachable for 11 s (lag probe: KafkaConnectionError)"
-    health.probed(_reading(_lag(0, 0, 0)))
+    _probe(health, _lag(0, 0, 0))
     assert _named(health, "broker").ok
 
 
 def test_a_topic_gone_from_the_broker_after_processing_is_lost_data() -> None:
     clock = Clock()
     health, _ = _health(clock)
-    health.probed(_reading(_lag(0, None, 0), missing=("other-topic",)))
+    health.probed(_reading(_lag(0, None, 0), missing=("other-topic",)), health.processed_offsets())
     assert _named(health, "broker-data").ok  # nothing processed there: nothing lost
     health.processed(EVENTS, 0, 12)
-    health.probed(_reading(missing=(EVENTS,)))
+    health.probed(_reading(missing=(EVENTS,)), health.processed_offsets())
     lost = _named(health, "broker-data")
     assert not lost.ok
     assert (
         lost.reason
         == f"the broker lost records: {EVENTS}: the topic no longer exists on the broker"
     )
+
+
+def test_records_processed_while_the_probe_was_out_are_not_lost_data() -> None:
+    clock = Clock()
+    health, _ = _health(clock)
+    health.processed(EVENTS, 0, 99)
+    before = health.processed_offsets()
+    health.processed(EVENTS, 0, 180)  # produced and processed after the probe's fetch
+    health.probed(_reading(_lag(0, 50, 100)), before)
+    assert _named(health, "broker-data").ok
+    health.probed(_reading(_lag(0, 50, 60)), health.processed_offsets())
+    assert not _named(health, "broker-data").ok  # what was processed before it asked is gone
+
+
+def test_a_busy_consumer_is_slow_not_stalled_but_an_unserved_partition_is() -> None:
+    clock = Clock()
+    health, _ = _health(clock)
+    _probe(health, _lag(0, 0, 900), _lag(1, 0, 900))
+    for _ in range(20):  # 40 s of acknowledgements, nothing finished
+        clock.now += 2
+        health.active()
+        _probe(health, _lag(0, 0, 900), _lag(1, 0, 900))
+    assert _named(health, "stream").ok
+    for step in range(15):  # partition 0 moves on; partition 1 is never served
+        clock.now += 2
+        health.active()
+        health.processed(EVENTS, 0, step)
+        _probe(health, _lag(0, 0, 900), _lag(1, 0, 900))
+    stream = _named(health, "stream")
+    assert not stream.ok
+    assert stream.reason.startswith(f"{EVENTS}[1]: 900 waiting, none processed for 70 s")
+    assert f"{EVENTS}[0]" not in stream.reason

@@ -7,12 +7,17 @@ process owns:
 
 * waiting: the log holds records past the last one processed;
 * stalled: records have waited longer than `stall_after_s` with nothing
-  processed on that partition meanwhile (a stuck agent, a hung fetch, a
-  partition faust forgot to resume): red, and liveness, since a restart is
-  what fixes it;
-* lost: the log ends below what this process already processed, or below
-  the group's committed offset (a memory broker restarted empty): red and
-  liveness, since the state held no longer matches any log;
+  processed on that partition and the process doing nothing at all with
+  its input (a stuck agent, a hung fetch), or longer than
+  `partition_stall_s` with nothing processed on that partition while the
+  process works on others (a partition faust forgot to resume): red, and
+  liveness, since a restart is what fixes it. A process that is merely
+  slow (a batch of 1,500 dead letters waiting for a loaded broker's
+  acknowledgements) says it is active (`active`), and is not stalled;
+* lost: the log ends below what this process had processed when the probe
+  asked, or below the group's committed offset (a memory broker restarted
+  empty): red and liveness, since the state held no longer matches any
+  log;
 * broker: no probe answered for `broker_timeout_s`: red, readiness only.
 
 It also exports `spinewatch_consumer_lag_messages{group, topic, partition}`
@@ -61,11 +66,21 @@ class StreamHealth:
         self.group = group
         self.owned = owned
         self.stall_after_s = stall_after_s
+        # A partition left unserved while its consumer is busy elsewhere (a
+        # partition faust forgot to resume) is stuck too, judged more slowly.
+        self.partition_stall_s = max(60.0, 12 * stall_after_s)
         self.broker_timeout_s = broker_timeout_s
         self.detect_loss = detect_loss
         self.clock = clock
         self.wall_clock = wall_clock
         self._progress: dict[Partition, _Progress] = {}
+        self._before: dict[Partition, int] = {}
+        # When this process last did anything with its input (a record
+        # processed, a chunk triaged, a dead letter acknowledged): a long
+        # batch is slow, not stuck. Process-wide: measured under a hostile
+        # load, fact batches waited 5-6 s for a busy event loop while the
+        # ingest agent was working through dead letters.
+        self._active_at = clock()
         self._readings: dict[Partition, PartitionLag] = {}
         self._answered_at = clock()
         self._probe_error = ""
@@ -88,14 +103,27 @@ class StreamHealth:
         progress = self._progress.setdefault((topic, partition), _Progress())
         if offset > progress.processed:
             progress.processed = offset
-            progress.advanced_at = self.clock()
+            progress.advanced_at = self._active_at = self.clock()
+
+    def active(self) -> None:
+        self._active_at = self.clock()
 
     # -- from the probe ---------------------------------------------------
-    def probed(self, reading: LagReading) -> None:
+    def processed_offsets(self) -> dict[Partition, int]:
+        """What was processed so far: taken before a probe, whose ends must cover it."""
+        return {key: progress.processed for key, progress in self._progress.items()}
+
+    def probed(self, reading: LagReading, processed_before: dict[Partition, int]) -> None:
+        """A probe's reading; `processed_before` was taken before the probe asked.
+
+        Records processed while the probe was out may lie beyond the ends it
+        saw; only what was processed before it asked must lie within them.
+        """
         now = self.clock()
         self._answered_at = now
         self._probe_error = ""
         self._missing(reading.missing_topics)
+        self._before = processed_before
         oldest: dict[str, float] = {}
         for partition in reading.partitions:
             key = (partition.topic, partition.partition)
@@ -134,9 +162,9 @@ class StreamHealth:
             return
         if reading.lost:
             self._lost[key] = f"committed offset {reading.committed} beyond the end {reading.end}"
-        elif progress.processed + 1 > reading.end:
+        elif self._before.get(key, -1) + 1 > reading.end:
             self._lost[key] = (
-                f"the log ends at {reading.end}, this process processed up to {progress.processed}"
+                f"the log ends at {reading.end}, this process processed up to {self._before[key]}"
             )
 
     # -- health -----------------------------------------------------------
@@ -153,16 +181,14 @@ class StreamHealth:
             progress = self._progress.get(key)
             if progress is None or progress.waiting_since is None:
                 continue
-            quiet_since = max(progress.waiting_since, progress.advanced_at)
-            if now - quiet_since > self.stall_after_s:
+            unserved = max(progress.waiting_since, progress.advanced_at)
+            quiet = max(unserved, self._active_at)
+            if now - quiet > self.stall_after_s or now - unserved > self.partition_stall_s:
                 reading = self._readings.get(key)
                 waiting = reading.lag if reading else "?"
                 stalled.append(f"{key[0]}[{key[1]}]: {waiting} waiting, none processed "
-                               f"for {now - quiet_since:.0f} s")  # fmt: skip
-        lost = [
-            f"{topic}{'' if p < 0 else f'[{p}]'}: {why}"
-            for (topic, p), why in sorted(self._lost.items())
-        ]
+                               f"for {now - unserved:.0f} s")  # fmt: skip
+        lost = [f"{_where(topic, p)}: {why}" for (topic, p), why in sorted(self._lost.items())]
         found = [
             broker,
             Check("stream", not stalled, "; ".join(stalled)),
@@ -182,8 +208,9 @@ def probing(probe: LagProbe, health: StreamHealth, interval_s: float) -> LoopBod
 
     async def run(heartbeat: Heartbeat) -> None:
         while True:
+            before = health.processed_offsets()
             try:
-                health.probed(await probe.read())
+                health.probed(await probe.read(), before)
             except BrokerUnavailable as exc:
                 # Not a failure of the loop: the broker check turns red once
                 # this lasts `broker_timeout_s`.

@@ -58,13 +58,21 @@ class IngestStep:
 
     async def __call__(self, batch: Sequence[EventT[Any]]) -> None:
         messages = [(event.value, _origin(event)) for event in batch]
+        done = 0
         async for result in self.pool.triaged(messages):
-            await write_dead_letters(self.deadletter, result.dead_letters, self.policy)
+            self.health.active()
+            await write_dead_letters(
+                self.deadletter, result.dead_letters, self.policy, self.health.active
+            )
             self.engine.count_ingested(result)  # only once the letters are on the broker
             for site_id, fact_batch in result.fact_batches:
                 await self.facts.send(key=site_id, value=fact_batch)
-        for _, origin in messages:
-            self.health.processed(origin.topic, origin.partition, origin.offset)
+            # Progress per chunk, not per batch: a batch of large messages
+            # can take longer than the stall threshold as a whole.
+            covered = sum(result.messages_by_path.values())
+            for _, origin in messages[done : done + covered]:
+                self.health.processed(origin.topic, origin.partition, origin.offset)
+            done += covered
 
 
 class ApplyStep:
@@ -113,10 +121,15 @@ class ApplyStep:
 
 
 async def write_dead_letters(
-    topic: Any, letters: Sequence[DeadLetter], policy: FailurePolicy
+    topic: Any,
+    letters: Sequence[DeadLetter],
+    policy: FailurePolicy,
+    on_ack: Callable[[], None] | None = None,
 ) -> None:
     records = [Outgoing(None, letter.value, letter.headers) for letter in letters]
-    await send_all(topic, records, policy=policy, what="dead letters", shrink=_shrink)
+    await send_all(
+        topic, records, policy=policy, what="dead letters", shrink=_shrink, on_ack=on_ack
+    )
 
 
 def _shrink(record: Outgoing) -> Outgoing:

@@ -43,8 +43,13 @@ async def send_all(
     policy: FailurePolicy,
     what: str,
     shrink: Shrink | None = None,
+    on_ack: Callable[[], None] | None = None,
 ) -> None:
-    """Send `records` on a faust topic; return once the broker acknowledged each."""
+    """Send `records` on a faust topic; return once the broker acknowledged each.
+
+    `on_ack` is called after each acknowledgement: the caller is making
+    progress, however long the whole batch takes.
+    """
     pending = list(records)
     attempt = 0
     while pending:
@@ -61,6 +66,9 @@ async def send_all(
                     await ack
                 except Exception as exc:
                     failed.append((record, exc))
+                else:
+                    if on_ack is not None:
+                        on_ack()
         except asyncio.CancelledError:
             # Stopping mid-send: the caller keeps the records; what the broker
             # answers later is read here, not logged as "never retrieved".
