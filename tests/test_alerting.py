@@ -218,6 +218,13 @@ async def test_acknowledgement_over_http(redis_url: str) -> None:
                     async with http.post(f"{base}/alerts/{FINGERPRINT}/ack", json={}) as bad:
                         assert bad.status == 400
                         assert (await bad.json())["field"] == "by"
+                    not_utf8 = {"Content-Type": "application/json"}
+                    async with http.post(
+                        f"{base}/alerts/{FINGERPRINT}/ack",
+                        data=b'{"by": "\xff\xfe"}',
+                        headers=not_utf8,
+                    ) as garbled:  # answered 500 before
+                        assert garbled.status == 400
                     url = f"{base}/alerts/{FINGERPRINT}/ack"
                     async with http.post(url, json={"by": "dr-oncall"}) as ok:
                         assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
