@@ -51,6 +51,8 @@ import traceback
 from types import TracebackType
 from typing import Any, Final, TextIO
 
+from spinewatch.adapters.log_repeats import RepeatLimit
+
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_MESSAGE_CHARS: Final = 2000
 MAX_TRACEBACK_CHARS: Final = 20000
@@ -191,6 +193,8 @@ def _safe_args(args: Any) -> Any:
 def configure_logging(level: str, stream: TextIO | None = None) -> logging.Handler:
     """Log to stderr at `level`, through `PrivacyFilter`, for every logger.
 
+    Third-party warnings that repeat are limited (`RepeatLimit`).
+
     Used by the worker, the alerting service and the demo. Replaces a
     handler installed by an earlier call, and adds the filter to any other
     handler already on the root logger.
@@ -202,6 +206,8 @@ def configure_logging(level: str, stream: TextIO | None = None) -> logging.Handl
             handler.close()
     handler = _PrivateStreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # Before the privacy filter: a withheld repeat costs no scrubbing.
+    handler.addFilter(RepeatLimit())
     root.addHandler(handler)
     for other in root.handlers:
         if not any(isinstance(f, PrivacyFilter) for f in other.filters):
