@@ -218,3 +218,36 @@ def test_readiness_counts_every_check_liveness_only_its_own() -> None:
     assert (live_status, live["status"]) == (200, "ok")
     assert (ready_status, ready["status"], ready["failing"]) == (503, "failing", ["redis: down"])
     assert ready["pending"] == 3
+
+
+async def test_a_check_turning_red_then_green_is_logged_once_each_way(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = _supervisor(CollectorRegistry())
+    state = {"ok": False, "evaluated": 0}
+
+    def broker() -> list[Check]:
+        state["evaluated"] += 1
+        return [Check("broker", bool(state["ok"]), "no answer for 10 s", liveness=False)]
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "health check broker" in r.getMessage()]
+
+    async def rounds_after(count: int) -> None:
+        start = state["evaluated"]
+        await wait_until(
+            lambda: _condition(lambda: state["evaluated"] >= start + count), bool, 15, "rounds"
+        )
+
+    supervisor.add_checks(broker)
+    with caplog.at_level(logging.WARNING, logger="spinewatch.supervisor"):
+        await supervisor.start()
+        try:
+            await rounds_after(3)  # red through three rounds of the watcher
+            state["ok"] = True
+            await rounds_after(3)  # green through three more
+        finally:
+            await supervisor.stop()
+    red, green = lines()  # one line each way, however many rounds it stayed so
+    assert red == "svc health check broker failing: no answer for 10 s"
+    assert green.startswith("svc health check broker ok again after ")

@@ -98,6 +98,8 @@ class Supervisor:
         self._loops: dict[str, _Loop] = {}
         self._sources: list[CheckSource] = []
         self._red_since: dict[str, float] = {}
+        # Every red check (readiness too), for one log line per change.
+        self._failing_since: dict[str, float] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self.restarts = Counter(
             "spinewatch_loop_restarts",
@@ -268,13 +270,28 @@ class Supervisor:
             await asyncio.sleep(1.0)
             self._revive()
             now = self.clock()
-            red = {c.name: c for c in self.checks() if not c.ok and c.liveness}
+            checks = self.checks()
+            self._log_changes(checks, now)
+            red = {c.name: c for c in checks if not c.ok and c.liveness}
             self._red_since = {name: self._red_since.get(name, now) for name in red}
             for name, since in self._red_since.items():
                 if self.fatal is None and now - since > self.give_up_after_s:
                     self.fatal = f"{name} red for {now - since:.0f} s: {red[name].reason}"
                     log.critical("%s gives up: %s", self.service, self.fatal)
                     self.on_give_up(self.fatal)
+
+    def _log_changes(self, checks: list[Check], now: float) -> None:
+        # A broker outage otherwise leaves only the third-party lines (limited
+        # by RepeatLimit) in the log: say in one line what turned red and why,
+        # and in one line when it is green again.
+        red = {c.name: c for c in checks if not c.ok}
+        for name, check in red.items():
+            if name not in self._failing_since:
+                self._failing_since[name] = now
+                log.warning("%s health check %s failing: %s", self.service, name, check.reason)
+        for name in [n for n in self._failing_since if n not in red]:
+            since = self._failing_since.pop(name)
+            log.warning("%s health check %s ok again after %.0f s", self.service, name, now - since)
 
     def _revive(self) -> None:
         # A task cancelled before its first step never reaches `_supervise`'s
