@@ -83,7 +83,12 @@ def create_app(
     supervisor.watch("apply")
     ingest_step = IngestStep(engine, pool, facts, deadletter, health=health)
     apply_step = ApplyStep(
-        engine, segments, deadletter, lambda: active_partitions(app, settings), health=health
+        engine,
+        segments,
+        deadletter,
+        lambda: active_partitions(app, settings),
+        health=health,
+        max_value_bytes=settings.deadletter_max_bytes,
     )
     health.owned = lambda: owned_inputs(app, settings)
 

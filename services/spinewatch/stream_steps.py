@@ -23,7 +23,13 @@ from faust.types import EventT
 
 from spinewatch.adapters.acked_send import Outgoing, send_all
 from spinewatch.adapters.state_codec import UnreadableState
-from spinewatch.dead_letters import DeadLetter, MessageOrigin, dead_letter, shrunk
+from spinewatch.dead_letters import (
+    DEFAULT_MAX_VALUE_BYTES,
+    DeadLetter,
+    MessageOrigin,
+    dead_letter,
+    shrunk,
+)
 from spinewatch.drift_monitor import DriftMonitor
 from spinewatch.engine import OutcomeEngine
 from spinewatch.errors import FieldError
@@ -57,7 +63,7 @@ class IngestStep:
         self.policy = policy or FailurePolicy()
 
     async def __call__(self, batch: Sequence[EventT[Any]]) -> None:
-        messages = [(event.value, _origin(event)) for event in batch]
+        messages = [(_value(event), _origin(event)) for event in batch]
         done = 0
         async for result in self.pool.triaged(messages):
             self.health.active()
@@ -85,9 +91,11 @@ class ApplyStep:
         *,
         health: StreamHealth,
         policy: FailurePolicy | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.engine = engine
         self.segments = segments
+        self.max_value_bytes = max_value_bytes
         self.deadletter = deadletter
         self.health = health
         self.active_partitions = active_partitions
@@ -95,10 +103,11 @@ class ApplyStep:
 
     async def __call__(self, event: EventT[Any]) -> None:
         origin = _origin(event)
+        raw = _value(event)
         try:
-            self.engine.apply(self.segments, origin.partition, origin.offset, event.value)
+            self.engine.apply(self.segments, origin.partition, origin.offset, raw)
         except Exception as exc:
-            await self._reject(event.value, origin, exc)
+            await self._reject(raw, origin, exc)
         self.health.processed(origin.topic, origin.partition, origin.offset)
 
     async def _reject(self, raw: bytes, origin: MessageOrigin, exc: Exception) -> None:
@@ -111,7 +120,9 @@ class ApplyStep:
             "fact batch at %s[%d] offset %d dead-lettered (%s: %s)",
             origin.topic, origin.partition, origin.offset, reason.value, type(exc).__name__,
         )  # fmt: skip
-        letter = dead_letter(raw, [error], reason.value, origin)
+        letter = dead_letter(
+            raw, [error], reason.value, origin, max_value_bytes=self.max_value_bytes
+        )
         await write_dead_letters(self.deadletter, [letter], self.policy)
         self.engine.metrics.fact_batches_dead_lettered.labels(reason.value).inc()
         if reason is RejectReason.INTERNAL_ERROR:
@@ -155,6 +166,13 @@ async def publish_outbox(
         monitor.requeue(taken)
         raise
     return len(taken)
+
+
+def _value(event: EventT[Any]) -> bytes:
+    # A tombstone (null value) arrives as None; as b"" it is dead-lettered
+    # like any empty message (invalid_json) instead of raising in triage.
+    value = event.value
+    return b"" if value is None else value
 
 
 def _origin(event: EventT[Any]) -> MessageOrigin:
