@@ -10,7 +10,7 @@ import sys
 from spinewatch.adapters.state_codec import decode_facts
 from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
 from spinewatch.ingest_pool import IngestPool, _chunks
-from tests.support import scaled
+from tests.support import scaled, wait_until
 from tests.test_domain import pathway
 
 ORIGIN = MessageOrigin("events", 0, 7)
@@ -67,6 +67,29 @@ async def test_a_dead_child_costs_nothing_the_batch_is_triaged_inline() -> None:
         assert _summary(again) == _summary(results)
     finally:
         await pool.stop()
+
+
+async def test_a_child_that_died_while_idle_costs_nothing_either() -> None:
+    # The pool is marked broken before the next batch is submitted: submit
+    # itself raises, which once escaped and lost every batch after it.
+    batch = _batch()
+    pool = IngestPool(processes=1, chunk_bytes=64)
+    await pool.start()
+    try:
+        executor = pool._executor
+        assert executor is not None
+        for pid in list(executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: _now(bool(executor._broken)), bool, 30, "the pool marked broken")
+        results = [result async for result in pool.triaged(batch)]
+        assert _summary(results) == _summary([ingest_batch(batch)])
+        assert pool._executor is not executor
+    finally:
+        await pool.stop()
+
+
+async def _now(value: bool) -> bool:
+    return value
 
 
 def test_chunks_keep_order_and_bound_bytes() -> None:

@@ -147,7 +147,8 @@ def nesting_depth(raw: bytes) -> int:
     shape = _QUOTED.sub(b"", _ESCAPE.sub(b"", raw).translate(None, _NOT_STRUCTURAL))
     if not shape:
         return 0
-    return max(0, *accumulate(_DEPTH_STEP.get(byte, 0) for byte in shape))
+    # Not max(0, *...): that unpacks one argument per structural byte.
+    return max(0, max(accumulate(_DEPTH_STEP.get(byte, 0) for byte in shape), default=0))
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)

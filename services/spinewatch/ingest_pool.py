@@ -106,9 +106,17 @@ class IngestPool:
     def _submit(
         self, loop: asyncio.AbstractEventLoop, chunk: Batch
     ) -> asyncio.Future[IngestResult]:
-        if self._executor is None:  # replaced moments ago and gone again: stopping
-            raise BrokenProcessPool("the ingest pool is stopped")
-        return loop.run_in_executor(self._executor, _triage_chunk, chunk, self.limits)
+        try:
+            if self._executor is None:  # replaced moments ago and gone again: stopping
+                raise BrokenProcessPool("the ingest pool is stopped")
+            return loop.run_in_executor(self._executor, _triage_chunk, chunk, self.limits)
+        except (BrokenProcessPool, RuntimeError) as exc:
+            # A child that died while the pool was idle marks it broken, and
+            # submit raises at once: hand the failure to the caller's
+            # per-chunk handling (renew, then per message) like any other.
+            failed: asyncio.Future[IngestResult] = loop.create_future()
+            failed.set_exception(exc)
+            return failed
 
     async def _one(
         self, loop: asyncio.AbstractEventLoop, message: tuple[bytes, MessageOrigin]
@@ -125,7 +133,10 @@ class IngestPool:
         # Every future of a broken pool fails; only the first replaces it.
         if isinstance(exc, BrokenProcessPool) and broken is self._executor is not None:
             log.error("an ingest process died; replacing the pool")
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            # Not cancel_futures: a chunk's future cancelled here would raise
+            # CancelledError in `triaged`, which no per-chunk handler catches;
+            # the broken pool fails every pending future by itself.
+            self._executor.shutdown(wait=False)
             self._executor = self._new_executor()
 
     async def stop(self) -> None:
