@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
+from spinewatch.errors import SpinewatchError
 from spinewatch.failures import FailurePolicy
 from spinewatch.health import Check, report
 from spinewatch.supervisor import EXIT_GAVE_UP, Heartbeat, Supervisor, until_stopped_or_given_up
@@ -251,3 +252,89 @@ async def test_a_check_turning_red_then_green_is_logged_once_each_way(
     red, green = lines()  # one line each way, however many rounds it stayed so
     assert red == "svc health check broker failing: no answer for 10 s"
     assert green.startswith("svc health check broker ok again after ")
+
+
+def test_a_check_that_is_gone_leaves_no_gauge_behind_and_sources_keep_their_names() -> None:
+    registry = CollectorRegistry()
+    supervisor = _supervisor(registry)
+    raising = {"now": True}
+
+    class Source:
+        def checks(self) -> list[Check]:
+            if raising["now"]:
+                raise ZeroDivisionError
+            return [Check("redis", True)]
+
+    class Other:
+        def checks(self) -> list[Check]:
+            return []
+
+    supervisor.add_checks(Source().checks)
+    supervisor.add_checks(Other().checks)
+    names = [c.name for c in supervisor.checks()]
+    assert names == ["check:Source.checks"]  # not a shared "check:checks"
+
+    def gauge(check: str) -> float | None:
+        return registry.get_sample_value(
+            "spinewatch_health_check_ok", {"service": "svc", "check": check}
+        )
+
+    assert gauge("check:Source.checks") == 0
+    raising["now"] = False
+    supervisor.checks()
+    assert gauge("redis") == 1
+    assert gauge("check:Source.checks") is None  # would otherwise page for ever
+
+
+async def test_a_loop_error_quoting_an_id_reaches_readyz_scrubbed() -> None:
+    supervisor = _supervisor(CollectorRegistry())
+    failed = asyncio.Event()
+
+    async def quoting(heartbeat: Heartbeat) -> None:
+        failed.set()
+        raise SpinewatchError("bad record 3f2b8c1e-9a4d-4f6e-8b7a-1c2d3e4f5a6b")
+
+    supervisor.spawn("consume", quoting, stale_after_s=None)
+    await supervisor.start()
+    try:
+        await asyncio.wait_for(failed.wait(), 10)
+        await wait_until(
+            lambda: _condition(lambda: not _check(supervisor, "loop:consume").ok),
+            bool,
+            10,
+            "the loop red",
+        )
+        text = _check(supervisor, "loop:consume").reason
+    finally:
+        await supervisor.stop()
+    assert "3f2b8c1e" not in text
+    assert "<uuid>" in text
+
+
+async def test_the_watcher_goes_on_when_giving_up_itself_fails() -> None:
+    calls: list[str] = []
+    evaluated = {"n": 0}
+
+    def on_give_up(reason: str) -> None:
+        calls.append(reason)
+        raise RuntimeError("exit handler broke")
+
+    def stuck() -> list[Check]:
+        evaluated["n"] += 1
+        return [Check("stream", False, "stuck")]
+
+    supervisor = Supervisor(
+        "svc", CollectorRegistry(), give_up_after_s=0.1, on_give_up=on_give_up, policy=FAST
+    )
+    supervisor.add_checks(stuck)
+    await supervisor.start()
+    try:
+        await wait_until(lambda: _condition(lambda: bool(calls)), bool, 10, "giving up")
+        after = evaluated["n"]
+        # Still watching: the checks are evaluated round after round.
+        await wait_until(
+            lambda: _condition(lambda: evaluated["n"] >= after + 2), bool, 10, "more rounds"
+        )
+    finally:
+        await supervisor.stop()
+    assert len(calls) == 1

@@ -66,10 +66,18 @@ class HealthGauges:
             ["service", "check"],
             registry=registry,
         )
+        self._shown: set[str] = set()
 
     def update(self, checks: Iterable[Check]) -> None:
+        seen: set[str] = set()
         for check in checks:
+            seen.add(check.name)
             self.ok.labels(self.service, check.name).set(1 if check.ok else 0)
+        # A check that is gone (a source that raised once, a partition
+        # handed over) must not stay at 0 and page for ever.
+        for gone in self._shown - seen:
+            self.ok.remove(self.service, gone)
+        self._shown = seen
 
 
 def check_url(url: str, what: str, timeout_s: float = 5.0) -> int:

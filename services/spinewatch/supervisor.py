@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from spinewatch.adapters.log_privacy import scrub_text
 from spinewatch.failures import FailurePolicy
 from spinewatch.health import Check, HealthGauges
 
@@ -266,19 +267,31 @@ class Supervisor:
 
     async def _watch(self) -> None:
         """Revive loops whose task ended anyway; give up on a liveness check red too long."""
+        last_error = ""
         while True:
             await asyncio.sleep(1.0)
-            self._revive()
-            now = self.clock()
-            checks = self.checks()
-            self._log_changes(checks, now)
-            red = {c.name: c for c in checks if not c.ok and c.liveness}
-            self._red_since = {name: self._red_since.get(name, now) for name in red}
-            for name, since in self._red_since.items():
-                if self.fatal is None and now - since > self.give_up_after_s:
-                    self.fatal = f"{name} red for {now - since:.0f} s: {red[name].reason}"
-                    log.critical("%s gives up: %s", self.service, self.fatal)
-                    self.on_give_up(self.fatal)
+            try:
+                self._watch_once()
+                last_error = ""
+            except Exception as exc:
+                # Nothing supervises the supervisor: it must not end. One
+                # line per new kind of failure, not one per second.
+                if _describe(exc) != last_error:
+                    last_error = _describe(exc)
+                    log.error("%s health watcher failed (%s); going on", self.service, last_error)
+
+    def _watch_once(self) -> None:
+        self._revive()
+        now = self.clock()
+        checks = self.checks()
+        self._log_changes(checks, now)
+        red = {c.name: c for c in checks if not c.ok and c.liveness}
+        self._red_since = {name: self._red_since.get(name, now) for name in red}
+        for name, since in self._red_since.items():
+            if self.fatal is None and now - since > self.give_up_after_s:
+                self.fatal = f"{name} red for {now - since:.0f} s: {red[name].reason}"
+                log.critical("%s gives up: %s", self.service, self.fatal)
+                self.on_give_up(self.fatal)
 
     def _log_changes(self, checks: list[Check], now: float) -> None:
         # A broker outage otherwise leaves only the third-party lines (limited
@@ -309,8 +322,9 @@ class Supervisor:
 def _describe(exc: BaseException) -> str:
     # The type, and the text only for errors of the infrastructure, whose
     # messages name hosts and codes; other messages may quote input.
+    # The text also reaches /readyz, which no log filter sees: scrub it.
     text = str(exc) if isinstance(exc, OSError | TimeoutError) or _from_client(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+    return scrub_text(f"{type(exc).__name__}: {text}"[:200]) if text else type(exc).__name__
 
 
 def _from_client(exc: BaseException) -> bool:
@@ -318,7 +332,10 @@ def _from_client(exc: BaseException) -> bool:
 
 
 def _name(source: CheckSource) -> str:
-    return getattr(source, "__name__", type(source).__name__)
+    # A bound method is named with its class: two sources' `checks` stay apart.
+    name = getattr(source, "__name__", type(source).__name__)
+    owner = getattr(source, "__self__", None)
+    return f"{type(owner).__name__}.{name}" if owner is not None else name
 
 
 # EX_SOFTWARE from sysexits.h: an internal error the process could not recover from.
