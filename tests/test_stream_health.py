@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.kafka_lag import LagReading, PartitionLag
 from spinewatch.health import Check
-from spinewatch.stream_health import StreamHealth
+from spinewatch.stream_health import MISSING_PROBES_FOR_LOSS, StreamHealth
 
 EVENTS = "app-events"
 
@@ -154,6 +154,12 @@ def test_a_topic_gone_from_the_broker_after_processing_is_lost_data() -> None:
     health.probed(_reading(_lag(0, None, 0), missing=("other-topic",)), health.processed_offsets())
     assert _named(health, "broker-data").ok  # nothing processed there: nothing lost
     health.processed(EVENTS, 0, 12)
+    # Absent from one answer, then back (a leader briefly unavailable): not lost.
+    health.probed(_reading(missing=(EVENTS,)), health.processed_offsets())
+    health.probed(_reading(_lag(0, 12, 13)), health.processed_offsets())
+    for _ in range(MISSING_PROBES_FOR_LOSS - 1):
+        health.probed(_reading(missing=(EVENTS,)), health.processed_offsets())
+        assert _named(health, "broker-data").ok
     health.probed(_reading(missing=(EVENTS,)), health.processed_offsets())
     lost = _named(health, "broker-data")
     assert not lost.ok

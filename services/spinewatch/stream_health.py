@@ -42,6 +42,9 @@ from spinewatch.supervisor import Heartbeat, LoopBody
 
 Partition = tuple[str, int]  # (topic, partition)
 
+# Probes in a row that must miss a processed topic before it counts as lost.
+MISSING_PROBES_FOR_LOSS = 3
+
 
 @dataclass
 class _Progress:
@@ -85,6 +88,7 @@ class StreamHealth:
         self._answered_at = clock()
         self._probe_error = ""
         self._lost: dict[Partition, str] = {}
+        self._absent: dict[str, int] = {}  # topic: probes in a row without it
         self.lag = Gauge(
             "spinewatch_consumer_lag_messages",
             "Records in the log past the group's committed offset, per partition.",
@@ -141,10 +145,15 @@ class StreamHealth:
     def _missing(self, topics: Iterable[str]) -> None:
         if not self.detect_loss:
             return
-        for topic in topics:
+        # One metadata answer without a topic is not proof: aiokafka leaves
+        # out a topic whose leader is briefly unavailable. Loss is final
+        # (liveness), so it takes MISSING_PROBES_FOR_LOSS answers in a row.
+        missing = set(topics)
+        self._absent = {t: self._absent.get(t, 0) + 1 for t in missing}
+        for topic in missing:
             processed = [p for (t, p), progress in self._progress.items()
                          if t == topic and progress.processed >= 0]  # fmt: skip
-            if processed:
+            if processed and self._absent[topic] >= MISSING_PROBES_FOR_LOSS:
                 self._lost[(topic, -1)] = "the topic no longer exists on the broker"
 
     def probe_failed(self, error: str) -> None:
