@@ -20,7 +20,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from spinewatch import alert_model, alerting
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Receiver, WebhookReceiver
 from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.adapters.tansu import free_port
@@ -334,3 +336,44 @@ async def test_firing_alerts_are_re_sent_to_alertmanager_until_resolved(redis_ur
                 await session.close()
     finally:
         await webhook.stop()
+
+
+async def test_a_message_that_cannot_be_recorded_is_skipped_loudly_a_redis_fault_is_not(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doomed = _signal()
+
+    def failing_alert(message: DriftSignalled, *args: Any) -> Any:
+        if message.signal_id == doomed.signal_id:
+            raise ValueError("a bug in building this one alert")
+        return build(message, *args)
+
+    build = alert_model.alert_from_signal
+    monkeypatch.setattr(alerting, "alert_from_signal", failing_alert)
+    webhook = Webhook()
+    async with _service(redis_url, webhook) as service:
+        # Before: any such error restarted the consumer on the same record,
+        # for good, and no page behind it went out.
+        assert await service.handle(doomed.model_dump_json().encode()) is None
+        skipped = service.registry.get_sample_value(
+            "spinewatch_drift_messages_skipped_total", {"error": "ValueError"}
+        )
+        assert skipped == 1
+        assert await service.handle(_signal().model_dump_json().encode()) == "transition"
+    # Redis unreachable: raised, so the consumer restarts and reads it again.
+    async with _service(f"redis://127.0.0.1:{free_port()}/0", webhook) as down:
+        with pytest.raises(RedisConnectionError):
+            await down.handle(_signal().model_dump_json().encode())
+        runner = web.AppRunner(down.http_app())
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{port}/metrics") as scrape,
+            ):
+                assert scrape.status == 200  # was a 500 while Redis was down
+                assert "spinewatch_drift_messages_skipped_total" in await scrape.text()
+        finally:
+            await runner.cleanup()

@@ -20,6 +20,7 @@ transition and every claim atomically, so each page goes out once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import RedisError
 
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiver
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
@@ -87,6 +89,12 @@ class AlertingMetrics:
             "spinewatch_drift_messages_invalid", "Drift messages that failed their contract.",
             registry=registry,
         )  # fmt: skip
+        self.skipped = Counter(
+            "spinewatch_drift_messages_skipped",
+            "Valid drift messages that could not be recorded and were skipped, by error type.",
+            ["error"],
+            registry=registry,
+        )
         self.messages = Counter(
             "spinewatch_drift_messages", "Drift messages recorded, by outcome.", ["outcome"],
             registry=registry,
@@ -131,6 +139,20 @@ class AlertingService:
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             log.error("invalid drift message skipped: %s", fields[:500])
             return None
+        try:
+            outcome = await self._record(message)
+        except (RedisError, OSError, TimeoutError):
+            raise  # Redis down or slow: the consumer restarts and reads it again
+        except Exception as exc:
+            # Anything else would fail the same way on every retry and stop
+            # every page behind it: skip this one, loudly.
+            self.metrics.skipped.labels(type(exc).__name__).inc()
+            log.error("drift message skipped: it could not be recorded (%s)", type(exc).__name__)
+            return None
+        self.metrics.messages.labels(outcome).inc()
+        return outcome
+
+    async def _record(self, message: DriftSignalled | DriftInControl | DriftSentinel) -> Outcome:
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):
@@ -159,7 +181,6 @@ class AlertingService:
             )
         else:
             outcome = await self._in_control(message, now, now_ms)
-        self.metrics.messages.labels(outcome).inc()
         return outcome
 
     async def _in_control(self, message: DriftInControl, now: datetime, now_ms: int) -> Outcome:
@@ -293,7 +314,10 @@ class AlertingService:
         return web.json_response({"outcome": outcome}, status=status)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        await self.refresh_gauges()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            # Redis down: the firing gauges keep their last values and the
+            # redis check, in this same answer, says why. Never a 500 here.
+            await self.refresh_gauges()
         self._checks()  # spinewatch_health_check_ok as of this scrape
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
