@@ -13,7 +13,7 @@ from spinewatch.errors import SpinewatchError
 from spinewatch.failures import FailurePolicy
 from spinewatch.health import Check, report
 from spinewatch.supervisor import EXIT_GAVE_UP, Heartbeat, Supervisor, until_stopped_or_given_up
-from tests.support import wait_until
+from tests.support import scaled, wait_until
 
 FAST = FailurePolicy(retry_base_s=0.01, retry_max_s=0.05)
 
@@ -338,3 +338,25 @@ async def test_the_watcher_goes_on_when_giving_up_itself_fails() -> None:
     finally:
         await supervisor.stop()
     assert len(calls) == 1
+
+
+async def test_loops_end_when_the_event_loop_closes_without_stop() -> None:
+    # What asyncio.run does at exit: cancel every task at once. A kill drill
+    # cancels one loop and it is restarted; this must not be mistaken for one.
+    supervisor = _supervisor(CollectorRegistry())
+    entered = asyncio.Event()
+
+    async def forever(heartbeat: Heartbeat) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    supervisor.spawn("consume", forever, stale_after_s=None)
+    await supervisor.start()
+    await asyncio.wait_for(entered.wait(), scaled(5))
+    tasks = [supervisor._loops["consume"].task, supervisor._watchdog]
+    running = [task for task in tasks if task is not None]
+    assert len(running) == 2
+    for task in running:
+        task.cancel()
+    _, pending = await asyncio.wait(running, timeout=scaled(5))
+    assert not pending

@@ -202,7 +202,7 @@ class Supervisor:
                     raise RuntimeError("the loop returned")  # a loop must run until cancelled
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
-                    if self._stopping or task is None:
+                    if self._stopping or task is None or self._closing():
                         raise
                     # Cancelled by anything but our own stop: killed, so restarted.
                     task.uncancel()
@@ -216,6 +216,14 @@ class Supervisor:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
                 self._restarted(loop)
+
+    def _closing(self) -> bool:
+        # The event loop is closing without our stop() (asyncio.run cancels
+        # every task at exit, the watcher included): a loop restarted then
+        # would never end, and neither would the process. Measured: a failed
+        # worker test hung in pytest-asyncio's teardown until killed.
+        watchdog = self._watchdog
+        return watchdog is None or watchdog.done() or watchdog.cancelling() > 0
 
     def _failed(self, loop: _Loop, exc: BaseException) -> None:
         now = self.clock()
