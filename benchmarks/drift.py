@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from spinewatch.baselines import load_catalog
-from spinewatch.domain.arl import calibrate, shifted_probability
-from spinewatch.domain.cusum import llr_weight
+from spinewatch.domain.drift.arl import calibrate, shifted_probability
+from spinewatch.domain.drift.cusum import llr_weight
 
 BASELINES = (
     "s000.leakage.per_level",  # PVP for hemangioma, leakage per treated level: 3/28

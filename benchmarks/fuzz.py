@@ -31,12 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's `tests` package
 
+from spinewatch.devservers.tansu import EmbeddedBroker, free_port
+from spinewatch.engine.settings import Settings
 from tests.fuzzing import fuzzed_messages
 from tests.probes import health
 from tests.support import consume, produce, running_worker, scrape_async, sum_by
-
-from spinewatch.adapters.tansu import EmbeddedBroker, free_port
-from spinewatch.settings import Settings
 
 
 async def run(messages_wanted: int, seed: int) -> dict[str, Any]:

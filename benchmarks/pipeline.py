@@ -60,13 +60,13 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
-from spinewatch.adapters.compat import apply_tansu_compat
 from spinewatch.adapters.kafka_admin import ensure_topics
-from spinewatch.adapters.tansu import EmbeddedBroker, free_port
-from spinewatch.bootstrap import RunningWorker, running_worker, topic_names
 from spinewatch.contracts import parse_event
-from spinewatch.settings import Settings
-from spinewatch.synthetic import default_sites, generate_cohort
+from spinewatch.demo.synthetic.cohort import default_sites, generate_cohort
+from spinewatch.devservers.tansu import EmbeddedBroker, free_port
+from spinewatch.engine.bootstrap import RunningWorker, running_worker, topic_names
+from spinewatch.engine.settings import Settings
+from spinewatch.patches.tansu import apply_tansu_compat
 
 PARTITIONS = 4
 SEED = 20260
@@ -106,7 +106,7 @@ class CrashWatch(logging.Handler):
         if "MessageSizeTooLarge" in self.first:
             hint = (
                 "\n  (a fact message outgrew the producer's max_request_size of 1 MB: see"
-                " MAX_FACTS_PER_MESSAGE in spinewatch.app; a smaller ingest_batch_max,"
+                " MAX_FACTS_PER_MESSAGE in spinewatch.engine.app; a smaller ingest_batch_max,"
                 " e.g. --bulk-set ingest_batch_max=3, bounds it too)"
             )
         raise BenchmarkFailure(f"{what}: the worker logged an error: {self.first}{hint}")
@@ -703,7 +703,7 @@ async def bench_rss(
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "spinewatch.cli",
+            "spinewatch",
             "worker",
             env=env,
             cwd=tmp,

@@ -49,7 +49,7 @@ def prepare(procedures: int, seed: int, into: Path) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from pipeline import make_workload  # type: ignore[import-not-found]  # noqa: PLC0415
 
-    from spinewatch.ingest import MessageOrigin, ingest_batch  # noqa: PLC0415
+    from spinewatch.engine.ingest import MessageOrigin, ingest_batch  # noqa: PLC0415
 
     work = make_workload(procedures, seed, 2000)
     messages = [value for _, value in work.bulk]
@@ -76,8 +76,8 @@ def run_stages(data: Path, side: str, upto: int) -> float:
 
 def _ingest(messages: list[bytes], upto: int) -> float:
     from spinewatch.adapters.state_codec import encode_facts  # noqa: PLC0415
-    from spinewatch.domain.facts import fact_of  # noqa: PLC0415
-    from spinewatch.ingest import _BATCH_ADAPTER  # noqa: PLC0415
+    from spinewatch.domain.outcomes.facts import fact_of  # noqa: PLC0415
+    from spinewatch.engine.ingest import _BATCH_ADAPTER  # noqa: PLC0415
 
     spent = [0.0] * len(INGEST)
     clock = time.process_time
@@ -100,9 +100,9 @@ def _worker(batches: list[tuple[str, bytes]], upto: int) -> float:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from spinewatch.adapters.state_codec import decode_facts  # noqa: PLC0415
-    from spinewatch.bootstrap import drift_monitor  # noqa: PLC0415
-    from spinewatch.engine import OutcomeEngine  # noqa: PLC0415
-    from spinewatch.settings import Settings  # noqa: PLC0415
+    from spinewatch.engine.bootstrap import drift_monitor  # noqa: PLC0415
+    from spinewatch.engine.outcomes import OutcomeEngine  # noqa: PLC0415
+    from spinewatch.engine.settings import Settings  # noqa: PLC0415
 
     # Every level designs the charts, so that cost cancels out of the differences.
     engine = OutcomeEngine(CollectorRegistry(), drift=drift_monitor(Settings()))

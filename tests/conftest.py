@@ -18,8 +18,8 @@ from typing import Any
 import hypothesis
 import pytest
 
-from spinewatch.adapters.tansu import EmbeddedBroker, free_port
-from spinewatch.settings import Settings
+from spinewatch.devservers.tansu import EmbeddedBroker, free_port
+from spinewatch.engine.settings import Settings
 from tests import exit_watchdog, session_guard
 from tests.servers import Alertmanager, alertmanager, redis_server
 from tests.support import scaled, slowdown
@@ -109,7 +109,7 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
             # kafka_brokers, so the default (on only with embedded_broker)
             # would leave the work-arounds off: workers would linger in the
             # group after stopping and recovery could skip changelog records
-            # (adapters/compat.py, points 1 and 2).
+            # (patches/tansu.py, points 1 and 2).
             "tansu_compat": True,
         }
         values.update(overrides)

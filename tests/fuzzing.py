@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from spinewatch.synthetic import default_sites, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import default_sites, encode, generate_cohort
 
 Json = Any
 

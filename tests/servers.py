@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from spinewatch.adapters.redis_server import EmbeddedRedis
-from spinewatch.adapters.tansu import free_port
+from spinewatch.devservers.redis import EmbeddedRedis
+from spinewatch.devservers.tansu import free_port
 from tests.support import scaled
 
 STARTUP_TIMEOUT_S = 20.0

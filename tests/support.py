@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from spinewatch.adapters.kafka_clients import started
 
 if TYPE_CHECKING:
-    from spinewatch.bootstrap import RunningWorker
-    from spinewatch.settings import Settings
+    from spinewatch.engine.bootstrap import RunningWorker
+    from spinewatch.engine.settings import Settings
 
 T = TypeVar("T")
 
@@ -156,9 +156,9 @@ async def wait_until(
 async def running_worker(
     settings: Settings, brokers: str, startup_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningWorker]:
-    """`spinewatch.bootstrap.running_worker` with a scaled start-up deadline."""
+    """`spinewatch.engine.bootstrap.running_worker` with a scaled start-up deadline."""
     # Imported here: unit tests need this module, not faust.
-    from spinewatch import bootstrap  # noqa: PLC0415
+    from spinewatch.engine import bootstrap  # noqa: PLC0415
 
     async with bootstrap.running_worker(settings, brokers, scaled(startup_timeout_s)) as worker:
         yield worker

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
-from spinewatch.adapters.tansu import free_port
+from spinewatch.devservers.tansu import free_port
 
 
 class TcpProxy:

@@ -22,12 +22,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from spinewatch import alert_model, alerting
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Receiver, WebhookReceiver
 from spinewatch.adapters.redis_alerts import RedisAlertStore
-from spinewatch.adapters.tansu import free_port
-from spinewatch.alerting import AlertingService
-from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.alerting import service as alerting
+from spinewatch.alerting.service import AlertingService
+from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts.drift import (
     DriftInControl,
     DriftSentinel,
@@ -35,6 +34,8 @@ from spinewatch.contracts.drift import (
     StratumBaseline,
 )
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.devservers.tansu import free_port
+from spinewatch.domain.alerts import model as alert_model
 from tests.support import scaled, wait_until
 
 FINGERPRINT = "riverside.cement_leakage_rate_per_level.worse"

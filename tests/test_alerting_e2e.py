@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-from spinewatch.alert_policy import SENTINEL_METRICS
-from spinewatch.alerting_runtime import running_alerting
-from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.bootstrap import drift_monitor
+from spinewatch.alerting.process import running_alerting
+from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts import Indication, ProcedureType, parse_event
-from spinewatch.domain.drift_events import clinical_date
-from spinewatch.domain.facts import fact_of
-from spinewatch.domain.partition import rebuilt
-from spinewatch.domain.site_charts import PartitionCharts
-from spinewatch.settings import Settings
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.domain.alerts.policy import SENTINEL_METRICS
+from spinewatch.domain.drift.events import clinical_date
+from spinewatch.domain.drift.site_charts import PartitionCharts
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.domain.outcomes.partition import rebuilt
+from spinewatch.engine.bootstrap import drift_monitor
+from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
 from tests.servers import Alertmanager

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from spinewatch.adapters.redis_server import EmbeddedRedis
-from spinewatch.alerting_runtime import running_alerting
-from spinewatch.alerting_settings import AlertingSettings
+from spinewatch.alerting.process import running_alerting
+from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.devservers.redis import EmbeddedRedis
 from tests.conftest import SettingsFactory
 from tests.probes import failing, health
 from tests.support import produce_keyed, scrape_async, value, wait_until
@@ -110,7 +110,7 @@ async def test_a_20_s_redis_outage_pages_every_signal_exactly_once(
     restarts = value(samples, "spinewatch_loop_restarts_total", service="alerting", loop="consume")
     assert restarts >= 1
     assert green[1]["status"] == "ok"
-    supervisor_lines = [r for r in caplog.records if r.name == "spinewatch.supervisor"]
+    supervisor_lines = [r for r in caplog.records if r.name == "spinewatch.runtime.supervisor"]
     assert supervisor_lines, "the failures were not logged"
     assert all(r.exc_info is None for r in caplog.records), "a traceback reached the log"
     assert len(supervisor_lines) < 4 * OUTAGE_S, "more than a line per failure"

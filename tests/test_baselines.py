@@ -24,7 +24,7 @@ from spinewatch.baselines.model import (
     Threshold,
     ValueRange,
 )
-from spinewatch.cli import main
+from spinewatch.cli.main import main
 from spinewatch.errors import CatalogError
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"

@@ -25,14 +25,14 @@ from typing import Any
 import pytest
 
 from spinewatch.adapters.kafka_admin import ensure_topics
-from spinewatch.adapters.tansu import EmbeddedBroker, free_port
-from spinewatch.alert_policy import SENTINEL_METRICS
-from spinewatch.alerting_runtime import RunningAlerting, running_alerting
-from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.bootstrap import topic_names
+from spinewatch.alerting.process import RunningAlerting, running_alerting
+from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts import Indication, ProcedureType
-from spinewatch.settings import Settings
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.devservers.tansu import EmbeddedBroker, free_port
+from spinewatch.domain.alerts.policy import SENTINEL_METRICS
+from spinewatch.engine.bootstrap import topic_names
+from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
 from tests.probes import failing, health

@@ -7,17 +7,17 @@ import random
 import pytest
 
 from spinewatch.contracts import Indication, ProcedureType, parse_event
-from spinewatch.domain.arl import calibrate
-from spinewatch.domain.charts import (
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.domain.drift.arl import calibrate
+from spinewatch.domain.drift.charts import (
     Stratum,
     cases_of,
     complication_spec,
     fold_chart,
     leakage_spec,
 )
-from spinewatch.domain.facts import fact_of
-from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.domain.outcomes.partition import FactItem, PartitionState, apply_facts, rebuilt
 
 PVP_HEMANGIOMA = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}
 LEAKAGE_P0 = 3 / 28  # seed 000, s000.leakage.per_level

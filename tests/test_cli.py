@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spinewatch.adapters.tansu import free_port
-from spinewatch.cli import main
+from spinewatch.cli.main import main
+from spinewatch.devservers.tansu import free_port
 from tests.samples import sample_messages
 
 

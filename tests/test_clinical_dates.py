@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from spinewatch.contracts import ProcedurePerformed, parse_event
 from spinewatch.contracts.base import CLINICAL_EPOCH, CLINICAL_HORIZON, CLINICAL_RANGE
 from spinewatch.contracts.drift import DriftSentinel
-from spinewatch.domain.drift_events import clinical_date
-from spinewatch.domain.facts import ProcedureFact, fact_of
+from spinewatch.domain.drift.events import clinical_date
+from spinewatch.domain.outcomes.facts import ProcedureFact, fact_of
 from spinewatch.errors import InvalidEvent
 from tests.strategies import any_event, procedure_performed
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from spinewatch.demo import run_demo
+from spinewatch.demo.main import run_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spinewatch.contracts import ComplicationCategory, Event, parse_event
-from spinewatch.domain.aggregates import add_into, mean_sd, replace_contribution, wilson_rate
-from spinewatch.domain.contribution import (
+from spinewatch.domain.outcomes.aggregates import (
+    add_into,
+    mean_sd,
+    replace_contribution,
+    wilson_rate,
+)
+from spinewatch.domain.outcomes.contribution import (
     AggregateKey,
     Contribution,
     Tally,
@@ -22,7 +27,7 @@ from spinewatch.domain.contribution import (
     levels_with_leakage_at,
     patients_with,
 )
-from spinewatch.domain.records import ProcedureRecord, apply_event
+from spinewatch.domain.outcomes.records import ProcedureRecord, apply_event
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 

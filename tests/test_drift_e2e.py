@@ -19,17 +19,17 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from spinewatch.alert_policy import SENTINEL_METRICS
-from spinewatch.bootstrap import drift_monitor
 from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.contracts.drift import DriftSentinel, DriftSignalled
-from spinewatch.domain.cusum import ChartState
-from spinewatch.domain.drift_events import pending
-from spinewatch.domain.facts import fact_of
-from spinewatch.domain.partition import rebuilt
-from spinewatch.domain.site_charts import PartitionCharts
-from spinewatch.settings import Settings
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.domain.alerts.policy import SENTINEL_METRICS
+from spinewatch.domain.drift.cusum import ChartState
+from spinewatch.domain.drift.events import pending
+from spinewatch.domain.drift.site_charts import PartitionCharts
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.domain.outcomes.partition import rebuilt
+from spinewatch.engine.bootstrap import drift_monitor
+from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
 from tests.support import (

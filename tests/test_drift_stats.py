@@ -15,26 +15,26 @@ import pytest
 from scipy import stats
 
 from spinewatch.baselines import load_catalog
-from spinewatch.domain.arl import (
+from spinewatch.domain.drift.arl import (
     calibrate,
     run_lengths,
     signal_probability,
     simulate_run_lengths,
 )
-from spinewatch.domain.cusum import ChartState, llr_weight, new_chart, observe
-from spinewatch.domain.funnel import (
-    binomial_limit,
-    exceedance_p_value,
-    funnel_limits,
-    overdispersion_factor,
-)
-from spinewatch.domain.vas_chart import (
+from spinewatch.domain.drift.cusum import ChartState, llr_weight, new_chart, observe
+from spinewatch.domain.drift.vas_chart import (
     calibrate_vas,
     new_vas_chart,
     observe_change,
     simulate_vas_run_lengths,
     standardised,
     vas_arl,
+)
+from spinewatch.domain.outcomes.funnel import (
+    binomial_limit,
+    exceedance_p_value,
+    funnel_limits,
+    overdispersion_factor,
 )
 from spinewatch.errors import ChartDesignError
 

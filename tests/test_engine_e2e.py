@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from spinewatch.adapters.compat import FETCH_MAX_WAIT_MS
 from spinewatch.contracts import Indication, ProcedureType
-from spinewatch.synthetic import SiteProfile, default_sites, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, default_sites, encode, generate_cohort
+from spinewatch.patches.tansu import FETCH_MAX_WAIT_MS
 from tests.conftest import SettingsFactory
 from tests.expectation import Expected, expected_counts, observed_counts
 from tests.support import (

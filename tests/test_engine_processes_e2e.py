@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from spinewatch.synthetic import default_sites, generate_cohort
+from spinewatch.demo.synthetic.cohort import default_sites, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.expectation import Expected, expected_counts, observed_counts
 from tests.support import (
@@ -134,7 +134,7 @@ async def test_sigkill_mid_stream_then_restart_equals_a_clean_pass(
             )
         except AssertionError:
             # Seen now and then under heavy CPU load until faust's hand-over
-            # after recovery was fixed (adapters/faust_recovery.py): the
+            # after recovery was fixed (patches/faust_recovery.py): the
             # restarted worker ended a few events short, logging nothing.
             # Its stream counters and the topic audit say which hop lost what.
             text = await scrape_async(f"{second.url}/metrics")

@@ -17,18 +17,18 @@ from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
 from spinewatch.contracts import Event, parse_event
-from spinewatch.domain.aggregates import replace_contribution
-from spinewatch.domain.contribution import Contribution, contribution_of
-from spinewatch.domain.drift_events import sentinel_message
-from spinewatch.domain.facts import fact_of
-from spinewatch.domain.partition import PartitionState, apply_facts, rebuilt, settle
-from spinewatch.domain.records import ProcedureRecord, apply_event
-from spinewatch.domain.site_charts import SentinelCase
-from spinewatch.drift_monitor import DriftMonitor
-from spinewatch.engine import OutcomeEngine, segment_key, segment_partition
-from spinewatch.failures import FailurePolicy
-from spinewatch.ingest import MessageOrigin, RejectReason, ingest_batch, triage
-from spinewatch.stream_steps import publish_outbox
+from spinewatch.domain.drift.events import sentinel_message
+from spinewatch.domain.drift.site_charts import SentinelCase
+from spinewatch.domain.outcomes.aggregates import replace_contribution
+from spinewatch.domain.outcomes.contribution import Contribution, contribution_of
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.domain.outcomes.partition import PartitionState, apply_facts, rebuilt, settle
+from spinewatch.domain.outcomes.records import ProcedureRecord, apply_event
+from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.ingest import MessageOrigin, RejectReason, ingest_batch, triage
+from spinewatch.engine.outcomes import OutcomeEngine, segment_key, segment_partition
+from spinewatch.engine.stream_steps import publish_outbox
+from spinewatch.runtime.failures import FailurePolicy
 from tests.support import wait_until
 from tests.test_domain import _event, pathway
 

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from spinewatch import ingest
 from spinewatch.contracts import Event
-from spinewatch.dead_letters import MessageOrigin, dead_letter, shrunk
-from spinewatch.domain.facts import fact_of
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.engine import ingest
+from spinewatch.engine.dead_letters import MessageOrigin, dead_letter, shrunk
+from spinewatch.engine.ingest import IngestLimits, ingest_batch, triage
 from spinewatch.errors import FieldError
-from spinewatch.failures import (
+from spinewatch.runtime.failures import (
     Action,
     FailurePolicy,
     InputLimits,
@@ -20,7 +21,6 @@ from spinewatch.failures import (
     Stage,
     nesting_depth,
 )
-from spinewatch.ingest import IngestLimits, ingest_batch, triage
 from tests.test_domain import pathway
 
 ORIGIN = MessageOrigin("events", 3, 41)

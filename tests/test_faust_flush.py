@@ -1,4 +1,4 @@
-"""The producer-flush fix (`spinewatch.adapters.faust_flush`): faust's buffer
+"""The producer-flush fix (`spinewatch.patches.faust_flush`): faust's buffer
 with a slow client at its edge, no broker (the e2e kill tests cover that)."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry
 
-from spinewatch.adapters import faust_flush
-from spinewatch.app import create_app
-from spinewatch.engine import OutcomeEngine
-from spinewatch.ingest_pool import IngestPool
-from spinewatch.settings import Settings
-from spinewatch.stream_health import StreamHealth
-from spinewatch.supervisor import Supervisor
+from spinewatch.adapters.stream_health import StreamHealth
+from spinewatch.engine.app import create_app
+from spinewatch.engine.ingest_pool import IngestPool
+from spinewatch.engine.outcomes import OutcomeEngine
+from spinewatch.engine.settings import Settings
+from spinewatch.patches import faust_flush
+from spinewatch.runtime.supervisor import Supervisor
 from tests.support import scaled, wait_until
 
 # Longer than the 0.1 s after which faust's own flush gave up.

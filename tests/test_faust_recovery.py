@@ -1,4 +1,4 @@
-"""The recovery hand-over fix (`spinewatch.adapters.faust_recovery`).
+"""The recovery hand-over fix (`spinewatch.patches.faust_recovery`).
 
 Its call order is checked against a fake consumer. Then, on the embedded
 broker, a worker restarted onto a backlog recovers its table from the changelog,
@@ -18,9 +18,9 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from spinewatch.adapters import faust_recovery
-from spinewatch.adapters.faust_recovery import _getmany_of_a_snapshot, _resuming_streams_last
-from spinewatch.synthetic import default_sites, generate_cohort
+from spinewatch.demo.synthetic.cohort import default_sites, generate_cohort
+from spinewatch.patches import faust_recovery
+from spinewatch.patches.faust_recovery import _getmany_of_a_snapshot, _resuming_streams_last
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
 from tests.support import produce, running_worker, scrape_async, sum_by, wait_until

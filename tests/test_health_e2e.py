@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from spinewatch import bootstrap, stream_steps
 from spinewatch.adapters.kafka_admin import ensure_topics
-from spinewatch.bootstrap import running_worker, topic_names
 from spinewatch.contracts import Indication, ProcedureType
-from spinewatch.drift_monitor import DriftMonitor
-from spinewatch.stream_steps import IngestStep
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.engine import bootstrap, stream_steps
+from spinewatch.engine.bootstrap import running_worker, topic_names
+from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.stream_steps import IngestStep
 from tests.conftest import SettingsFactory
 from tests.probes import failing, health
 from tests.support import produce, produce_keyed, scrape_async, sum_by, value, wait_until

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from spinewatch.adapters.state_codec import decode_facts
-from spinewatch.ingest import IngestResult, MessageOrigin, ingest_batch
-from spinewatch.ingest_pool import IngestPool, _chunks
+from spinewatch.engine.ingest import IngestResult, MessageOrigin, ingest_batch
+from spinewatch.engine.ingest_pool import IngestPool, _chunks
 from tests.support import scaled, wait_until
 from tests.test_domain import pathway
 
@@ -103,7 +103,7 @@ def test_a_worker_whose_main_module_cannot_be_reimported_triages_inline() -> Non
     # Spawned children re-import the parent's __main__: from stdin they cannot.
     script = (
         "import asyncio\n"
-        "from spinewatch.ingest_pool import IngestPool\n"
+        "from spinewatch.engine.ingest_pool import IngestPool\n"
         "async def main():\n"
         "    pool = IngestPool(1, 1 << 20)\n"
         "    await pool.start()\n"

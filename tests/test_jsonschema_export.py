@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from jsonschema import Draft202012Validator
 
-from spinewatch.cli import main
+from spinewatch.cli.main import main
 from spinewatch.contracts import EVENT_MODELS
 from spinewatch.contracts.export import DRIFT_MODELS, event_json_schemas, render, schema_file_name
 from tests.strategies import any_event, procedure_performed

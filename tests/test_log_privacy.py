@@ -18,8 +18,8 @@ from faust.events import Event
 from faust.types.tuples import TP, FutureMessage, Message, PendingMessage
 from pydantic import BaseModel, ValidationError
 
-from spinewatch.adapters import log_privacy
-from spinewatch.adapters.log_privacy import (
+from spinewatch.runtime import log_privacy
+from spinewatch.runtime.log_privacy import (
     MAX_MESSAGE_CHARS,
     PrivacyFilter,
     configure_logging,
@@ -66,7 +66,7 @@ def log_text() -> Iterator[io.StringIO]:
 
 
 def test_uuids_in_arguments_are_redacted_in_every_form(log_text: io.StringIO) -> None:
-    log = logging.getLogger("spinewatch.engine")
+    log = logging.getLogger("spinewatch.engine.outcomes")
     log.debug("patient %s procedure %r", PATIENT, str(PROCEDURE))
     log.debug("upper %s hex %s HEX %s", str(PATIENT).upper(), PATIENT.hex, PROCEDURE.hex.upper())
     log.debug("braced {%s} urn %s", PATIENT, PROCEDURE.urn)
@@ -128,7 +128,7 @@ async def test_faust_and_aiokafka_messages_print_topic_partition_offset_only(
 
 
 def test_identifiers_in_prebuilt_messages_are_redacted(log_text: io.StringIO) -> None:
-    log = logging.getLogger("spinewatch.app")
+    log = logging.getLogger("spinewatch.engine.app")
     log.warning(f"held procedure {PROCEDURE} of patient {PATIENT.hex}")
     log.info("%s", f"raw payload {payload()!r}")
     text = log_text.getvalue()
@@ -162,7 +162,7 @@ def test_pydantic_input_values_are_withheld(log_text: io.StringIO) -> None:
     try:
         _Contact.model_validate({"age": f"{NAME}, input_type=, {PATIENT}"})
     except ValidationError:
-        logging.getLogger("spinewatch.alerting").exception("bad settings")
+        logging.getLogger("spinewatch.alerting.service").exception("bad settings")
     text = log_text.getvalue()
     assert_clean(text)
     assert "input_value=<withheld>, input_type=str]" in text

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from spinewatch.synthetic import default_sites, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import default_sites, encode, generate_cohort
 from tests.conftest import SettingsFactory
 from tests.support import consume, produce, scrape_async, sum_by, wait_until
 from tests.workers import WorkerProcess

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from spinewatch.adapters.log_privacy import PrivacyFilter, configure_logging
-from spinewatch.adapters.log_repeats import RepeatLimit
+from spinewatch.runtime.log_privacy import PrivacyFilter, configure_logging
+from spinewatch.runtime.log_repeats import RepeatLimit
 
 
 class FakeClock:
@@ -70,7 +70,7 @@ def test_sites_are_limited_apart_and_by_logger_family() -> None:
 @pytest.mark.parametrize(
     ("name", "level"),
     [
-        ("spinewatch.supervisor", logging.ERROR),  # our own: one line per failure already
+        ("spinewatch.runtime.supervisor", logging.ERROR),  # our own: one line per failure already
         ("aiokafkaish", logging.WARNING),  # not a child of aiokafka
         ("aiokafka", logging.INFO),
         ("faust.topics", logging.DEBUG),  # asked for at debug: kept whole
@@ -99,7 +99,7 @@ def log_text() -> Iterator[io.StringIO]:
 
 def test_the_services_handler_limits_an_outage_burst(log_text: io.StringIO) -> None:
     noisy = logging.getLogger("aiokafka.client")
-    ours = logging.getLogger("spinewatch.alerting_runtime")
+    ours = logging.getLogger("spinewatch.alerting.process")
     for _ in range(1000):
         noisy.warning("Unable connect to node with id %s", 111)
     for n in range(20):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from spinewatch.baselines import load_catalog
-from spinewatch.cli import main
-from spinewatch.domain.arl import run_lengths
+from spinewatch.cli.main import main
+from spinewatch.domain.drift.arl import run_lengths
 
 
 def _plan(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:

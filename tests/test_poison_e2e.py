@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from spinewatch import ingest
-from spinewatch.bootstrap import running_worker
 from spinewatch.contracts import Event, Indication, ProcedureType
-from spinewatch.domain.facts import fact_of
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.engine import ingest
+from spinewatch.engine.bootstrap import running_worker
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
 from tests.probes import health

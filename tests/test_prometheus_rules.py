@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spinewatch.alert_policy import SENTINEL_METRICS, severity_of
+from spinewatch.domain.alerts.policy import SENTINEL_METRICS, severity_of
 from tests.support import scaled
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -13,8 +13,8 @@ import pytest
 from spinewatch.baselines import BaselineCatalog, load_catalog
 from spinewatch.baselines.model import BaselineEntry, Figure, Threshold
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
-from spinewatch.domain.contribution import RESPONDER_REDUCTION, VAS_SCALE, Tally
-from spinewatch.domain.report import (
+from spinewatch.domain.outcomes.contribution import RESPONDER_REDUCTION, VAS_SCALE, Tally
+from spinewatch.domain.outcomes.report import (
     PRACTICE_RULES,
     RATE_METRICS,
     VAS_SERIES,

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from spinewatch.alerting_settings import AlertingSettings
-from spinewatch.bootstrap import require_broker, tansu_compat
+from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.engine.bootstrap import require_broker, tansu_compat
+from spinewatch.engine.settings import Settings
 from spinewatch.errors import BrokerNotConfigured, UnknownSetting
-from spinewatch.settings import Settings
-from spinewatch.settings_env import describe_settings_error
+from spinewatch.runtime.settings_env import describe_settings_error
 
 MARKER = "marker-value-4711"  # must never appear in an error
 

@@ -14,29 +14,40 @@ from pydantic import ValidationError
 from spinewatch.baselines import load_catalog
 from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.contracts.drift import DriftInControl, DriftSignalled
-from spinewatch.domain.cusum import ChartState, new_chart, observe
-from spinewatch.domain.drift_design import (
+from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
+from spinewatch.domain.drift.cusum import ChartState, new_chart, observe
+from spinewatch.domain.drift.design import (
     MonitoredChart,
     chartable_strata,
     design_charts,
     design_for,
     monitorable_metrics,
 )
-from spinewatch.domain.drift_events import build, latest_only, pending, sentinel_message
-from spinewatch.domain.facts import fact_of
-from spinewatch.domain.partition import FactItem, PartitionState, apply_facts, rebuilt, settle
-from spinewatch.domain.site_charts import (
+from spinewatch.domain.drift.events import build, latest_only, pending, sentinel_message
+from spinewatch.domain.drift.site_charts import (
     SENTINEL_CATEGORIES,
     CaseKey,
     ChartCase,
     PartitionCharts,
     SiteCharts,
 )
-from spinewatch.domain.vas_chart import VasChartState, new_vas_chart, observe_change, standardised
-from spinewatch.domain.vas_drift import MonitoredVasChart, design_vas_charts
+from spinewatch.domain.drift.vas_chart import (
+    VasChartState,
+    new_vas_chart,
+    observe_change,
+    standardised,
+)
+from spinewatch.domain.drift.vas_drift import MonitoredVasChart, design_vas_charts
+from spinewatch.domain.outcomes.facts import fact_of
+from spinewatch.domain.outcomes.partition import (
+    FactItem,
+    PartitionState,
+    apply_facts,
+    rebuilt,
+    settle,
+)
+from spinewatch.engine.settings import Settings
 from spinewatch.errors import ChartDesignError
-from spinewatch.settings import Settings
-from spinewatch.synthetic import SiteProfile, encode, generate_cohort
 
 HEM, MET = ("pvp", "hemangioma"), ("pvp", "metastasis")
 PVP_HEMANGIOMA = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from spinewatch.adapters.kafka_lag import LagReading, PartitionLag
-from spinewatch.health import Check
-from spinewatch.stream_health import MISSING_PROBES_FOR_LOSS, StreamHealth
+from spinewatch.adapters.stream_health import MISSING_PROBES_FOR_LOSS, StreamHealth
+from spinewatch.runtime.health import Check
 
 EVENTS = "app-events"
 

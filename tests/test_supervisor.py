@@ -10,9 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from spinewatch.errors import SpinewatchError
-from spinewatch.failures import FailurePolicy
-from spinewatch.health import Check, report
-from spinewatch.supervisor import EXIT_GAVE_UP, Heartbeat, Supervisor, until_stopped_or_given_up
+from spinewatch.runtime.failures import FailurePolicy
+from spinewatch.runtime.health import Check, report
+from spinewatch.runtime.supervisor import (
+    EXIT_GAVE_UP,
+    Heartbeat,
+    Supervisor,
+    until_stopped_or_given_up,
+)
 from tests.support import scaled, wait_until
 
 FAST = FailurePolicy(retry_base_s=0.01, retry_max_s=0.05)
@@ -60,7 +65,7 @@ async def test_a_failing_loop_is_restarted_counted_and_logged_once_per_failure(
         await asyncio.Event().wait()
 
     supervisor.spawn("consume", flaky, stale_after_s=None)
-    with caplog.at_level(logging.ERROR, logger="spinewatch.supervisor"):
+    with caplog.at_level(logging.ERROR, logger="spinewatch.runtime.supervisor"):
         await supervisor.start()
         try:
             await asyncio.wait_for(done.wait(), 10)
@@ -68,7 +73,7 @@ async def test_a_failing_loop_is_restarted_counted_and_logged_once_per_failure(
             assert _check(supervisor, "loop:consume").ok  # it beat since its restart
         finally:
             await supervisor.stop()
-    lines = [r for r in caplog.records if r.name == "spinewatch.supervisor"]
+    lines = [r for r in caplog.records if r.name == "spinewatch.runtime.supervisor"]
     assert len(lines) == 3
     assert all(r.exc_info is None for r in lines)  # one line, never a traceback
     assert "ConnectionError: redis:6379 refused" in lines[0].getMessage()
@@ -241,7 +246,7 @@ async def test_a_check_turning_red_then_green_is_logged_once_each_way(
         )
 
     supervisor.add_checks(broker)
-    with caplog.at_level(logging.WARNING, logger="spinewatch.supervisor"):
+    with caplog.at_level(logging.WARNING, logger="spinewatch.runtime.supervisor"):
         await supervisor.start()
         try:
             await rounds_after(3)  # red through three rounds of the watcher

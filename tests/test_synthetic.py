@@ -15,8 +15,7 @@ from scipy import stats
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import Proportion, Share
 from spinewatch.contracts import Indication, ProcedureType, Relatedness, parse_event
-from spinewatch.errors import InvalidEvent
-from spinewatch.synthetic import (
+from spinewatch.demo.synthetic.cohort import (
     CALIBRATION,
     SiteProfile,
     SyntheticCohort,
@@ -24,6 +23,7 @@ from spinewatch.synthetic import (
     encode,
     generate_cohort,
 )
+from spinewatch.errors import InvalidEvent
 
 Event = dict[str, Any]
 HEMANGIOMA_PVP = {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from spinewatch.adapters.tansu import free_port
-from spinewatch.settings import Settings
+from spinewatch.devservers.tansu import free_port
+from spinewatch.engine.settings import Settings
 from tests.workers import WorkerProcess
 
 MARKER = "marker-value-4711"  # must never appear in an error
@@ -29,7 +29,7 @@ def run_cli(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
     # A port of its own, so a worker that wrongly started would not collide.
     env |= {"SPINEWATCH_METRICS_PORT": str(free_port()), **variables}
     return subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        [sys.executable, "-m", "spinewatch.cli", *args],
+        [sys.executable, "-m", "spinewatch", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -19,7 +19,7 @@ from aiokafka.structs import TopicPartition
 
 from spinewatch.adapters.kafka_clients import started
 from spinewatch.adapters.state_codec import decode_facts
-from spinewatch.settings import Settings
+from spinewatch.engine.settings import Settings
 from tests.support import scaled
 
 Location = tuple[int, int]  # (partition, offset)

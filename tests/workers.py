@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from spinewatch.adapters.tansu import free_port
-from spinewatch.settings import Settings
+from spinewatch.devservers.tansu import free_port
+from spinewatch.engine.settings import Settings
 from tests.support import scaled, wait_until
 
 
@@ -40,7 +40,7 @@ class WorkerProcess:
                 text = json.dumps(value) if isinstance(value, list | dict) else str(value)
                 env[f"SPINEWATCH_{name.upper()}"] = text
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "spinewatch.cli", "worker"],
+            [sys.executable, "-m", "spinewatch", "worker"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self._log,

@@ -1,1 +1,1 @@
-"""Adapters: everything that talks to Kafka, HTTP, Prometheus or processes."""
+"""Adapters: ports to Kafka, Redis, HTTP and the health of the stream."""

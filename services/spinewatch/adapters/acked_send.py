@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 
-from spinewatch.failures import Action, FailurePolicy, Stage
+from spinewatch.runtime.failures import Action, FailurePolicy, Stage
 
 log = logging.getLogger(__name__)
 

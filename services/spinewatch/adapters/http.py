@@ -7,7 +7,7 @@ locks. faust's own web server stays off (it would serve /table endpoints
 that expose patient state).
 
 /healthz answers 200 while every liveness check passes and 503 otherwise;
-/readyz the same over every check (see `spinewatch.health`). Both list the
+/readyz the same over every check (see `spinewatch.runtime.health`). Both list the
 checks with the reason of each failing one. A scrape whose collectors
 raise answers 500 with the exception's type only, logs one line, and turns
 the `metrics` check red until a scrape succeeds again.
@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from spinewatch.health import Check, report
+from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 

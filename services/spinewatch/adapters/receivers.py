@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from spinewatch.alert_model import (
+from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
     alertmanager_payload,

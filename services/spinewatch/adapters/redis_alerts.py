@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from spinewatch.alert_model import Alert, Transition
+from spinewatch.domain.alerts.model import Alert, Transition
 
 Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing"]
 

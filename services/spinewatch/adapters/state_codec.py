@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from spinewatch.domain.facts import Fact
+from spinewatch.domain.outcomes.facts import Fact
 
 # 2: procedure facts carry their clinical time (occurred_at) for the drift charts.
 FORMAT_VERSION = 2

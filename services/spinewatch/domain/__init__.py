@@ -1,4 +1,8 @@
-"""Outcome domain: pure functions and values, no I/O.
+"""The domain: pure functions and values, no I/O (nothing here imports faust,
+Kafka, Redis or HTTP; `tests/test_architecture.py` checks it).
+
+`outcomes/` keeps the exact metrics per cohort, `drift/` designs and runs
+the risk-adjusted charts, `alerts/` turns a drift signal into an alert.
 
 State lives per procedure (`ProcedureRecord`): the events received for it,
 keyed by `event_id`. Applying an event twice is a no-op, a follow-up that

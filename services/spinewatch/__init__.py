@@ -1,0 +1,23 @@
+"""spinewatch: event-driven outcomes tracking for percutaneous vertebral augmentation.
+
+The package is one room per concern, and imports point one way
+(`tests/test_architecture.py` checks it with import-linter)::
+
+    cli/ ............ entrypoints: `spinewatch <command>`, `spinewatch plan`
+    demo/ ........... the demo and its seeded synthetic cohorts
+    engine/ ......... service: the outcomes worker (faust app, ingest, drift monitor)
+    alerting/ ....... service: drift messages -> Redis -> Alertmanager and webhooks
+    adapters/ ....... ports to Kafka, Redis and HTTP
+    patches/ ........ version-checked fixes of faust, aiokafka and Tansu behaviour
+    devservers/ ..... embedded Tansu and Redis for the demo and the tests
+    runtime/ ........ what every service shares: supervision, health, failure policy
+    domain/ ......... pure clinical logic: outcomes, drift charts, alerts (no I/O)
+    contracts/ ...... event contracts and the topic catalogue
+    baselines/ ...... the cited literature catalog (package data)
+    errors.py ....... the one exception tree
+
+A third service (the HTTP/FHIR gateway) gets its own room beside `engine/`
+and `alerting/`.
+"""
+
+__version__ = "0.1.0"

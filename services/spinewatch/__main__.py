@@ -1,0 +1,5 @@
+"""`python -m spinewatch` is the `spinewatch` command."""
+
+from spinewatch.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Entrypoints: the `spinewatch` command and its subcommands."""

@@ -1,0 +1,213 @@
+"""The `spinewatch` command line.
+
+    spinewatch schemas --out DIR        write one JSON Schema per event type
+    spinewatch baselines [--json]       print the literature baseline catalog
+    spinewatch baselines --verify       prove every figure against the seeds
+    spinewatch validate FILE|-          check NDJSON events, field by field
+    spinewatch worker [--check] [--embedded-broker]
+                                        run an outcomes worker (settings from
+                                        SPINEWATCH_* variables), or probe one
+    spinewatch demo                     run the bundled demonstration
+    spinewatch plan --metric M --procedure P --indication I --volume N/month
+                    [--shift OR] [--arl0-months M | --arl0-cases N] [--json]
+                                        design a drift chart: h, ARL0, ARL1
+
+Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from spinewatch.baselines import load_catalog, verify_catalog
+from spinewatch.baselines.seeds import default_seeds_dir
+from spinewatch.contracts import parse_event
+from spinewatch.contracts.export import write_json_schemas
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.errors import ChartDesignError, InvalidEvent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spinewatch",
+        description="Outcomes tracking for percutaneous vertebral augmentation.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
+    schemas.add_argument("--out", type=Path, required=True, help="directory to write into")
+    schemas.set_defaults(run=_schemas)
+
+    baselines = commands.add_parser("baselines", help="print the literature baseline catalog")
+    baselines.add_argument("--json", action="store_true", help="the whole catalog as JSON")
+    baselines.add_argument(
+        "--verify", action="store_true", help="check every quote and figure against the seeds"
+    )
+    baselines.add_argument("--seeds", type=Path, default=None, help="seed documents directory")
+    baselines.set_defaults(run=_baselines)
+
+    validate = commands.add_parser("validate", help="validate newline-delimited JSON events")
+    validate.add_argument("file", help="NDJSON file, or - for standard input")
+    validate.set_defaults(run=_validate)
+
+    worker = commands.add_parser("worker", help="run an outcomes worker until SIGTERM")
+    worker.add_argument(
+        "--check", action="store_true", help="probe a running worker's /healthz and exit"
+    )
+    worker.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="without SPINEWATCH_KAFKA_BROKERS: start a throwaway in-memory Tansu broker",
+    )
+    worker.set_defaults(run=_worker)
+
+    alerting = commands.add_parser(
+        "alerting", help="run an alerting process (drift topic -> receivers) until SIGTERM"
+    )
+    alerting.add_argument(
+        "--check", action="store_true", help="probe a running process's /healthz and exit"
+    )
+    alerting.set_defaults(run=_alerting)
+
+    demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
+    demo.set_defaults(run=_demo)
+
+    plan = commands.add_parser("plan", help="design a drift chart for a cohort and volume")
+    plan.add_argument("--metric", required=True, help="e.g. cement_leakage_rate_per_level")
+    plan.add_argument("--procedure", required=True, type=ProcedureType)
+    plan.add_argument("--indication", required=True, type=Indication)
+    plan.add_argument("--volume", required=True, type=_per_month, help="procedures, e.g. 12/month")
+    plan.add_argument("--shift", type=float, default=2.0, help="odds ratio to detect (default 2)")
+    target = plan.add_mutually_exclusive_group()
+    target.add_argument("--arl0-months", type=float, default=None, help="default 36")
+    target.add_argument("--arl0-cases", type=float, default=None)
+    plan.add_argument("--json", action="store_true", help="one JSON object")
+    plan.set_defaults(run=_plan)
+    return parser
+
+
+def _per_month(text: str) -> float:
+    number = text.removesuffix("/month")
+    try:
+        return float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N/month, got {text!r}") from None
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    for path in write_json_schemas(args.out):
+        print(path)
+    return 0
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    catalog = load_catalog()
+    if args.verify:
+        seeds_dir = args.seeds or default_seeds_dir()
+        problems = verify_catalog(catalog, seeds_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(
+            f"{len(catalog.baselines)} baselines, {len(problems)} provenance problems "
+            f"(seeds: {seeds_dir})"
+        )
+        return 1 if problems else 0
+    if args.json:
+        print(catalog.model_dump_json(indent=2))
+        return 0
+    print(f"spinewatch baseline catalog {catalog.catalog_version}")
+    for entry in catalog.baselines:
+        print(
+            f"{entry.id:<42} {entry.metric:<38} {entry.procedure!s:<12} "
+            f"{entry.indication!s:<22} {entry.statistic.describe()}"
+        )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        return _validate_lines(sys.stdin, sys.stdout)
+    with open(args.file, encoding="utf-8") as handle:
+        return _validate_lines(handle, sys.stdout)
+
+
+def _validate_lines(lines: TextIO, out: TextIO) -> int:
+    valid = invalid = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            parse_event(line)
+        except InvalidEvent as exc:
+            invalid += 1
+            report = [
+                {"field": e.location, "code": e.code, "message": e.message} for e in exc.errors
+            ]
+            print(json.dumps({"line": number, "errors": report}), file=out)
+        else:
+            valid += 1
+    print(f"{valid} valid, {invalid} invalid", file=sys.stderr)
+    return 1 if invalid else 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from spinewatch.engine.main import main as worker_main  # noqa: PLC0415 - loads faust
+
+    return worker_main(check_only=args.check, embedded_broker=args.embedded_broker)
+
+
+def _alerting(args: argparse.Namespace) -> int:
+    from spinewatch.alerting.main import main as alerting_main  # noqa: PLC0415
+
+    return alerting_main(check_only=args.check)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo pulls in the stream engine, which the schema and
+    # catalog commands do not need to load.
+    from spinewatch.demo.main import run_demo  # noqa: PLC0415
+    from spinewatch.engine.settings import Settings  # noqa: PLC0415
+    from spinewatch.runtime.log_privacy import configure_logging  # noqa: PLC0415
+
+    # The demo runs the worker in this process: its logs go through the
+    # same privacy filter as a worker's.
+    configure_logging(Settings().log_level)
+    return run_demo()
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from spinewatch.cli.plan import describe, plan_chart  # noqa: PLC0415 - loads SciPy
+
+    months = args.arl0_months
+    if months is None and args.arl0_cases is None:
+        months = 36.0  # one false alarm per three years at this volume
+    try:
+        plan = plan_chart(
+            args.metric,
+            args.procedure,
+            args.indication,
+            procedures_per_month=args.volume,
+            odds_ratio=args.shift,
+            arl0_months=months,
+            arl0_cases=args.arl0_cases,
+        )
+    except ChartDesignError as exc:
+        print(f"spinewatch plan: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_json()) if args.json else describe(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

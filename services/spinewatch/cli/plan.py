@@ -1,0 +1,150 @@
+"""`spinewatch plan`: how fast would a chart catch a real deterioration at our volume?
+
+A clinical lead names a metric, a cohort (procedure x indication), the
+site's volume and the shift that matters (an odds ratio). The plan looks
+up the literature baseline in the catalog, designs the Bernoulli CUSUM
+whose false-alarm rate meets the target (ARL0, in cases or in months at
+that volume), and reports the expected detection delay (ARL1), in cases
+and in months.
+
+A published range (e.g. complications 1-10%) is charted against its upper
+bound: the chart then answers "worse than the worst published figure",
+and the cohort report flags a rate outside the range separately. A
+baseline of zero (e.g. pulmonary cement embolism: none in the seeds' series)
+cannot be charted: every such event is a sentinel, paged on occurrence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spinewatch.baselines import load_catalog
+from spinewatch.baselines.model import BaselineCatalog
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.drift.arl import ChartDesign, calibrate, shifted_probability
+from spinewatch.domain.drift.design import P0Basis, chart_probability, monitorable_metrics
+from spinewatch.domain.outcomes.baseline_match import BaselineMatch, metric_baseline
+from spinewatch.domain.outcomes.report_metrics import RateMetric
+from spinewatch.errors import ChartDesignError
+
+# Seed 000: "26 patients" with "28 vertebrae" treated. A per-level metric
+# takes about this many trials per procedure.
+LEVELS_PER_PROCEDURE = 28 / 26
+DAYS_PER_MONTH = 365.25 / 12
+
+
+@dataclass(frozen=True, slots=True)
+class ChartPlan:
+    metric: RateMetric
+    procedure: ProcedureType
+    indication: Indication
+    baseline: BaselineMatch
+    p0: float
+    p0_basis: P0Basis
+    design: ChartDesign
+    procedures_per_month: float
+
+    @property
+    def trials_per_month(self) -> float:
+        per_procedure = LEVELS_PER_PROCEDURE if self.metric.unit == "treated_level" else 1.0
+        return self.procedures_per_month * per_procedure
+
+    @property
+    def arl0_months(self) -> float:
+        return self.design.arl0 / self.trials_per_month
+
+    @property
+    def arl1_months(self) -> float:
+        return self.design.arl1 / self.trials_per_month
+
+    def as_json(self) -> dict[str, Any]:
+        source = self.baseline.source
+        return {
+            "metric": self.metric.name,
+            "procedure": self.procedure.value,
+            "indication": self.indication.value,
+            "unit": self.metric.unit,
+            "p0": self.p0,
+            "p0_basis": self.p0_basis,
+            "citation": {
+                "baseline_id": self.baseline.entry_id,
+                "described": self.baseline.described,
+                "seed": source.seed,
+                "locator": source.locator,
+                "quote": source.quote,
+                "exact_cohort": self.baseline.exact_cohort,
+            },
+            "odds_ratio": self.design.odds_ratio,
+            "h": self.design.limit,
+            "arl0": self.design.arl0,
+            "arl1": self.design.arl1,
+            "arl0_months": self.arl0_months,
+            "arl1_months": self.arl1_months,
+            "volume_per_month": self.procedures_per_month,
+            "trials_per_month": self.trials_per_month,
+        }
+
+
+def plan_chart(
+    metric_name: str,
+    procedure: ProcedureType,
+    indication: Indication,
+    *,
+    procedures_per_month: float,
+    odds_ratio: float,
+    arl0_months: float | None = None,
+    arl0_cases: float | None = None,
+    catalog: BaselineCatalog | None = None,
+) -> ChartPlan:
+    if procedures_per_month <= 0:
+        raise ChartDesignError(f"volume must be positive, got {procedures_per_month}/month")
+    metric = monitorable_metrics().get(metric_name)
+    if metric is None or metric.catalog_metric is None:
+        raise ChartDesignError(
+            f"no chart for {metric_name!r}; choose from: {', '.join(monitorable_metrics())}"
+        )
+    match = metric_baseline(catalog or load_catalog(), metric, procedure, indication)
+    if match is None:
+        raise ChartDesignError(
+            f"the catalog has no baseline for {metric_name} in {procedure.value} / "
+            f"{indication.value}"
+        )
+    p0, basis = chart_probability(match)
+    per_procedure = LEVELS_PER_PROCEDURE if metric.unit == "treated_level" else 1.0
+    target = _target_arl0(arl0_months, arl0_cases, procedures_per_month * per_procedure)
+    design = calibrate([(p0, 1.0)], odds_ratio, target)
+    return ChartPlan(metric, procedure, indication, match, p0, basis, design, procedures_per_month)
+
+
+def _target_arl0(months: float | None, cases: float | None, trials_per_month: float) -> float:
+    if (months is None) == (cases is None):
+        raise ChartDesignError("give the false-alarm target in months or in cases, not both")
+    if cases is not None:
+        return cases
+    if months is None or months <= 0:
+        raise ChartDesignError(f"ARL0 must be positive, got {months} months")
+    return months * trials_per_month
+
+
+def describe(plan: ChartPlan) -> str:
+    unit = "treated levels" if plan.metric.unit == "treated_level" else "patients"
+    design = plan.design
+    worse = "deterioration" if design.odds_ratio > 1 else "improvement"
+    shifted = shifted_probability(plan.p0, design.odds_ratio)
+    source = plan.baseline.source
+    cohort = "" if plan.baseline.exact_cohort else " (a broader published group)"
+    return "\n".join(
+        [
+            f"{plan.metric.name}, {plan.procedure.value} / {plan.indication.value}",
+            f"  baseline p0 = {plan.p0:.1%} per {unit[:-1]} ({plan.p0_basis}): "
+            f"{plan.baseline.entry_id}, {plan.baseline.described}{cohort}",
+            f'    seed {source.seed}, {source.locator}: "{source.quote}"',
+            f"  chart: risk-adjusted Bernoulli CUSUM for odds x{design.odds_ratio:g} "
+            f"({worse}), h = {design.limit:.3f}",
+            f"  false alarms: one every {design.arl0:,.0f} {unit} on average "
+            f"= {plan.arl0_months:.1f} months at {plan.procedures_per_month:g} procedures/month",
+            f"  detection: odds x{design.odds_ratio:g} (p = {shifted:.1%}) is signalled after "
+            f"{design.arl1:,.0f} {unit} on average = {plan.arl1_months:.1f} months",
+        ]
+    )

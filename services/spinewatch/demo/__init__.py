@@ -1,0 +1,1 @@
+"""`spinewatch demo`: a seeded synthetic cohort through a real worker and alerting."""

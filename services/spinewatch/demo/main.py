@@ -1,0 +1,183 @@
+"""`spinewatch demo`: the whole engine on a bundled synthetic cohort.
+
+With nothing configured it starts the embedded Kafka-protocol broker and
+one worker, streams a seeded synthetic cohort (several sites, calibrated on
+the catalog baselines, with follow-ups, redelivered duplicates, a follow-up
+that arrives before its procedure, a late follow-up, retractions and one
+malformed message) through the real pipeline, serves /metrics while it
+runs, prints observed against baseline per cohort, then the drift charts:
+one site's leakage odds double a third of the way through its year, and
+the demo prints the signal the worker published for it, with the
+estimated change point, and whether the stable sites stayed in control;
+then what on-call staff receive from the alerting service (a throwaway
+redis-server holds its state), a line per transition.
+It stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.request
+import uuid
+from typing import TextIO
+
+from aiokafka import AIOKafkaProducer
+
+from spinewatch.baselines import load_catalog
+from spinewatch.demo.alerting import print_alerts
+from spinewatch.demo.drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
+from spinewatch.demo.synthetic.cohort import SyntheticCohort, default_sites, generate_cohort
+from spinewatch.domain.outcomes.aggregates import ALL, cohort_views
+from spinewatch.domain.outcomes.report import ReportRow, cohort_report
+from spinewatch.engine.bootstrap import RunningWorker, kafka_brokers, running_worker
+from spinewatch.engine.settings import Settings
+
+DEMO_SEED = 2026
+DEMO_PROCEDURES = 3000
+TIMEOUT_S = 90.0
+MIN_PATIENTS_SHOWN = 30
+
+# The lines of the table, in reading order: (metric, timepoint).
+SHOWN: tuple[tuple[str, str | None], ...] = (
+    ("cement_leakage_rate_per_level", "intra_procedure"),
+    ("symptomatic_cement_leakage_rate", None),
+    ("complication_rate", None),
+    ("radiculopathy_rate", None),
+    ("death_rate", None),
+    ("vas_score", "pre_procedure"),
+    ("vas_score", "final"),
+    ("responder_rate", "final"),
+    ("analgesic_same_or_more_rate", "week_1"),
+    ("suspected_tumour_without_biopsy_rate", None),
+)
+
+
+def run_demo(out: TextIO | None = None) -> int:
+    return asyncio.run(_demo(out or sys.stdout))
+
+
+async def _demo(out: TextIO) -> int:
+    # A fresh app id per run: against a configured broker, an earlier run's
+    # topics and offsets must not mix into this one.
+    settings = Settings(app_id=f"spinewatch-demo-{uuid.uuid4().hex[:8]}", metrics_port=0)
+    if settings.kafka_brokers is None:
+        # The demo is a throwaway run by design, so it asks for the embedded
+        # broker explicitly (a worker without brokers refuses to start).
+        settings = settings.model_copy(update={"embedded_broker": True})
+    sites = with_drifting_site(default_sites(DEMO_PROCEDURES))
+    cohort = generate_cohort(DEMO_SEED, sites)
+    began = drift_start(cohort.events, next(s for s in sites if s.site_id == DRIFTING_SITE))
+    started = time.monotonic()
+    async with kafka_brokers(settings) as brokers:
+        where = "embedded Tansu" if settings.kafka_brokers is None else "configured"
+        print(f"spinewatch demo: {where} broker at {brokers}", file=out)
+        async with running_worker(settings, brokers) as worker:
+            print(f"  worker up; Prometheus metrics at {worker.metrics.url}/metrics", file=out)
+            await _stream(brokers, settings.events_topic, cohort, out)
+            await _wait_until_processed(worker, cohort)
+            series = await asyncio.to_thread(_scrape_series_count, worker.metrics.url)
+            _print_counts(worker, cohort, series, out)
+            _print_table(worker, out)
+            await print_drift(worker, brokers, sites, began, out)
+            await print_alerts(brokers, settings.app_id, out)
+    print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
+    return 0
+
+
+async def _stream(brokers: str, topic: str, cohort: SyntheticCohort, out: TextIO) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=5)
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value) for value in cohort.deliveries]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    print(
+        f"  streamed {len(cohort.deliveries)} messages: {len(cohort.events)} distinct events, "
+        f"{cohort.duplicates} redelivered duplicates, {len(cohort.malformed)} malformed",
+        file=out,
+    )
+
+
+async def _wait_until_processed(worker: RunningWorker, cohort: SyntheticCohort) -> None:
+    metrics = worker.engine.metrics
+    deadline = time.monotonic() + TIMEOUT_S
+    while _count(metrics.applied) < len(cohort.events) or _count(metrics.applied) + _count(
+        metrics.duplicates
+    ) + _dead(worker) < len(cohort.deliveries):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker did not process the cohort within {TIMEOUT_S} s")
+        await asyncio.sleep(0.1)
+
+
+def _count(counter: object) -> int:
+    return int(counter._value.get())  # type: ignore[attr-defined]
+
+
+def _dead(worker: RunningWorker) -> int:
+    family = worker.engine.metrics.dead_lettered
+    return sum(int(sample.value) for m in family.collect() for sample in m.samples)
+
+
+def _scrape_series_count(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
+        text: str = response.read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith("spinewatch_"))
+
+
+def _print_counts(worker: RunningWorker, cohort: SyntheticCohort, series: int, out: TextIO) -> None:
+    metrics = worker.engine.metrics
+    print(
+        f"  applied {_count(metrics.applied)} events, ignored {_count(metrics.duplicates)} "
+        f"duplicates, dead-lettered {_dead(worker)} (with field-level reasons); "
+        f"/metrics served {series} series",
+        file=out,
+    )
+
+
+def _print_table(worker: RunningWorker, out: TextIO) -> None:
+    catalog = load_catalog()
+    views = cohort_views(worker.engine.totals(worker.active_partitions()))
+    print(f"\nObserved against literature baseline (catalog {catalog.catalog_version})", file=out)
+    for view, tally in sorted(views.items()):
+        if view.operator_ref != ALL or tally.get("patients", 0) < MIN_PATIENTS_SHOWN:
+            continue
+        print(
+            f"\n{view.site_id} / {view.procedure_type.value} / {view.indication.value}: "
+            f"{tally['patients']} patients",
+            file=out,
+        )
+        rows = {(r.metric, r.timepoint): r for r in cohort_report(
+            tally, view.procedure_type, view.indication, catalog
+        )}  # fmt: skip
+        for key in SHOWN:
+            row = rows.get(key)
+            if row is not None and row.denominator:
+                print("  " + _line(row), file=out)
+
+
+def _line(row: ReportRow) -> str:
+    label = row.metric + (f" @ {row.timepoint}" if row.timepoint else "")
+    if (
+        row.kind == "rate"
+        and row.value is not None
+        and row.low is not None
+        and row.high is not None
+    ):
+        observed = (
+            f"{row.numerator}/{row.denominator} = {row.value:6.1%} [{row.low:.1%}-{row.high:.1%}]"
+        )
+    else:
+        sd = f" ± {row.sd:.1f}" if row.sd is not None else ""
+        observed = f"{row.value or 0:.1f}{sd} (n={row.denominator})"
+    baseline = "no published comparator"
+    if row.baseline is not None:
+        approx = "" if row.baseline.exact_cohort else " ~"
+        cite = row.baseline.entry_id or f"{row.baseline.source.seed} {row.baseline.source.locator}"
+        baseline = f"{row.baseline.described}{approx} ({cite})"
+        position = row.range_position()
+        if position in ("above", "below"):
+            baseline += f"  << {position.upper()} the published range"
+    return f"{label:<48} {observed:<34} vs {baseline}"

@@ -1,0 +1,1 @@
+"""Seeded synthetic cohorts of PVP/PKP events (`cohort` is the public surface)."""

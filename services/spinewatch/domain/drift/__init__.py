@@ -1,0 +1,1 @@
+"""Risk-adjusted sequential charts: CUSUM design, ARL, per-site drift."""

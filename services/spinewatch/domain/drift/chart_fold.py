@@ -1,0 +1,205 @@
+"""The inner loop of a drift chart: one chart folded over a run of cases.
+
+`cusum.observe_weighted` and `vas_chart.observe_change` define a chart's
+step as a function from one immutable state to the next. That is the
+definition the tests hold everything to, but a refold calls it once per
+case per chart, and building a nine-field state per call was most of what
+the drift charts cost the event loop on a replay (1.1 million steps for
+50,000 procedures). The folds here carry the same fields in locals and
+build a state only where one is kept (a checkpoint, a signal, the end),
+with the arithmetic written in the same order as the step functions, so
+the floats are the same bit for bit; a property test checks every fold
+against the step functions from scratch.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spinewatch.domain.drift.cusum import ChartState, Signal
+from spinewatch.domain.drift.design import MonitoredChart, Outcome, Stratum
+from spinewatch.domain.drift.vas_chart import VasChartState, VasSignal
+from spinewatch.domain.drift.vas_drift import MonitoredVasChart
+
+CaseKey = tuple[int, bytes]  # (procedure time in epoch microseconds, procedure id)
+Outcomes = tuple[Outcome | None, ...]  # per chart; None: not a case of that chart
+AnyChart = MonitoredChart | MonitoredVasChart
+AnyState = ChartState | VasChartState
+
+
+@dataclass(frozen=True, slots=True)
+class ChartCase:
+    stratum: Stratum
+    outcomes: Outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class SignalAt:
+    """A signal, with the cases where it fired and where the shift is estimated to start."""
+
+    signal: Signal | VasSignal
+    at: CaseKey
+    change_at: CaseKey
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One chart's fold state, with the case keys the bare statistic cannot name."""
+
+    state: AnyState
+    left_zero_at: CaseKey | None = None
+    signals: tuple[SignalAt, ...] = ()
+    last_at: CaseKey | None = None  # the latest case of this chart
+
+    def cases_since_signal(self) -> int | None:
+        if not self.signals:
+            return None
+        return self.state.cases - 1 - self.signals[-1].signal.case_index
+
+    def in_control(self, resolve_after: int) -> bool:
+        """The chart's state for alerting: out of control from a signal until
+        `resolve_after` further cases pass without another one. (The CUSUM
+        itself resets at the signal; a persisting shift signals again within
+        about ARL1 cases, which keeps the episode open.)"""
+        since = self.cases_since_signal()
+        return since is None or since >= resolve_after
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """The cases a refold covers: `keys[i]` and `cases[i]` sit at position `start + i`
+    of the site; a checkpoint is appended to `marks` after every `every` positions."""
+
+    keys: Sequence[CaseKey]
+    cases: Sequence[ChartCase]
+    start: int
+    every: int
+
+
+def fold(chart: AnyChart, j: int, track: Track, run: Run, marks: list[Track]) -> Track:
+    """Chart `j` of a site, from `track`, over the run."""
+    state = track.state
+    if isinstance(chart, MonitoredChart) and isinstance(state, ChartState):
+        return _fold_rate(chart, state, track, j, run=run, marks=marks)
+    if isinstance(chart, MonitoredVasChart) and isinstance(state, VasChartState):
+        return _fold_vas(chart, state, track, j, run=run, marks=marks)
+    raise TypeError(f"chart {chart.name} cannot continue a {type(state).__name__}")
+
+
+def _fold_rate(
+    chart: MonitoredChart, state: ChartState, track: Track, j: int, *, run: Run, marks: list[Track]
+) -> Track:
+    """`observe_weighted` over the run: the Bernoulli CUSUM with VLAD."""
+    weights = chart.weights
+    odds_ratio, limit = state.odds_ratio, state.limit
+    statistic, cases, vlad, signals = state.statistic, state.cases, state.vlad, state.signals
+    left_zero, events_since, expected_since = (
+        state.left_zero_at,
+        state.events_since_zero,
+        state.expected_since_zero,
+    )
+    left_zero_key, keyed_signals, last_at = track.left_zero_at, track.signals, track.last_at
+
+    def kept() -> Track:
+        now = ChartState(
+            odds_ratio,
+            limit,
+            statistic,
+            cases,
+            left_zero,
+            events_since,
+            expected_since,
+            vlad,
+            signals,
+        )
+        return Track(now, left_zero_key, keyed_signals, last_at)
+
+    every = run.every
+    for position, (key, case) in enumerate(zip(run.keys, run.cases, strict=True), run.start + 1):
+        outcome = case.outcomes[j]
+        weight_terms = weights.get(case.stratum) if type(outcome) is tuple else None
+        if weight_terms is not None:
+            events, trials = outcome  # type: ignore[misc]
+            log_ratio, penalty, p0 = weight_terms
+            expected = trials * p0
+            after = statistic + (events * log_ratio - trials * penalty)
+            after = max(after, 0.0)
+            vlad = vlad + expected - events
+            if statistic == 0.0:
+                # The statistic leaves zero (or stays there) with this case.
+                left_zero, events_since, expected_since = cases, events, expected
+                left_zero_key = key
+            else:
+                events_since = events_since + events
+                expected_since = expected_since + expected
+            if after < limit:
+                statistic = after
+            else:
+                signal = Signal(
+                    case_index=cases,
+                    statistic=after,
+                    limit=limit,
+                    change_point=left_zero,
+                    cases_since_change=cases - left_zero + 1,
+                    observed_events=events_since,
+                    expected_events=expected_since,
+                )
+                signals = (*signals, signal)
+                keyed_signals = (*keyed_signals, SignalAt(signal, key, left_zero_key or key))
+                # Reset after a signal, as `observe_weighted` does.
+                statistic, left_zero, events_since, expected_since = 0.0, cases + 1, 0, 0.0
+            cases += 1
+            last_at = key
+        if position % every == 0:
+            marks.append(kept())
+    return kept()
+
+
+def _fold_vas(
+    chart: MonitoredVasChart,
+    state: VasChartState,
+    track: Track,
+    j: int,
+    *,
+    run: Run,
+    marks: list[Track],
+) -> Track:
+    """`observe_change` over the run: the upper CUSUM of standardised VAS change."""
+    strata = chart.strata
+    reference, limit = state.reference, state.limit
+    statistic, cases, left_zero, signals = (
+        state.statistic,
+        state.cases,
+        state.left_zero_at,
+        state.signals,
+    )
+    left_zero_key, keyed_signals, last_at = track.left_zero_at, track.signals, track.last_at
+
+    def kept() -> Track:
+        now = VasChartState(reference, limit, statistic, cases, left_zero, signals)
+        return Track(now, left_zero_key, keyed_signals, last_at)
+
+    every = run.every
+    for position, (key, case) in enumerate(zip(run.keys, run.cases, strict=True), run.start + 1):
+        change = case.outcomes[j]
+        published = strata.get(case.stratum) if isinstance(change, float) else None
+        if published is not None:
+            z = (change - published.mean_change) / published.sd_change  # type: ignore[operator]
+            if statistic == 0.0:
+                left_zero, left_zero_key = cases, key
+            after = max(0.0, statistic + z - reference)
+            if after < limit:
+                statistic = after
+            else:
+                signal = VasSignal(cases, after, left_zero, cases - left_zero + 1)
+                signals = (*signals, signal)
+                keyed_signals = (*keyed_signals, SignalAt(signal, key, left_zero_key or key))
+                statistic, left_zero = 0.0, cases + 1
+            cases += 1
+            last_at = key
+        if position % every == 0:
+            marks.append(kept())
+    return kept()

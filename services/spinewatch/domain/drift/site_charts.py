@@ -1,0 +1,313 @@
+"""A site's drift charts, kept equal to the fold over its cases in clinical order.
+
+A chart is defined as the fold of `observe` over the site's cases sorted by
+(procedure time, procedure id), each case weighed against its stratum's
+baseline (`spinewatch.domain.drift.charts` states that definition in a few
+lines). Refolding a whole site whenever one case changes would cost
+O(site) per update, so `SiteCharts` keeps the chart states every
+`CHECKPOINT_EVERY` cases and refolds only from the checkpoint before the
+earliest case that changed, chart by chart. New procedures usually arrive
+in clinical order (a short tail to fold); an outcome reported late (a
+complication weeks after the procedure) refolds from that case on, which is
+what "in procedure order where the outcome is known later" requires, and
+only on the charts whose outcome it changed. The result is the same
+as a fold from scratch, whatever the order of updates: a property test
+checks it against the definition.
+
+Pure: no I/O, no clock. A worker holds one `PartitionCharts` per partition
+it owns, rebuilt with the records on every recovery.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spinewatch.domain.drift.chart_fold import (
+    AnyChart,
+    AnyState,
+    CaseKey,
+    ChartCase,
+    Outcomes,
+    Run,
+    SignalAt,
+    Track,
+    fold,
+)
+from spinewatch.domain.drift.design import MonitoredChart, Outcome, Stratum
+from spinewatch.domain.drift.vas_drift import MonitoredVasChart
+from spinewatch.domain.outcomes.contribution import VAS_SCALE, Contribution, Tally, patients_with
+
+# Re-exported: the fold's value types are part of this module's surface.
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "SENTINEL_CATEGORIES",
+    "AnyChart",
+    "AnyState",
+    "CaseKey",
+    "ChartCase",
+    "Outcomes",
+    "PartitionCharts",
+    "SentinelCase",
+    "SignalAt",
+    "SiteCharts",
+    "Track",
+    "outcome_reader",
+]
+
+CHECKPOINT_EVERY = 256
+
+
+def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
+    """A function from a procedure's tally to its outcome on each chart.
+
+    Rate charts: (adverse events, trials), None when there is no trial (e.g.
+    no level imaged for leakage). VAS charts: the paired change in points,
+    None until both scores are known. Built once per partition: it runs for
+    every changed procedure, so the tally names are looked up in advance.
+    """
+    rates = [
+        (j, c.metric.numerator_tally, c.metric.denominator_tally)
+        for j, c in enumerate(charts)
+        if isinstance(c, MonitoredChart)
+    ]
+    changes = [
+        (j, *c.change_tallies) for j, c in enumerate(charts) if isinstance(c, MonitoredVasChart)
+    ]
+    size = len(charts)
+
+    def outcomes(tally: Tally) -> Outcomes:
+        found: list[Outcome | None] = [None] * size
+        get = tally.get
+        for j, numerator, denominator in rates:
+            trials = get(denominator, 0)
+            if trials > 0:
+                events = get(numerator, 0)
+                found[j] = (events if events < trials else trials, trials)
+        for j, patients, total in changes:
+            if get(patients):
+                found[j] = tally[total] / VAS_SCALE
+        return tuple(found)
+
+    return outcomes
+
+
+class SiteCharts:
+    def __init__(
+        self, charts: Sequence[AnyChart], checkpoint_every: int = CHECKPOINT_EVERY
+    ) -> None:
+        self.charts = tuple(charts)
+        self._every = checkpoint_every
+        initial = tuple(Track(chart.new_state()) for chart in charts)
+        # Sorted, once `_merge` has added the keys of cases new since the last
+        # refresh: a replay adds tens of thousands, and one sort per refresh
+        # costs less than a bisect and a list insert per case.
+        self._keys: list[CaseKey] = []
+        self._unmerged: list[CaseKey] = []
+        self._cases: dict[CaseKey, ChartCase] = {}
+        # _checkpoints[j][n]: chart j's track after the first n * checkpoint_every cases.
+        self._checkpoints: list[list[Track]] = [[track] for track in initial]
+        self.tracks: tuple[Track, ...] = initial
+        # Where each chart must refold from, as the earliest case key that
+        # changed: a case added or removed shifts every chart's positions
+        # (`_shifted_from`); an outcome that changed moves only its own chart,
+        # so a late follow-up refolds the VAS charts, not the leakage charts.
+        self._shifted_from: CaseKey | None = None
+        self._changed_from: list[CaseKey | None] = [None] * len(self.charts)
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def put(self, key: CaseKey, case: ChartCase) -> None:
+        old = self._cases.get(key)
+        if old == case:
+            return  # e.g. a follow-up that changes no charted outcome
+        self._cases[key] = case
+        if old is None:
+            self._unmerged.append(key)
+            self._shift(key)
+        elif old.stratum != case.stratum:
+            self._change(key, range(len(self.charts)))
+        else:
+            self._change(key, _differing(old.outcomes, case.outcomes))
+
+    def remove(self, key: CaseKey) -> None:
+        if self._cases.pop(key, None) is None:
+            return
+        self._merge()
+        del self._keys[bisect_left(self._keys, key)]
+        self._shift(key)
+
+    def _shift(self, key: CaseKey) -> None:
+        if self._shifted_from is None or key < self._shifted_from:
+            self._shifted_from = key
+
+    def _change(self, key: CaseKey, chart_indexes: Iterable[int]) -> None:
+        changed = self._changed_from
+        for j in chart_indexes:
+            earliest = changed[j]
+            if earliest is None or key < earliest:
+                changed[j] = key
+
+    def _merge(self) -> None:
+        new = self._unmerged
+        if not new:
+            return
+        new.sort()
+        keys = self._keys
+        in_order = not keys or keys[-1] < new[0]  # the usual case: cases arrive in order
+        keys.extend(new)
+        if not in_order:
+            keys.sort()  # two sorted runs: timsort merges them in linear time
+        self._unmerged = []
+
+    def _stale_blocks(self) -> list[int | None]:
+        """Per chart, the checkpoint block to refold from; None when it has not changed."""
+        shifted, keys, every = self._shifted_from, self._keys, self._every
+        blocks: list[int | None] = []
+        for changed in self._changed_from:
+            earliest = min(changed, shifted) if changed and shifted else changed or shifted
+            blocks.append(None if earliest is None else bisect_left(keys, earliest) // every)
+        return blocks
+
+    def refresh(self) -> bool:
+        """Refold each changed chart from the checkpoint before its earliest change;
+        False if nothing changed."""
+        if self._shifted_from is None and not any(self._changed_from):
+            return False
+        self._merge()
+        blocks = self._stale_blocks()
+        self._shifted_from, self._changed_from = None, [None] * len(self.charts)
+        if not self.charts:
+            # Drift monitoring off: nothing to fold, and no checkpoint to keep.
+            return False
+        every = self._every
+        start = min(block for block in blocks if block is not None) * every
+        cases = [self._cases[key] for key in self._keys[start:]]
+        tracks = list(self.tracks)
+        # Chart by chart (not case by case): the inner loop then touches one
+        # chart's state only.
+        for j, (chart, block) in enumerate(zip(self.charts, blocks, strict=True)):
+            if block is None:
+                continue
+            checkpoints = self._checkpoints[j]
+            del checkpoints[block + 1 :]
+            first = block * every
+            run = Run(self._keys[first:], cases[first - start :], first, every)
+            tracks[j] = fold(chart, j, checkpoints[block], run, checkpoints)
+        self.tracks = tuple(tracks)
+        return True
+
+    def window(
+        self, chart_index: int, first: CaseKey, last: CaseKey
+    ) -> list[tuple[Stratum, Outcome]]:
+        """The cases one chart weighed from `first` to `last` inclusive (a signal's window)."""
+        chart = self.charts[chart_index]
+        self._merge()
+        cases = []
+        start = bisect_left(self._keys, first)
+        for key in self._keys[start:]:
+            if key > last:
+                break
+            case = self._cases[key]
+            outcome = case.outcomes[chart_index]
+            if outcome is not None and case.stratum in chart.strata:
+                cases.append((case.stratum, outcome))
+        return cases
+
+    def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
+        return Counter(stratum for stratum, _ in self.window(chart_index, first, last))
+
+
+def _differing(old: Outcomes, new: Outcomes) -> Iterator[int]:
+    return (j for j, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
+
+
+# Procedure-related complications the seeds' series report none of: every
+# case is paged (alert_policy.SENTINEL_METRICS names their rates).
+SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
+_SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
+_SENTINEL_NAMES = tuple(name for _, name in _SENTINEL_TALLIES)
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelCase:
+    site_id: str
+    category: str
+    procedure_id: bytes  # hashed into the message id, never sent
+    occurred_at_us: int
+    stratum: Stratum
+
+
+@dataclass(slots=True)
+class PartitionCharts:
+    """The charts of every site in one partition (a site lives in one partition)."""
+
+    charts: tuple[AnyChart, ...]
+    sites: dict[str, SiteCharts] = field(default_factory=dict)
+    # Sentinel events found since the last `take_sentinels`, and per procedure
+    # the categories already found (a redelivery finds nothing new).
+    sentinels: list[SentinelCase] = field(default_factory=list)
+    _sentinel_seen: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
+    _outcomes: Callable[[Tally], Outcomes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._outcomes = outcome_reader(self.charts)
+
+    def track(
+        self, contributions: Mapping[bytes, Contribution], procedure_ids: Iterable[bytes]
+    ) -> None:
+        """Bring the cases of these procedures up to date with their contributions."""
+        case_of, sites, outcomes = self._case_of, self.sites, self._outcomes
+        for procedure_id in procedure_ids:
+            contribution = contributions.get(procedure_id)
+            previous = case_of.get(procedure_id)
+            if contribution is None:  # voided, or its procedure not known yet
+                if previous is not None:
+                    del case_of[procedure_id]
+                    sites[previous[0]].remove(previous[1])
+                continue
+            cohort = contribution.key[0]
+            site, key = placed = (cohort.site_id, (contribution.occurred_at_us, procedure_id))
+            if previous != placed:
+                if previous is not None:
+                    # A correction moved the procedure in time (or to another site).
+                    sites[previous[0]].remove(previous[1])
+                case_of[procedure_id] = placed
+            charts = sites.get(site)
+            if charts is None:
+                charts = sites[site] = SiteCharts(self.charts)
+            charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally)))
+            self._find_sentinels(procedure_id, contribution, cohort.stratum)
+
+    def _find_sentinels(
+        self, procedure_id: bytes, contribution: Contribution, stratum: Stratum
+    ) -> None:
+        tally = contribution.tally
+        if not any(map(tally.get, _SENTINEL_NAMES)):
+            return  # nearly every procedure: no sentinel complication
+        found = frozenset(c for c, name in _SENTINEL_TALLIES if tally.get(name))
+        seen = self._sentinel_seen.get(procedure_id, frozenset())
+        for category in sorted(found - seen):
+            self.sentinels.append(
+                SentinelCase(
+                    contribution.cohort.site_id,
+                    category,
+                    procedure_id,
+                    contribution.occurred_at_us,
+                    stratum,
+                )
+            )
+        if found:
+            self._sentinel_seen[procedure_id] = seen | found
+
+    def take_sentinels(self) -> list[SentinelCase]:
+        taken, self.sentinels = self.sentinels, []
+        return taken
+
+    def refresh(self) -> list[str]:
+        """Refold every site with changes; the sites whose charts moved."""
+        return [site for site, charts in self.sites.items() if charts.refresh()]

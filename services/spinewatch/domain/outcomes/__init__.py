@@ -1,0 +1,1 @@
+"""Outcome metrics per cohort: records, contributions, aggregates, reports."""

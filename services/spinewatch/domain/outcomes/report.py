@@ -1,0 +1,199 @@
+"""A cohort's outcome report: each metric read from its tallies, beside its literature figure.
+
+A cohort's tallies are summed integers (see `contribution`); this module turns
+them into the rows a clinician reads: a rate with its 95% Wilson interval or
+a VAS mean with its SD, next to the published figure it should be compared
+with. What is measured is listed in `report_metrics`; which published figure
+a row is set against follows the fixed rules of `baseline_match`. Both are
+re-exported here, so `spinewatch.domain.outcomes.report` stays the one import for
+callers.
+
+Pure: no I/O. The catalog is passed in, never loaded here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from spinewatch.baselines.model import BaselineCatalog
+from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.outcomes.aggregates import add_into, mean_sd, wilson_rate
+from spinewatch.domain.outcomes.baseline_match import (
+    PRACTICE_RULES,
+    BaselineMatch,
+    PracticeRule,
+    baseline_for,
+    expected_zero_match,
+    literature_groups,
+    metric_baseline,
+)
+from spinewatch.domain.outcomes.contribution import Tally
+from spinewatch.domain.outcomes.report_metrics import (
+    INTRA_PROCEDURE,
+    RATE_METRICS,
+    RESPONDER_DEFINITION_ID,
+    VAS_SERIES,
+    MeanMetric,
+    RateMetric,
+    Unit,
+)
+
+# Re-exported on purpose: callers import every report name from this module.
+__all__ = [
+    "INTRA_PROCEDURE",
+    "PRACTICE_RULES",
+    "RATE_METRICS",
+    "RESPONDER_DEFINITION_ID",
+    "VAS_SERIES",
+    "BaselineMatch",
+    "MeanMetric",
+    "PracticeRule",
+    "RateMetric",
+    "ReportRow",
+    "RowKind",
+    "Unit",
+    "baseline_for",
+    "cohort_report",
+    "literature_groups",
+    "sum_tallies",
+]
+
+RowKind = Literal["rate", "mean"]
+
+
+RangePosition = Literal["above", "within", "below"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    metric: str
+    timepoint: str | None
+    kind: RowKind
+    unit: Unit
+    numerator: int | None  # None for means
+    denominator: int  # n of the series for means
+    value: float | None  # None when there is nothing to divide by
+    low: float | None  # 95% Wilson interval for rates; None for means
+    high: float | None
+    sd: float | None
+    baseline: BaselineMatch | None
+    expected_zero: bool
+    definition_id: str | None = None
+
+    def range_position(self) -> RangePosition | None:
+        """Where the rate stands against a published range (e.g. complications 1-10%).
+
+        "above" or "below" only when the whole 95% interval lies outside the
+        range: the chart tests against the upper bound, and this flag says
+        separately that the cohort is outside what was published at all.
+        None when the baseline is not a range or there is no rate.
+        """
+        baseline = self.baseline
+        if (
+            baseline is None
+            or baseline.value is not None
+            or baseline.low is None
+            or baseline.high is None
+            or self.low is None
+            or self.high is None
+        ):
+            return None
+        if self.low > baseline.high:
+            return "above"
+        if self.high < baseline.low:
+            return "below"
+        return "within"
+
+
+# --- the report -------------------------------------------------------------------
+
+
+def sum_tallies(tallies: Iterable[Mapping[str, int]]) -> Tally:
+    """One cohort tally from several (sites, operators, partitions)."""
+    total: Tally = {}
+    for tally in tallies:
+        add_into(total, tally)
+    return total
+
+
+def cohort_report(
+    tally: Mapping[str, int],
+    procedure: ProcedureType,
+    indication: Indication,
+    catalog: BaselineCatalog,
+) -> list[ReportRow]:
+    """Every rate of RATE_METRICS, then every series of VAS_SERIES, in that order.
+
+    A metric with nothing to divide by still gets its row (value None), so a
+    table shows "no data" rather than silently dropping the line.
+    """
+    rows = [
+        _rate_row(metric, tally, procedure, indication, catalog)
+        for metric in RATE_METRICS
+        if metric.only_for in (None, procedure)
+    ]
+    rows += [_mean_row(metric, tally, procedure, indication, catalog) for metric in VAS_SERIES]
+    return rows
+
+
+def _rate_row(
+    metric: RateMetric,
+    tally: Mapping[str, int],
+    procedure: ProcedureType,
+    indication: Indication,
+    catalog: BaselineCatalog,
+) -> ReportRow:
+    numerator = tally.get(metric.numerator_tally, 0)
+    denominator = tally.get(metric.denominator_tally, 0)
+    if not 0 <= numerator <= denominator:
+        # Contributions make this impossible; a report must not paper over it.
+        raise ValueError(f"{metric.name}: {numerator} of {denominator} is not a proportion")
+    rate = wilson_rate(numerator, denominator)
+    baseline: BaselineMatch | None = None
+    if metric.expected_zero:
+        baseline = expected_zero_match(metric, procedure, indication)
+    else:
+        baseline = metric_baseline(catalog, metric, procedure, indication)
+    return ReportRow(
+        metric=metric.name,
+        timepoint=metric.timepoint,
+        kind="rate",
+        unit=metric.unit,
+        numerator=numerator,
+        denominator=denominator,
+        value=rate.value if rate else None,
+        low=rate.low if rate else None,
+        high=rate.high if rate else None,
+        sd=None,
+        baseline=baseline,
+        expected_zero=metric.expected_zero,
+        definition_id=metric.definition_id,
+    )
+
+
+def _mean_row(
+    metric: MeanMetric,
+    tally: Mapping[str, int],
+    procedure: ProcedureType,
+    indication: Indication,
+    catalog: BaselineCatalog,
+) -> ReportRow:
+    moments = mean_sd(tally, metric.series)
+    return ReportRow(
+        metric=metric.name,
+        timepoint=metric.timepoint,
+        kind="mean",
+        unit="patient",
+        numerator=None,
+        denominator=moments.n if moments else 0,
+        value=moments.mean if moments else None,
+        low=None,
+        high=None,
+        sd=moments.sd if moments else None,
+        baseline=baseline_for(
+            catalog, metric.name, procedure, indication, unit="patient", timepoint=metric.timepoint
+        ),
+        expected_zero=False,
+    )

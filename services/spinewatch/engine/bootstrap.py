@@ -1,0 +1,259 @@
+"""Wiring: settings -> broker -> topics -> engine -> faust app -> /metrics.
+
+The one place that knows how the parts fit together; the CLI, the demo and
+the tests all start workers through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from spinewatch.adapters.http import MetricsServer
+from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.kafka_lag import LagProbe
+from spinewatch.adapters.stream_health import StreamHealth, probing
+from spinewatch.baselines import load_catalog
+from spinewatch.devservers.tansu import EmbeddedBroker
+from spinewatch.domain.drift.design import design_charts
+from spinewatch.domain.drift.site_charts import AnyChart
+from spinewatch.domain.drift.vas_drift import design_vas_charts
+from spinewatch.engine.app import Streams, active_partitions, create_app
+from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.ingest_pool import IngestPool
+from spinewatch.engine.outcomes import OutcomeEngine
+from spinewatch.engine.settings import Settings
+from spinewatch.engine.stream_steps import publish_outbox
+from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable
+from spinewatch.runtime.health import Check
+from spinewatch.runtime.lifetime import tune_gc
+from spinewatch.runtime.supervisor import Heartbeat, LoopBody, Supervisor
+
+log = logging.getLogger(__name__)
+
+
+NO_BROKER = (
+    "no Kafka broker configured: set SPINEWATCH_KAFKA_BROKERS=host:port[,host:port], "
+    "or ask for a throwaway in-memory Tansu broker (its data is lost when the worker "
+    "stops) with --embedded-broker or SPINEWATCH_EMBEDDED_BROKER=true"
+)
+
+
+def require_broker(settings: Settings) -> None:
+    """Refuse to go on without brokers unless the embedded broker was asked for.
+
+    A worker that silently fell back to an in-memory broker would look
+    healthy while every event sent to the real cluster went unread.
+    """
+    if settings.kafka_brokers is None and not settings.embedded_broker:
+        raise BrokerNotConfigured(NO_BROKER)
+
+
+def tansu_compat(settings: Settings) -> bool:
+    """Whether the Tansu work-arounds apply: as set, else exactly with the embedded broker.
+
+    The one place this is decided; `create_app` is handed the answer.
+    """
+    if settings.tansu_compat is not None:
+        return settings.tansu_compat
+    return settings.embedded_broker
+
+
+@asynccontextmanager
+async def kafka_brokers(settings: Settings) -> AsyncIterator[str]:
+    """The configured brokers, or the embedded Tansu broker when asked for."""
+    require_broker(settings)
+    if settings.kafka_brokers is not None:
+        yield settings.kafka_brokers
+        return
+    async with EmbeddedBroker() as broker:
+        log.info("embedded Tansu broker on %s", broker.bootstrap)
+        yield broker.bootstrap
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.events_topic,
+        settings.facts_topic,
+        settings.deadletter_topic,
+        settings.changelog_topic,
+        settings.drift_topic,
+    ]
+
+
+@dataclass
+class RunningWorker:
+    settings: Settings
+    engine: OutcomeEngine
+    app: faust.App
+    metrics: MetricsServer
+    supervisor: Supervisor
+    # Set when the supervisor gave up: the process should exit non-zero.
+    gave_up: asyncio.Event
+
+    def active_partitions(self) -> set[int]:
+        return active_partitions(self.app, self.settings)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "active_partitions": sorted(self.active_partitions()),
+            "rebuilds": self.engine.metrics.rebuilds._value.get(),
+            "events_applied": self.engine.metrics.applied._value.get(),
+        }
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, brokers: str, startup_timeout_s: float = 60.0
+) -> AsyncIterator[RunningWorker]:
+    """Start one worker on the current event loop; stop it on exit."""
+    await ensure_topics(brokers, topic_names(settings), settings.partitions)
+    tune_gc(settings.gc_young_threshold)
+    # `_created` series would double every counter for no use on a dashboard.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    gave_up = asyncio.Event()
+    supervisor = Supervisor(
+        "worker",
+        registry,
+        give_up_after_s=settings.give_up_after_s,
+        on_give_up=lambda _reason: gave_up.set(),
+    )
+    engine = OutcomeEngine(registry, drift=drift_monitor(settings))
+    limits = settings.ingest_limits
+    pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes, limits)
+    stream = StreamHealth(
+        registry,
+        settings.app_id,
+        stall_after_s=settings.stall_after_s,
+        broker_timeout_s=settings.broker_timeout_s,
+        detect_loss=True,
+    )
+    streams = create_app(
+        settings,
+        engine,
+        pool,
+        brokers,
+        tansu_compat=tansu_compat(settings),
+        supervisor=supervisor,
+        health=stream,
+    )
+    app = streams.app
+    _register_outcome_metrics(registry, engine, app, settings)
+    metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
+    worker = RunningWorker(settings, engine, app, metrics, supervisor, gave_up)
+    metrics.checks, metrics.extra = supervisor.checks, worker.health
+    probe = LagProbe(brokers, settings.app_id, (settings.events_topic, settings.facts_topic))
+    supervisor.spawn(
+        "lag-probe", probing(probe, stream, settings.probe_interval_s), stale_after_s=None
+    )
+    supervisor.spawn(
+        "drift",
+        _publishing_drift(engine, streams, settings),
+        stale_after_s=max(30.0, 10 * settings.drift_interval_s),
+    )
+    supervisor.add_checks(stream.checks)
+    supervisor.add_checks(lambda: faust_checks(app))
+    supervisor.add_checks(metrics.metrics_check)
+    supervisor.add_checks(engine.changelog_check)
+    started = asyncio.Event()
+
+    async def on_startup_finished() -> None:
+        started.set()
+
+    app.on_startup_finished = on_startup_finished
+    await metrics.start()
+    try:
+        await pool.start()
+        await app.start()
+        try:
+            await asyncio.wait_for(started.wait(), startup_timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable(f"worker did not start within {startup_timeout_s} s") from None
+        await probe.start()
+        await supervisor.start()
+        yield worker
+    finally:
+        # Our loops first: a drift send must not race the producer's stop.
+        await supervisor.stop()
+        await probe.stop()
+        # faust's stop can hang once an agent crashed or the broker went
+        # away; a worker asked to stop must stop regardless.
+        try:
+            await asyncio.wait_for(app.stop(), settings.stop_timeout_s)
+        except TimeoutError:
+            log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
+        await pool.stop()
+        await metrics.stop()
+
+
+def _publishing_drift(engine: OutcomeEngine, streams: Streams, settings: Settings) -> LoopBody:
+    """Refold the charts that changed and publish what they imply, every interval."""
+
+    async def run(heartbeat: Heartbeat) -> None:
+        active = streams.app
+        while True:
+            engine.refresh_drift(active_partitions(active, settings))
+            await publish_outbox(engine.drift, streams.drift)
+            heartbeat.beat()
+            await asyncio.sleep(settings.drift_interval_s)
+
+    return run
+
+
+def faust_checks(app: faust.App) -> list[Check]:
+    """faust's own services: a crashed app or table recovery is a dead worker."""
+    found = []
+    recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+    for name, service in (("faust", app), ("recovery", recovery)):
+        reason = service.crash_reason
+        found.append(Check(name, not service.crashed, f"crashed: {type(reason).__name__}"))
+    return found
+
+
+def drift_monitor(settings: Settings) -> DriftMonitor:
+    """The monitored charts, designed from the catalog for the configured ARL0.
+
+    Runs before anything starts, so an impossible design (a metric with
+    nothing to chart, an unreachable ARL0) stops the worker at start-up
+    with the reason, not mid-stream.
+    """
+    catalog = load_catalog()
+    charts: tuple[AnyChart, ...] = (
+        *design_charts(
+            catalog, settings.drift_metrics, settings.drift_odds_ratios, settings.drift_arl0_cases
+        ),
+        *design_vas_charts(
+            catalog,
+            settings.drift_vas_timepoints,
+            settings.drift_vas_shift_sd,
+            settings.drift_arl0_cases,
+        ),
+    )
+    for chart in charts:
+        log.info(
+            "drift chart %s: h=%.3f, ARL0 %.0f, ARL1 %.0f cases, %d strata",
+            chart.name,
+            chart.design.limit,
+            chart.design.arl0,
+            chart.design.arl1,
+            len(chart.strata),
+        )
+    return DriftMonitor(charts, settings.drift_resolve_after_cases)
+
+
+def _register_outcome_metrics(
+    registry: CollectorRegistry, engine: OutcomeEngine, app: faust.App, settings: Settings
+) -> None:
+    # Imported late: the collector pulls in the baseline catalog.
+    from spinewatch.engine.metrics import DriftCollector, OutcomeCollector  # noqa: PLC0415
+
+    registry.register(OutcomeCollector(engine, lambda: active_partitions(app, settings)))
+    registry.register(DriftCollector(engine, lambda: active_partitions(app, settings)))

@@ -1,0 +1,83 @@
+"""`spinewatch worker`: run one outcomes worker until SIGTERM or SIGINT.
+
+It exits 0 when asked to stop, and 70 (EX_SOFTWARE) when its supervisor
+gave up on a loop that could not recover (see `spinewatch.runtime.supervisor`), so
+that an orchestrator restarts it.
+
+`spinewatch worker --check` asks a running worker's /healthz instead and
+exits 0 when it answers 200 (for container health checks and scripts).
+
+Bad settings (a value outside its rule, an unknown `SPINEWATCH_*`
+variable, brokers and the embedded broker both) and a missing broker end
+start-up with a message and exit code 2, before anything is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from spinewatch.engine.bootstrap import kafka_brokers, require_broker, running_worker
+from spinewatch.engine.settings import Settings
+from spinewatch.errors import BrokerNotConfigured, UnknownSetting
+from spinewatch.runtime.health import check_url
+from spinewatch.runtime.log_privacy import configure_logging as configure_private_logging
+from spinewatch.runtime.settings_env import describe_settings_error
+from spinewatch.runtime.supervisor import leave, until_stopped_or_given_up
+
+
+def configure_logging(settings: Settings) -> None:
+    # spinewatch logs counts and partitions only; faust and aiokafka log
+    # whole messages at debug, which PrivacyFilter reduces to sizes (see
+    # runtime/log_privacy.py for what it scrubs, at every level).
+    configure_private_logging(settings.log_level)
+    # Noise from faust under load on a single-record-batch broker.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    logging.getLogger("mode.timers").setLevel(logging.ERROR)
+
+
+async def serve(settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with kafka_brokers(settings) as brokers, running_worker(settings, brokers) as worker:
+        print(
+            f"spinewatch worker {settings.app_id}: brokers {brokers}, "
+            f"metrics {worker.metrics.url}/metrics",
+            flush=True,
+        )
+        return await until_stopped_or_given_up(stop, worker.gave_up)
+
+
+def check(settings: Settings) -> int:
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/healthz"
+    return check_url(url, "spinewatch worker")
+
+
+def main(check_only: bool, embedded_broker: bool = False) -> int:
+    try:
+        # The flag is one more source of the setting; with brokers also set
+        # the settings refuse the pair.
+        settings = Settings(embedded_broker=True) if embedded_broker else Settings()
+    except UnknownSetting as exc:
+        print(f"spinewatch worker: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, SettingsError) as exc:
+        message = describe_settings_error(exc, "SPINEWATCH_")
+        print(f"spinewatch worker: invalid settings:\n{message}", file=sys.stderr)
+        return 2
+    if check_only:
+        return check(settings)
+    try:
+        require_broker(settings)
+    except BrokerNotConfigured as exc:
+        print(f"spinewatch worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    return leave(asyncio.run(serve(settings)))

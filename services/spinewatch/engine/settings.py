@@ -1,0 +1,235 @@
+"""Typed settings of the outcomes engine (environment prefix `SPINEWATCH_`).
+
+Every knob is validated at start-up, so a typo in a deployment fails fast
+with the field named, instead of surfacing as odd behaviour mid-stream: a
+bad value by its rule, an unknown `SPINEWATCH_*` variable by its name and
+the closest valid one (`settings_env.StrictEnvSettings`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from spinewatch.baselines import seeds
+from spinewatch.engine.ingest import IngestLimits
+from spinewatch.runtime.failures import InputLimits
+from spinewatch.runtime.settings_env import StrictEnvSettings
+
+# Charted by default: leakage per treated level, symptomatic leakage, any
+# complication, and each named complication whose literature figure is not
+# zero somewhere (zero-figure events page as sentinels instead).
+DEFAULT_DRIFT_METRICS = (
+    "cement_leakage_rate_per_level",
+    "symptomatic_cement_leakage_rate",
+    "complication_rate",
+    "radiculopathy_rate",
+    "reoperation_rate",
+    "neurological_deficit_rate",
+)
+
+
+class Settings(StrictEnvSettings):
+    model_config = SettingsConfigDict(env_prefix="SPINEWATCH_", frozen=True, extra="forbid")
+    # Under SPINEWATCH_ but not the worker's: the alerting service's own
+    # namespace (AlertingSettings checks it), the test suite's knobs, and
+    # the seed directory the catalog verifier reads.
+    foreign_env_prefixes: ClassVar[tuple[str, ...]] = ("SPINEWATCH_ALERTING_", "SPINEWATCH_TEST_")
+    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR,)
+
+    kafka_brokers: str | None = Field(
+        default=None,
+        description="host:port[,host:port] of the Kafka cluster; required unless embedded_broker.",
+        pattern=r"^[A-Za-z0-9.\-]+:\d+(,[A-Za-z0-9.\-]+:\d+)*$",
+    )
+    embedded_broker: bool = Field(
+        default=False,
+        description="Start a throwaway in-memory Tansu broker instead (demo, trials): "
+        "its data is lost when the process stops. Excludes kafka_brokers.",
+    )
+    app_id: str = Field(
+        default="spinewatch",
+        pattern=r"^[a-z][a-z0-9-]{2,48}$",
+        description="Consumer group id, and the prefix of every topic name.",
+    )
+    partitions: int = Field(default=4, ge=1, le=256)
+    store: Literal["memory://", "rocksdb://"] = "memory://"
+    data_dir: Path = Field(default=Path(".spinewatch-data"), description="RocksDB/faust data.")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
+    web_port: int = Field(
+        default=6066, ge=1, le=65535, description="faust binds it even when its web is off."
+    )
+    session_timeout_s: float = Field(default=10.0, ge=1.0, le=300.0)
+    ingest_processes: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Child processes that validate inbound batches; 0 validates inline.",
+    )
+    ingest_chunk_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Inbound bytes triaged per unit of work: bounds fact batches and latency.",
+    )
+    ingest_batch_max: int = Field(default=2000, ge=1, le=100_000)
+    ingest_batch_within_s: float = Field(default=0.05, gt=0, le=5.0)
+    commit_every: int = Field(default=500, ge=1)
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=700,
+        description="Allocations between young-generation GC runs in the worker process.",
+    )
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=300.0)
+    # Work-arounds for the Tansu broker (see patches/tansu.py). They patch
+    # aiokafka's group leave and fetch wait and cap producer batches at one
+    # record: needless, and slower, on Apache Kafka. Resolved in one place,
+    # bootstrap.tansu_compat().
+    tansu_compat: bool | None = Field(
+        default=None,
+        description="Tansu work-arounds; unset means on exactly when embedded_broker is.",
+    )
+
+    # -- failing input (see runtime/failures.py and engine/dead_letters.py) ----------------
+    max_message_bytes: int = Field(
+        default=8 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="Larger inbound messages are dead-lettered undecoded (message_too_large).",
+    )
+    max_nesting_depth: int = Field(
+        default=32, ge=8, le=128, description="Deeper JSON is dead-lettered (nesting_too_deep)."
+    )
+    deadletter_max_bytes: int = Field(
+        default=512 << 10,
+        ge=1024,
+        le=900_000,
+        description="A dead letter keeps at most this much of its payload (the rest is hashed).",
+    )
+
+    # -- supervision and health (see runtime/supervisor.py and adapters/stream_health.py) ---
+    stall_after_s: float = Field(
+        default=5.0, gt=0, le=600, description="Input waiting this long unprocessed: red."
+    )
+    give_up_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="A liveness check red this long ends the process (exit 70) for a restart.",
+    )
+    probe_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often lag is read from the broker."
+    )
+    broker_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="No answer from the broker this long: red."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    # -- drift charts (see domain/drift/design.py) --------------------------
+    drift_metrics: tuple[str, ...] = Field(
+        default=DEFAULT_DRIFT_METRICS,
+        description="Rate metrics charted per site; () turns drift monitoring off.",
+    )
+    drift_odds_ratios: tuple[float, ...] = Field(
+        default=(2.0,),
+        min_length=1,
+        description="Shifts the charts detect: > 1 deterioration, < 1 improvement.",
+    )
+    drift_vas_timepoints: tuple[str, ...] = Field(
+        default=("post_procedure", "final"),
+        description="Follow-up timepoints whose paired VAS change is charted; () for none.",
+    )
+    drift_vas_shift_sd: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=5.0,
+        description="Loss of pain relief the VAS charts detect, in SD of the published change.",
+    )
+    drift_arl0_cases: float = Field(
+        default=10_000,
+        ge=50,
+        le=1_000_000,
+        description="Target in-control run length per chart, in cases (levels or patients).",
+    )
+    drift_resolve_after_cases: int = Field(
+        default=100,
+        ge=1,
+        description="Cases without a new signal after which a chart is back in control.",
+    )
+    drift_interval_s: float = Field(
+        default=1.0, gt=0, le=300, description="How often charts are refolded and published."
+    )
+
+    @model_validator(mode="after")
+    def _one_broker_choice(self) -> Settings:
+        if self.embedded_broker and self.kafka_brokers is not None:
+            raise ValueError("set either kafka_brokers or embedded_broker, not both")
+        return self
+
+    @field_validator("drift_metrics")
+    @classmethod
+    def _known_metrics(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from spinewatch.domain.drift.design import monitorable_metrics  # noqa: PLC0415
+
+        known = monitorable_metrics()
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"not chartable: {unknown}; choose from {sorted(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each metric once")
+        return names
+
+    @field_validator("drift_vas_timepoints")
+    @classmethod
+    def _timepoints(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from spinewatch.contracts.vocabulary import FollowupTimepoint  # noqa: PLC0415
+
+        known = {t.value for t in FollowupTimepoint}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"unknown timepoints {unknown}; choose from {sorted(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each timepoint once")
+        return names
+
+    @field_validator("drift_odds_ratios")
+    @classmethod
+    def _shifts(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
+        for ratio in ratios:
+            if not 0.05 <= ratio <= 20 or ratio == 1:
+                raise ValueError(f"odds ratio {ratio} must lie in [0.05, 20] and not be 1")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError("each odds ratio once")
+        return ratios
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits(
+            InputLimits(self.max_message_bytes, self.max_nesting_depth), self.deadletter_max_bytes
+        )
+
+    @property
+    def drift_topic(self) -> str:
+        return f"{self.app_id}-drift"
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.app_id}-events"
+
+    @property
+    def facts_topic(self) -> str:
+        return f"{self.app_id}-facts"
+
+    @property
+    def deadletter_topic(self) -> str:
+        return f"{self.app_id}-deadletter"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-{SEGMENTS_TABLE}-changelog"
+
+
+SEGMENTS_TABLE = "segments"
