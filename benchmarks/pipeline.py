@@ -62,13 +62,14 @@ from prometheus_client import Counter
 
 from spinewatch.adapters.kafka_admin import ensure_topics
 from spinewatch.contracts import parse_event
+from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.demo.synthetic.cohort import default_sites, generate_cohort
 from spinewatch.devservers.tansu import EmbeddedBroker, free_port
-from spinewatch.engine.bootstrap import RunningWorker, running_worker, topic_names
+from spinewatch.engine.bootstrap import RunningWorker, running_worker
 from spinewatch.engine.settings import Settings
 from spinewatch.patches.tansu import apply_tansu_compat
 
-PARTITIONS = 4
+PARTITIONS = DEFAULT_PARTITIONS
 SEED = 20260
 STALL_S = 30.0  # no progress for this long fails a case
 DEADLINE_S = 150.0  # a case may take at most this long
@@ -362,7 +363,8 @@ async def raw_consume(
 
 
 async def bench_raw(bootstrap: str, run_id: str, work: Workload) -> list[CaseResult]:
-    topic = f"bench-raw-{run_id}"
+    # The references run on topics named as the product names its own.
+    topic = Topology(f"bench-raw-{run_id}").events
     await ensure_topics(bootstrap, [topic], PARTITIONS)
     producer_s = await produce(bootstrap, topic, work.singles)
     results = []
@@ -440,7 +442,7 @@ async def bench_faust(
     bootstrap: str, run_id: str, work: Workload, tmp: Path, produce_first: bool
 ) -> CaseResult:
     app_id = f"bench-faust-{run_id}"
-    topic_name = f"{app_id}-events"
+    topic_name = Topology(app_id).events
     await ensure_topics(bootstrap, [topic_name], PARTITIONS)
     producer_s = await produce(bootstrap, topic_name, work.singles) if produce_first else None
     app = faust.App(
@@ -564,7 +566,7 @@ async def bench_spinewatch(
     settings = bench_settings(bootstrap, app_id, tmp, overrides)
     producer_s: float | None = None
     if produce_first:
-        await ensure_topics(bootstrap, topic_names(settings), settings.partitions)
+        await ensure_topics(bootstrap, settings.topics.names(), settings.partitions)
         producer_s = await produce(bootstrap, settings.events_topic, messages)
     async with bounded_worker(settings, bootstrap) as worker:
         metrics = worker.engine.metrics
@@ -723,7 +725,7 @@ async def bench_rss(
             await scrape(session, url)  # a scrape's own allocations belong to the baseline
             idle = proc_status_mib(worker.pid)
             started = time.perf_counter()
-            producer_s = await produce(bootstrap, f"{app_id}-events", work.bulk)
+            producer_s = await produce(bootstrap, Topology(app_id).events, work.bulk)
             # Every procedure held AND every event applied: a procedure is
             # held from its first event, while its follow-ups may still be queued.
             target = (float(work.procedures), float(work.events))

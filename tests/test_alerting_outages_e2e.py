@@ -23,6 +23,7 @@ import pytest
 
 from spinewatch.alerting.process import running_alerting
 from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.contracts.topics import Topology
 from spinewatch.devservers.redis import EmbeddedRedis
 from tests.conftest import SettingsFactory
 from tests.probes import failing, health
@@ -50,7 +51,7 @@ async def test_a_20_s_redis_outage_pages_every_signal_exactly_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app_id = make_settings().app_id
-    drift_topic = f"{app_id}-drift"
+    drift_topic = Topology(app_id).drift
     redis = EmbeddedRedis(tmp_path, persistent=True)
     redis.start()
     webhook = Webhook()

@@ -31,7 +31,6 @@ from spinewatch.contracts import Indication, ProcedureType
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.devservers.tansu import EmbeddedBroker, free_port
 from spinewatch.domain.alerts.policy import SENTINEL_METRICS
-from spinewatch.engine.bootstrap import topic_names
 from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
@@ -105,7 +104,7 @@ async def test_a_20_s_broker_outage_with_data_intact_is_ridden_out(
                 give_up_after_s=300, drift_interval_s=0.3,
             )  # fmt: skip
             await broker.wait_until_ready()
-            await ensure_topics(proxy.address, topic_names(settings), settings.partitions)
+            await ensure_topics(proxy.address, settings.topics.names(), settings.partitions)
             async with (
                 running_worker(settings, proxy.address) as worker,
                 _alerting(settings, proxy.address, redis_url, webhook) as alerting,
@@ -199,7 +198,7 @@ async def test_an_empty_broker_after_a_restart_makes_the_worker_red_then_exit_70
     broker = EmbeddedBroker(port=port)
     try:
         await broker.start()
-        await ensure_topics(brokers, topic_names(settings), settings.partitions)
+        await ensure_topics(brokers, settings.topics.names(), settings.partitions)
         async with _alerting(settings, brokers, redis_url, webhook) as alerting:
             worker = WorkerProcess(settings)
             workers.append(worker)

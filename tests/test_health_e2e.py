@@ -20,7 +20,7 @@ from spinewatch.adapters.kafka_admin import ensure_topics
 from spinewatch.contracts import Indication, ProcedureType
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.engine import bootstrap, stream_steps
-from spinewatch.engine.bootstrap import running_worker, topic_names
+from spinewatch.engine.bootstrap import running_worker
 from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.stream_steps import IngestStep
 from tests.conftest import SettingsFactory
@@ -132,7 +132,7 @@ async def test_a_bad_changelog_segment_is_skipped_loudly_not_fatal_to_every_reco
 ) -> None:
     # Measured before: one unreadable segment made every recovery fail.
     settings = make_settings()
-    await ensure_topics(kafka_bootstrap, topic_names(settings), settings.partitions)
+    await ensure_topics(kafka_bootstrap, settings.topics.names(), settings.partitions)
     for partition in range(settings.partitions):
         await produce_keyed(
             kafka_bootstrap,

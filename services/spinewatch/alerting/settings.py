@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spinewatch.contracts.topics import Topology
 from spinewatch.runtime.settings_env import StrictEnvSettings
 
 
@@ -62,11 +63,11 @@ class AlertingSettings(StrictEnvSettings):
 
     @property
     def drift_topic(self) -> str:
-        return f"{self.app_id}-drift"
+        return Topology(self.app_id).drift
 
     @property
     def alerts_topic(self) -> str:
-        return f"{self.app_id}-alerts"
+        return Topology(self.app_id).alerts
 
     @property
     def consumer_group(self) -> str:

@@ -35,9 +35,10 @@ import faust
 from faust.types import StreamT
 
 from spinewatch.adapters.stream_health import StreamHealth
+from spinewatch.contracts.topics import SEGMENTS_TABLE
 from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
-from spinewatch.engine.settings import SEGMENTS_TABLE, Settings
+from spinewatch.engine.settings import Settings
 from spinewatch.engine.stream_steps import ApplyStep, IngestStep
 from spinewatch.patches.faust_flush import apply_flush_fix
 from spinewatch.patches.faust_recovery import apply_recovery_fix

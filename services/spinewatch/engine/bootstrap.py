@@ -78,16 +78,6 @@ async def kafka_brokers(settings: Settings) -> AsyncIterator[str]:
         yield broker.bootstrap
 
 
-def topic_names(settings: Settings) -> list[str]:
-    return [
-        settings.events_topic,
-        settings.facts_topic,
-        settings.deadletter_topic,
-        settings.changelog_topic,
-        settings.drift_topic,
-    ]
-
-
 @dataclass
 class RunningWorker:
     settings: Settings
@@ -114,7 +104,7 @@ async def running_worker(
     settings: Settings, brokers: str, startup_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningWorker]:
     """Start one worker on the current event loop; stop it on exit."""
-    await ensure_topics(brokers, topic_names(settings), settings.partitions)
+    await ensure_topics(brokers, settings.topics.names(), settings.partitions)
     tune_gc(settings.gc_young_threshold)
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]

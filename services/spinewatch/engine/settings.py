@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from spinewatch.baselines import seeds
+from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.engine.ingest import IngestLimits
 from spinewatch.runtime.failures import InputLimits
 from spinewatch.runtime.settings_env import StrictEnvSettings
@@ -55,7 +56,7 @@ class Settings(StrictEnvSettings):
         pattern=r"^[a-z][a-z0-9-]{2,48}$",
         description="Consumer group id, and the prefix of every topic name.",
     )
-    partitions: int = Field(default=4, ge=1, le=256)
+    partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1, le=256)
     store: Literal["memory://", "rocksdb://"] = "memory://"
     data_dir: Path = Field(default=Path(".spinewatch-data"), description="RocksDB/faust data.")
     metrics_host: str = "127.0.0.1"
@@ -212,24 +213,25 @@ class Settings(StrictEnvSettings):
         )
 
     @property
+    def topics(self) -> Topology:
+        return Topology(self.app_id, self.partitions)
+
+    @property
     def drift_topic(self) -> str:
-        return f"{self.app_id}-drift"
+        return self.topics.drift
 
     @property
     def events_topic(self) -> str:
-        return f"{self.app_id}-events"
+        return self.topics.events
 
     @property
     def facts_topic(self) -> str:
-        return f"{self.app_id}-facts"
+        return self.topics.facts
 
     @property
     def deadletter_topic(self) -> str:
-        return f"{self.app_id}-deadletter"
+        return self.topics.deadletter
 
     @property
     def changelog_topic(self) -> str:
-        return f"{self.app_id}-{SEGMENTS_TABLE}-changelog"
-
-
-SEGMENTS_TABLE = "segments"
+        return self.topics.changelog
