@@ -19,7 +19,11 @@
     |                         namespace names no setting (a typo); names
     |                         the variable and the closest valid one
     +-- BrokerNotConfigured   `spinewatch worker` was given neither brokers
-                              nor the explicit embedded-broker choice
+    |                         nor the explicit embedded-broker choice
+    +-- PatchVersionMismatch  an installed faust-streaming or aiokafka is not
+                              a version the patches of their internals were
+                              written and tested for; the worker refuses to
+                              start
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -95,3 +99,22 @@ class UnknownSetting(SpinewatchError, ValueError):
 
 class BrokerNotConfigured(SpinewatchError):
     """No Kafka brokers configured, and the embedded broker not asked for."""
+
+
+class PatchVersionMismatch(SpinewatchError):
+    """Installed dependencies that a patch of their internals was not tested with.
+
+    Carries (patch, distribution, installed, tested versions) per mismatch.
+    """
+
+    def __init__(self, mismatches: list[tuple[str, str, str, tuple[str, ...]]]) -> None:
+        self.mismatches = tuple(mismatches)
+        super().__init__(
+            "; ".join(
+                f"patch {patch} replaces private internals of {dist} and was tested with "
+                f"{dist} {' or '.join(tested)}, but {installed} is installed"
+                for patch, dist, installed, tested in mismatches
+            )
+            + ". Install the tested versions (pyproject.toml pins them), or re-test the "
+            "patch against the new release and add that version to spinewatch.patches."
+        )

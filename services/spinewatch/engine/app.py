@@ -34,15 +34,14 @@ from typing import Any, cast
 import faust
 from faust.types import StreamT
 
+from spinewatch import patches
 from spinewatch.adapters.stream_health import StreamHealth
 from spinewatch.contracts.topics import SEGMENTS_TABLE
 from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
 from spinewatch.engine.stream_steps import ApplyStep, IngestStep
-from spinewatch.patches.faust_flush import apply_flush_fix
-from spinewatch.patches.faust_recovery import apply_recovery_fix
-from spinewatch.patches.tansu import SINGLE_RECORD_BATCH_BYTES, apply_tansu_compat
+from spinewatch.patches.tansu import SINGLE_RECORD_BATCH_BYTES
 from spinewatch.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -67,12 +66,11 @@ def create_app(
     supervisor: Supervisor,
     health: StreamHealth,
 ) -> Streams:
-    # Offsets must not be committed before what their events sent is out.
-    apply_flush_fix()
-    # Nor may a record be skipped when the streams resume after a rebalance.
-    apply_recovery_fix()
-    if tansu_compat:  # decided by bootstrap.tansu_compat
-        apply_tansu_compat()
+    # Offsets must not be committed before what their events sent is out,
+    # nor may a record be skipped when the streams resume after a rebalance;
+    # the Tansu work-arounds only when tansu_compat (bootstrap.tansu_compat).
+    # Refuses (PatchVersionMismatch) on versions the patches were not tested with.
+    patches.apply(tansu_compat=tansu_compat)
     app = faust.App(settings.app_id, **_faust_config(settings, brokers, tansu_compat))
 
     events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")

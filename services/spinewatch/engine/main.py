@@ -8,8 +8,10 @@ that an orchestrator restarts it.
 exits 0 when it answers 200 (for container health checks and scripts).
 
 Bad settings (a value outside its rule, an unknown `SPINEWATCH_*`
-variable, brokers and the embedded broker both) and a missing broker end
-start-up with a message and exit code 2, before anything is started.
+variable, brokers and the embedded broker both), a missing broker, and a
+faust-streaming or aiokafka release the patches were not tested with
+(`spinewatch.patches`) end start-up with a message and exit code 2, before
+anything is started.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from spinewatch.engine.bootstrap import kafka_brokers, require_broker, running_worker
+from spinewatch import patches
+from spinewatch.engine.bootstrap import kafka_brokers, require_broker, running_worker, tansu_compat
 from spinewatch.engine.settings import Settings
-from spinewatch.errors import BrokerNotConfigured, UnknownSetting
+from spinewatch.errors import BrokerNotConfigured, PatchVersionMismatch, UnknownSetting
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging as configure_private_logging
 from spinewatch.runtime.settings_env import describe_settings_error
@@ -76,7 +79,10 @@ def main(check_only: bool, embedded_broker: bool = False) -> int:
         return check(settings)
     try:
         require_broker(settings)
-    except BrokerNotConfigured as exc:
+        # Before anything starts: patches of faust/aiokafka internals run only
+        # on the versions they were tested with (spinewatch.patches).
+        patches.check_versions(tansu_compat=tansu_compat(settings))
+    except (BrokerNotConfigured, PatchVersionMismatch) as exc:
         print(f"spinewatch worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
