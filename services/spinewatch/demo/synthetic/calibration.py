@@ -5,7 +5,7 @@ Every outcome probability is read from the literature baseline catalog via
 `SHAPES`) cover what the catalog does not report (missed visits, imaging,
 anaesthesia, severity grading) and set no outcome rate, except the
 documented `ASSUMED_ZERO_EVENT_FLOOR`. Kept apart from the event builders
-(`synthetic_events`) so the whole calibration can be audited in one place.
+(`events`) so the whole calibration can be audited in one place.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Randomness comes only from `seeded_stream`, one stream per site, so a site's
 events depend on nothing but the seed and its own profile. Every number the
-builders draw against comes from `synthetic_calibration`; this module only
+builders draw against comes from `calibration`; this module only
 shapes events as the contracts expect. Events hold only pseudonymous UUIDs
 and coded values.
 """

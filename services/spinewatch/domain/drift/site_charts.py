@@ -226,7 +226,7 @@ def _differing(old: Outcomes, new: Outcomes) -> Iterator[int]:
 
 
 # Procedure-related complications the seeds' series report none of: every
-# case is paged (alert_policy.SENTINEL_METRICS names their rates).
+# case is paged (domain/alerts/policy.SENTINEL_METRICS names their rates).
 SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
 _SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
 _SENTINEL_NAMES = tuple(name for _, name in _SENTINEL_TALLIES)
