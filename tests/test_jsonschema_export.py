@@ -1,19 +1,31 @@
-"""The committed JSON Schemas match the models and agree with them on data."""
+"""The committed JSON Schemas match the models and agree with them on data.
+
+The event schemas are checked on generated events; the baseline catalog's
+schema on the real catalog.toml, read with tomllib as a non-Python tool
+would read it (`parse_catalog` validates that document untransformed).
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+import tomllib
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from jsonschema import Draft202012Validator
+from pydantic import ValidationError
 
+from spinewatch.baselines import parse_catalog
+from spinewatch.baselines.catalog import CATALOG_RESOURCE
+from spinewatch.baselines.export import CATALOG_SCHEMA_FILE, json_schemas
+from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.cli.main import main
 from spinewatch.contracts import EVENT_MODELS
-from spinewatch.contracts.export import DRIFT_MODELS, event_json_schemas, render, schema_file_name
+from spinewatch.contracts.export import DRIFT_MODELS, render, schema_file_name
 from tests.strategies import any_event, procedure_performed
 
 COMMITTED = Path(__file__).resolve().parents[1] / "schemas" / "json-schema"
@@ -27,23 +39,23 @@ VALIDATORS = {
 
 
 def test_committed_schemas_are_up_to_date() -> None:
-    generated = event_json_schemas()
+    generated = json_schemas()
     committed = {path.name for path in COMMITTED.glob("*.json")}
     assert committed == set(generated), "run: spinewatch schemas --out schemas/json-schema"
     for name, document in generated.items():
         assert (COMMITTED / name).read_text() == render(document), f"{name} is stale"
 
 
-def test_cli_writes_one_schema_per_event_type(
+def test_cli_writes_one_schema_per_event_type_and_the_catalog_schema(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["schemas", "--out", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     types = [*EVENT_MODELS, *DRIFT_MODELS]
-    assert written == sorted(schema_file_name(t) for t in types)
+    assert written == sorted([*(schema_file_name(t) for t in types), CATALOG_SCHEMA_FILE])
     for name in written:
         Draft202012Validator.check_schema(json.loads((tmp_path / "out" / name).read_text()))
-    assert len(capsys.readouterr().out.splitlines()) == len(types)
+    assert len(capsys.readouterr().out.splitlines()) == len(types) + 1
 
 
 @settings(max_examples=150)
@@ -68,3 +80,61 @@ def test_json_schema_rejects_what_the_models_reject(payload: dict[str, Any]) -> 
     bad_level = copy.deepcopy(payload)
     bad_level["levels"][0]["vertebra"] = "T13"
     assert not validator.is_valid(bad_level)
+
+
+CATALOG_TEXT = files("spinewatch.baselines").joinpath(CATALOG_RESOURCE).read_text(encoding="utf-8")
+CATALOG_VALIDATOR = Draft202012Validator(
+    json.loads((COMMITTED / CATALOG_SCHEMA_FILE).read_text()),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+def test_the_real_catalog_is_valid_for_the_catalog_schema() -> None:
+    document = tomllib.loads(CATALOG_TEXT)
+    assert [error.message for error in CATALOG_VALIDATOR.iter_errors(document)] == []
+    assert len(document["baselines"]) == len(parse_catalog(CATALOG_TEXT).baselines)
+
+
+def _loader_accepts(document: dict[str, Any]) -> bool:
+    """What `parse_catalog` does with the document tomllib returned."""
+    try:
+        BaselineCatalog.model_validate(document, strict=False)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("baselines", 0, "statistic", "sd"),  # a mean_sd figure without its SD
+        ("baselines", 0, "source", "quote"),
+        ("baselines", 0, "metric"),
+        ("seeds", 0, "kind"),
+        ("catalog_version",),
+    ],
+)
+def test_catalog_schema_rejects_a_missing_required_field(path: tuple[str | int, ...]) -> None:
+    document = tomllib.loads(CATALOG_TEXT)
+    assert document["baselines"][0]["statistic"]["kind"] == "mean_sd"
+    broken = copy.deepcopy(document)
+    node: Any = broken
+    for part in path[:-1]:
+        node = node[part]
+    del node[path[-1]]
+    assert not CATALOG_VALIDATOR.is_valid(broken), path
+    assert not _loader_accepts(broken), path  # the model agrees
+
+
+def test_catalog_schema_rejects_unknown_keys_and_values() -> None:
+    document = tomllib.loads(CATALOG_TEXT)
+    for corrupt in (
+        {"patient_name": "x"},
+        {"figure": "anecdote"},
+        {"statistic": {"kind": "share", "value": 1.5}},
+        {"source": document["baselines"][0]["source"] | {"seed": "000.txt"}},
+    ):
+        broken = copy.deepcopy(document)
+        broken["baselines"][0] |= corrupt
+        assert not CATALOG_VALIDATOR.is_valid(broken), corrupt
+        assert not _loader_accepts(broken), corrupt

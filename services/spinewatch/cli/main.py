@@ -1,6 +1,7 @@
 """The `spinewatch` command line.
 
-    spinewatch schemas --out DIR        write one JSON Schema per event type
+    spinewatch schemas --out DIR        write one JSON Schema per event type, and
+                                        one of the baseline catalog
     spinewatch baselines [--json]       print the literature baseline catalog
     spinewatch baselines --verify       prove every figure against the seeds
     spinewatch validate FILE|-          check NDJSON events, field by field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from spinewatch.baselines import load_catalog, verify_catalog
+from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
 from spinewatch.contracts import parse_event
 from spinewatch.contracts.export import write_json_schemas
@@ -45,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    schemas = commands.add_parser("schemas", help="write the event JSON Schemas")
+    schemas = commands.add_parser(
+        "schemas", help="write the event and baseline catalog JSON Schemas"
+    )
     schemas.add_argument("--out", type=Path, required=True, help="directory to write into")
     schemas.set_defaults(run=_schemas)
 
@@ -106,7 +110,7 @@ def _per_month(text: str) -> float:
 
 
 def _schemas(args: argparse.Namespace) -> int:
-    for path in write_json_schemas(args.out):
+    for path in write_json_schemas(args.out, json_schemas()):
         print(path)
     return 0
 

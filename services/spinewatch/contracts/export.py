@@ -3,12 +3,18 @@
 Inbound events (what hospital systems send) and the engine's outbound
 drift messages (what the alerting service reads). Non-Python producers and
 consumers validate against these files; the copies committed under
-`schemas/json-schema/` are checked by the test suite to match the models.
+`schemas/json-schema/` are checked by the test suite to match the models,
+and `schemas/asyncapi.yaml` refers to them by file name.
+
+`document_json_schema` exports any other whole-document model the same way
+(the baseline catalog: the `spinewatch schemas` command adds it, since the
+contracts may not import the layers above them).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +49,30 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
     return documents
 
 
+def document_json_schema(
+    model: type[BaseModel], schema_id: str, description: str
+) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a whole document that `model` validates."""
+    schema = model.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": schema_id,
+        **schema,
+        "description": description,
+    }
+
+
 def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def write_json_schemas(out_dir: Path) -> list[Path]:
+def write_json_schemas(
+    out_dir: Path, documents: Mapping[str, dict[str, Any]] | None = None
+) -> list[Path]:
+    """Write `documents` (by default the event schemas), one file per name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in event_json_schemas().items():
+    for name, document in (event_json_schemas() if documents is None else documents).items():
         path = out_dir / name
         path.write_text(render(document), encoding="utf-8")
         written.append(path)

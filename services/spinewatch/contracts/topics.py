@@ -32,7 +32,8 @@ class Topic(StrEnum):
     FACTS = "facts"
     # Messages that could not be counted, with the reason in headers.
     DEADLETTER = "deadletter"
-    # The worker's state: one segment (a fact batch) per record, keyed by site.
+    # The worker's state: one segment (a fact batch) per record, keyed by the
+    # facts partition and offset it came from, written to that facts partition.
     SEGMENTS_CHANGELOG = f"{SEGMENTS_TABLE}-changelog"
     # Drift signals and sentinels (JSON), keyed by site: worker -> alerting.
     DRIFT = "drift"
