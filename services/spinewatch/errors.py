@@ -21,9 +21,12 @@
     +-- BrokerNotConfigured   `spinewatch worker` was given neither brokers
     |                         nor the explicit embedded-broker choice
     +-- PatchVersionMismatch  an installed faust-streaming or aiokafka is not
-                              a version the patches of their internals were
-                              written and tested for; the worker refuses to
-                              start
+    |                         a version the patches of their internals were
+    |                         written and tested for; the worker refuses to
+    |                         start
+    +-- CredentialsError      a credentials file (gateway or alerting tokens)
+                              cannot be read or a record in it is malformed;
+                              names the record and field, never a value
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -118,3 +121,7 @@ class PatchVersionMismatch(SpinewatchError):
             + ". Install the tested versions (pyproject.toml pins them), or re-test the "
             "patch against the new release and add that version to spinewatch.patches."
         )
+
+
+class CredentialsError(SpinewatchError):
+    """A credentials file is unreadable or malformed (record and field named, no value)."""
