@@ -1,0 +1,1 @@
+"""The HTTP gateway (`spinewatch gateway`): authenticated doors for hospital systems."""

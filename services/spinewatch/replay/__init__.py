@@ -1,0 +1,1 @@
+"""`spinewatch replay`: backfill events from files, to Kafka or through the gateway."""
