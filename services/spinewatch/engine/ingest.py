@@ -35,7 +35,7 @@ from pydantic import TypeAdapter, ValidationError
 from spinewatch.adapters.state_codec import encode_facts
 from spinewatch.contracts import Event, parse_event
 from spinewatch.domain.outcomes.facts import Fact, fact_of
-from spinewatch.engine.dead_letters import (
+from spinewatch.runtime.dead_letters import (
     DEFAULT_MAX_VALUE_BYTES,
     DeadLetter,
     MessageOrigin,

@@ -24,7 +24,7 @@ from faust.types import EventT
 from spinewatch.adapters.acked_send import Outgoing, send_all
 from spinewatch.adapters.state_codec import UnreadableState
 from spinewatch.adapters.stream_health import StreamHealth
-from spinewatch.engine.dead_letters import (
+from spinewatch.runtime.dead_letters import (
     DEFAULT_MAX_VALUE_BYTES,
     DeadLetter,
     MessageOrigin,
