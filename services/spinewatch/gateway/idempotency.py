@@ -1,0 +1,137 @@
+"""Idempotency by event_id in Redis: each event is written once, however often it is sent.
+
+Hospital systems retry: a timeout on their side does not mean the gateway
+did not write. Every event_id is claimed in Redis before it is produced:
+
+    SET {prefix}:event:{event_id} "pending:<digest>" NX PX <pending>
+    ... produce, wait for the broker's acknowledgement (acks=all) ...
+    SET {prefix}:event:{event_id} "<digest>" PX <retention>
+
+and released (deleted, only while it still holds our pending claim) when
+the write failed, so the sender's retry can write it. The digest is
+SHA-256 of the event's canonical JSON (the validated model dumped again),
+so whitespace, key order and number spelling do not make a retry look new.
+A later request with the same id finds:
+
+* the same digest: `duplicate`, not produced again;
+* another digest (pending or written): `conflict`, never a silent duplicate:
+  the same id with other content is a sender's bug that someone must see;
+* the same digest still pending: another request is writing it right
+  now; the sender should retry shortly (`in_flight`).
+
+The event_id is a random UUID chosen by the sender, not a patient or
+procedure id, so the keys reveal nothing clinical. Claims use one pipeline
+per request, so a batch of 500 events costs two or three round trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+_PENDING = "pending:"
+# Delete the key only while it holds our own pending claim: a claim that
+# expired and was taken by a retry must not be freed by the first writer.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Claim(Enum):
+    NEW = "new"  # ours to write
+    DUPLICATE = "duplicate"  # written before with the same content
+    CONFLICT = "conflict"  # this id was sent before with other content
+    IN_FLIGHT = "in_flight"  # the same content is being written right now
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    event_id: UUID
+    digest: str  # hex SHA-256 of the canonical JSON
+
+
+def content_digest(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, redis: Redis, prefix: str, retention_s: int, pending_ms: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.retention_ms = retention_s * 1000
+        self.pending_ms = pending_ms
+        self._release: Any = redis.register_script(_RELEASE)
+
+    def _key(self, event_id: UUID) -> str:
+        return f"{self.prefix}:event:{event_id}"
+
+    async def claim(self, keys: Sequence[Key]) -> list[Claim]:
+        """Claim each key for writing, or say why it is not ours. Raises on a Redis error."""
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(
+                    self._key(key.event_id), _PENDING + key.digest, nx=True, px=self.pending_ms
+                )
+            won = await pipe.execute()
+        lost = [i for i, ok in enumerate(won) if not ok]
+        claims = [Claim.NEW if ok else Claim.IN_FLIGHT for ok in won]
+        if lost:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in lost:
+                    pipe.get(self._key(keys[i].event_id))
+                found = await pipe.execute()
+            for i, held in zip(lost, found, strict=True):
+                claims[i] = _judge(keys[i].digest, held)
+        return claims
+
+    async def confirm(self, keys: Sequence[Key]) -> None:
+        """The broker has these events: remember them for the retention window."""
+        if not keys:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(self._key(key.event_id), key.digest, px=self.retention_ms)
+            await pipe.execute()
+
+    async def release(self, keys: Sequence[Key]) -> None:
+        """The write failed: free each claim still ours, so a retry can write it."""
+        for key in keys:
+            await self._release(keys=[self._key(key.event_id)], args=[_PENDING + key.digest])
+
+    async def remember(self, name: str, value: str) -> None:
+        """A fact of the gateway's own (`{prefix}:{name}`) kept for the retention window."""
+        await self.redis.set(f"{self.prefix}:{name}", value, px=self.retention_ms)
+
+    async def recall(self, names: Sequence[str]) -> list[str | None]:
+        if not names:
+            return []
+        found = await self.redis.mget([f"{self.prefix}:{name}" for name in names])
+        return [None if value is None else _text(value) for value in found]
+
+
+def _judge(digest: str, held: Any) -> Claim:
+    if held is None:
+        # The claim expired or was released between our SET and GET: a
+        # write just failed or finished; the sender's retry decides.
+        return Claim.IN_FLIGHT
+    text = _text(held)
+    if text == digest:
+        return Claim.DUPLICATE
+    if text == _PENDING + digest:
+        return Claim.IN_FLIGHT
+    return Claim.CONFLICT
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
