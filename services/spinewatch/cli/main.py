@@ -8,10 +8,18 @@
     spinewatch worker [--check] [--embedded-broker]
                                         run an outcomes worker (settings from
                                         SPINEWATCH_* variables), or probe one
+    spinewatch gateway [--check]        serve the HTTP gateway (settings from
+                                        SPINEWATCH_GATEWAY_* variables), or probe one
+    spinewatch token new --source S --site ID [--site ID] [--rate N] | --user U
+                                        issue a bearer token (printed once) and its
+                                        credentials-file entry
     spinewatch demo                     run the bundled demonstration
     spinewatch plan --metric M --procedure P --indication I --volume N/month
                     [--shift OR] [--arl0-months M | --arl0-cases N] [--json]
                                         design a drift chart: h, ARL0, ARL1
+    spinewatch replay FILE... --to kafka|gateway [options]
+                                        backfill events from files, resumable
+                                        (spinewatch replay --help)
 
 Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
 """
@@ -28,6 +36,7 @@ from typing import TextIO
 from spinewatch.baselines import load_catalog, verify_catalog
 from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
+from spinewatch.cli.replay import add_parser as add_replay_parser
 from spinewatch.contracts import parse_event
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
@@ -84,6 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     alerting.set_defaults(run=_alerting)
 
+    gateway = commands.add_parser(
+        "gateway", help="serve the HTTP gateway for hospital systems until SIGTERM"
+    )
+    gateway.add_argument(
+        "--check", action="store_true", help="probe a running gateway's /healthz and exit"
+    )
+    gateway.set_defaults(run=_gateway)
+
+    token = commands.add_parser("token", help="issue bearer tokens for the gateway or alerting")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    token_new = token_commands.add_parser(
+        "new", help="print a fresh token once, and the [[token]] table to add"
+    )
+    token_new.add_argument("--source", help="gateway: the emitting system, e.g. ris-north")
+    token_new.add_argument(
+        "--site", action="append", default=[], help="gateway: a site it may write (repeat)"
+    )
+    token_new.add_argument("--rate", type=int, default=None, help="gateway: events per minute")
+    token_new.add_argument("--user", help="alerting: the on-call user's name")
+    token_new.set_defaults(run=_token_new)
+
     demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
     demo.set_defaults(run=_demo)
 
@@ -98,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--arl0-cases", type=float, default=None)
     plan.add_argument("--json", action="store_true", help="one JSON object")
     plan.set_defaults(run=_plan)
+
+    add_replay_parser(commands)
     return parser
 
 
@@ -175,6 +207,29 @@ def _alerting(args: argparse.Namespace) -> int:
     from spinewatch.alerting.main import main as alerting_main  # noqa: PLC0415
 
     return alerting_main(check_only=args.check)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from spinewatch.gateway.main import main as gateway_main  # noqa: PLC0415 - loads FastAPI
+
+    return gateway_main(check_only=args.check)
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    from spinewatch.cli.token import TokenRequestError, new_token  # noqa: PLC0415
+
+    try:
+        new_token(
+            sys.stdout,
+            source=args.source,
+            sites=args.site,
+            rate_per_minute=args.rate,
+            user=args.user,
+        )
+    except TokenRequestError as exc:
+        print(f"spinewatch token new: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
