@@ -25,8 +25,14 @@
     |                         written and tested for; the worker refuses to
     |                         start
     +-- CredentialsError      a credentials file (gateway or alerting tokens)
-                              cannot be read or a record in it is malformed;
-                              names the record and field, never a value
+    |                         cannot be read or a record in it is malformed;
+    |                         names the record and field, never a value
+    +-- ReplayError           `spinewatch replay` cannot go on: an input file
+        |                     unreadable as its format, a state file that does
+        |                     not match the files, a sink that refuses the
+        |                     credentials or the request (exit 2)
+        +-- SinkUnavailable   the broker or gateway gave no answer within the
+                              give-up time (exit 3; the same command resumes)
 
 Callers catch `SpinewatchError` to handle anything this package raises on
 purpose; anything else escaping is a bug.
@@ -125,3 +131,11 @@ class PatchVersionMismatch(SpinewatchError):
 
 class CredentialsError(SpinewatchError):
     """A credentials file is unreadable or malformed (record and field named, no value)."""
+
+
+class ReplayError(SpinewatchError):
+    """`spinewatch replay` cannot go on (the message names the file or the sink, no value)."""
+
+
+class SinkUnavailable(ReplayError):
+    """The broker or gateway did not answer within the replay's give-up time."""

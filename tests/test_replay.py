@@ -1,0 +1,499 @@
+"""`spinewatch replay`: readers, the CSV columns, the ledger and the counting rule.
+
+Unit tests of pure logic (no broker, no gateway); the real thing, with a
+real broker, worker and gateway, interrupted and resumed, is in
+tests/test_replay_e2e.py. The counting rule is exercised here with an
+in-memory stand-in for the gateway's idempotency (a dict of event_id ->
+content), which is all the rule depends on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spinewatch.contracts import parse_event
+from spinewatch.errors import ReplayError
+from spinewatch.replay.csv_format import CSV_COLUMNS, csv_records, parse_levels
+from spinewatch.replay.ledger import Ledger
+from spinewatch.replay.records import Outcome, Outgoing, Record, Status
+from spinewatch.replay.run import ReplayInput, check, replay
+from spinewatch.replay.sources import (
+    Format,
+    detect_format,
+    document_records,
+    file_sha256,
+    jsonl_records,
+    load_document,
+    read_records,
+)
+from tests.samples import sample_messages
+
+PATIENT = "00000000-0000-0000-0000-000000000001"
+PROCEDURE = "00000000-0000-0000-0000-000000000002"
+
+
+# --- JSON Lines and JSON ------------------------------------------------------------------
+
+
+def test_jsonl_records_skip_blank_lines_and_keep_line_numbers() -> None:
+    good = sample_messages()[0]
+    lines = [good + b"\n", b"\n", b"   \r\n", b"{not json\n", good + b"\r\n"]
+    records = list(jsonl_records(lines))
+    assert [(r.index, r.position) for r in records] == [(0, "line 1"), (1, "line 4"), (2, "line 5")]
+    assert records[2].payload == good  # the line's own bytes, line ending stripped
+
+
+def test_json_document_is_one_event_or_an_array_of_them() -> None:
+    messages = [json.loads(m) for m in sample_messages()[:3]]
+    items = list(document_records(messages))
+    assert [r.position for r in items] == ["item 0", "item 1", "item 2"]
+    assert all(not isinstance(check(r), Outcome) for r in items)
+    (single,) = document_records(messages[0])
+    assert single.position == "document"
+
+
+def test_nan_in_a_json_document_is_a_field_error_not_a_refused_file(tmp_path: Path) -> None:
+    event = sample_messages()[1].replace(b'"vas":1.5', b'"vas":NaN')
+    path = tmp_path / "events.json"
+    path.write_bytes(b"[" + event + b"]")
+    (record,) = read_records(path, Format.JSON)
+    outcome = check(record)
+    assert isinstance(outcome, Outcome)
+    assert [e.location for e in outcome.errors] == ["vas"]
+
+
+def test_a_broken_json_document_is_refused_with_where_not_what(tmp_path: Path) -> None:
+    path = tmp_path / "events.json"
+    path.write_bytes(b'[{"patient": "Jane Doe 1961-03-02",]')
+    with pytest.raises(ReplayError) as caught:
+        load_document(path.read_bytes(), path)
+    assert "line 1, column" in str(caught.value)
+    assert "Jane" not in str(caught.value)
+
+
+def test_formats_are_told_from_the_suffix_or_the_content(tmp_path: Path) -> None:
+    def file(name: str, content: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return path
+
+    one, two = sample_messages()[:2]
+    assert detect_format(file("a.jsonl", b"")) is Format.JSONL
+    assert detect_format(file("a.ndjson", b"")) is Format.JSONL
+    assert detect_format(file("a.csv", b"event_type\n")) is Format.CSV
+    assert detect_format(file("a.json", b"[" + one + b"]")) is Format.JSON
+    assert detect_format(file("b.json", one)) is Format.JSON
+    assert detect_format(file("c.json", one + b"\n" + two + b"\n")) is Format.JSONL
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": []}
+    assert detect_format(file("d.json", json.dumps(bundle).encode())) is Format.FHIR
+    assert detect_format(file("export.txt", one + b"\n")) is Format.JSON
+    assert detect_format(file("e.json", b"[1]"), Format.CSV) is Format.CSV  # declared wins
+    with pytest.raises(ReplayError, match="--format"):
+        detect_format(file("f.txt", b"hello"))
+    with pytest.raises(ReplayError, match="not one JSON document"):
+        detect_format(file("g.json", b'{"a": '))
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+PROCEDURE_ROW = {
+    "event_type": "procedure.performed",
+    "event_id": "00000000-0000-0000-0000-00000000000a",
+    "occurred_at": "2026-03-02T09:30:00Z",
+    "recorded_at": "2026-03-02T11:30:00+00:00",
+    "source": "ris-demo",
+    "site_id": "demo-north",
+    "patient_ref": PATIENT,
+    "procedure_id": PROCEDURE,
+    "procedure_type": "pvp",
+    "indication": "hemangioma",
+    "levels": "L4:unipedicular:5.5:ct:foraminal/symptomatic;L5:bipedicular:4:ct",
+    "anesthesia": "local",
+    "pre_vas": "7.5",
+    "neurological_deficit_at_presentation": "false",
+    "biopsy_taken": "TRUE",
+    "duration_min": "45",
+    "pre_sf36": json.dumps(
+        {"scale": "transformed_0_100"}
+        | dict.fromkeys(
+            (
+                "physical_functioning", "role_physical", "bodily_pain", "general_health",
+                "vitality", "social_functioning", "role_emotional", "mental_health",
+            ),
+            50,
+        )
+    ),
+}  # fmt: skip
+FOLLOWUP_ROW = {
+    "event_type": "followup.recorded",
+    "event_id": "00000000-0000-0000-0000-00000000000b",
+    "occurred_at": "2026-03-04T09:30:00Z",
+    "recorded_at": "2026-03-04T09:30:00Z",
+    "source": "ehr-demo",
+    "site_id": "demo-north",
+    "patient_ref": PATIENT,
+    "procedure_id": PROCEDURE,
+    "timepoint": "other",
+    "days_since_procedure": "2",
+    "vas": "1.5",
+    "analgesic_use": "less",
+}
+COMPLICATION_ROW = FOLLOWUP_ROW | {
+    "event_type": "complication.reported",
+    "event_id": "00000000-0000-0000-0000-00000000000c",
+    "timepoint": "",
+    "days_since_procedure": "",
+    "vas": "",
+    "analgesic_use": "",
+    "category": "radiculopathy",
+    "severity": "mild",
+    "relatedness": "definite",
+    "days_after_procedure": "0",
+    "vertebra": "L4",
+}
+RETRACTION_ROW = FOLLOWUP_ROW | {
+    "event_type": "event.retracted",
+    "event_id": "00000000-0000-0000-0000-00000000000d",
+    "timepoint": "",
+    "days_since_procedure": "",
+    "vas": "",
+    "analgesic_use": "",
+    "target_event_id": "00000000-0000-0000-0000-00000000000b",
+    "reason": "entered_in_error",
+}
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, str]]) -> Path:
+    import csv  # noqa: PLC0415 - only the CSV tests write one
+
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_csv_rows_become_events_of_each_type(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "export.csv", [PROCEDURE_ROW, FOLLOWUP_ROW, COMPLICATION_ROW, RETRACTION_ROW]
+    )
+    records = list(csv_records(path))
+    assert [r.position for r in records] == ["row 2", "row 3", "row 4", "row 5"]
+    events = [parse_event(r.payload or b"") for r in records]
+    procedure = events[0].model_dump(mode="json")
+    assert procedure["pre_vas"] == 7.5
+    assert procedure["biopsy_taken"] is True
+    assert procedure["neurological_deficit_at_presentation"] is False
+    assert procedure["duration_min"] == 45
+    assert procedure["pre_sf36"]["bodily_pain"] == 50
+    assert [
+        (lv["vertebra"], lv["approach"], lv["cement_volume_ml"]) for lv in procedure["levels"]
+    ] == [
+        ("L4", "unipedicular", 5.5),
+        ("L5", "bipedicular", 4.0),
+    ]
+    assert procedure["levels"][0]["leakages"] == [
+        {"site": "foraminal", "volume_ml": None, "symptomatic": True}
+    ]
+    assert procedure["levels"][1]["leakages"] == []
+    assert [e.event_type for e in events[1:]] == [
+        "followup.recorded",
+        "complication.reported",
+        "event.retracted",
+    ]
+    followup = events[1].model_dump(mode="json")
+    assert (followup["days_since_procedure"], followup["vas"]) == (2, 1.5)
+
+
+def test_the_documented_columns_are_every_contract_field() -> None:
+    from spinewatch.contracts import EVENT_MODELS  # noqa: PLC0415
+
+    fields = {name for model in EVENT_MODELS.values() for name in model.model_fields}
+    assert set(CSV_COLUMNS) == fields
+
+
+def test_bad_cells_are_named_by_field_never_quoted(tmp_path: Path) -> None:
+    name = "Jane-Doe-1961"
+    rows = [
+        PROCEDURE_ROW | {"pre_vas": name, "biopsy_taken": "yes"},
+        PROCEDURE_ROW | {"levels": f"L4:unipedicular:5:ct:{name}"},
+        PROCEDURE_ROW | {"levels": "L4:a:b:c:d:e:f"},
+        PROCEDURE_ROW | {"pre_sf36": "{" + name},
+        FOLLOWUP_ROW | {"vas": "1e999"},
+    ]
+    records = list(csv_records(write_csv(tmp_path / "bad.csv", rows)))
+    outcomes = [check(r) for r in records]
+    assert all(isinstance(o, Outcome) and o.status is Status.REJECTED for o in outcomes)
+    locations = [sorted(e.location for e in o.errors) for o in outcomes if isinstance(o, Outcome)]
+    assert locations == [
+        ["biopsy_taken", "pre_vas"],
+        ["levels.0.leakages.0"],
+        ["levels.0"],
+        ["pre_sf36"],
+        ["vas"],
+    ]
+    text = json.dumps([[str(e) for e in o.errors] for o in outcomes if isinstance(o, Outcome)])
+    assert name not in text
+
+
+def test_levels_grammar_without_cement_and_as_json() -> None:
+    assert parse_levels("T12;L1;") == ([{"vertebra": "T12"}, {"vertebra": "L1"}], [])
+    levels, errors = parse_levels('[{"vertebra": "L2"}]')
+    assert (levels, errors) == ([{"vertebra": "L2"}], [])
+    levels, errors = parse_levels("L1:::ct:paravertebral/asymptomatic/0.4+epidural/symptomatic")
+    assert not errors
+    assert levels == [
+        {
+            "vertebra": "L1",
+            "leakage_imaging": "ct",
+            "leakages": [
+                {"site": "paravertebral", "symptomatic": False, "volume_ml": 0.4},
+                {"site": "epidural", "symptomatic": True},
+            ],
+        }
+    ]
+
+
+def test_a_header_with_an_undocumented_column_refuses_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("event_type,Jane Doe 1961\nprocedure.performed,1\n")
+    with pytest.raises(ReplayError) as caught:
+        list(csv_records(path))
+    assert "header column 2" in str(caught.value)
+    assert "Jane" not in str(caught.value)
+    path.write_text("event_id,vas\n")
+    with pytest.raises(ReplayError, match="no event_type column"):
+        list(csv_records(path))
+    path.write_text("event_type,vas,vas\n")
+    with pytest.raises(ReplayError, match="repeats column 2"):
+        list(csv_records(path))
+
+
+def test_a_short_row_and_blank_rows(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("event_type,vas\n\nfollowup.recorded\n,\nfollowup.recorded,1\n")
+    records = list(csv_records(path))
+    assert [(r.index, r.position) for r in records] == [(0, "row 3"), (1, "row 5")]
+    assert [e.code for e in records[0].errors] == ["csv_cell_count"]
+    assert records[0].payload is None
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"event_type,vas\nfollowup.recorded,1\nfollowup.recorded,\xff\n")
+    with pytest.raises(ReplayError, match="not UTF-8"):
+        list(csv_records(path))
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+
+def test_the_ledger_cuts_what_an_interrupted_run_wrote_after_its_last_state(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"x\n")
+    state, rejects = tmp_path / "state.json", tmp_path / "rejects.jsonl"
+    ledger = Ledger.open(state, rejects, "kafka here", restart=False)
+    progress = ledger.progress(source, file_sha256(source), "jsonl")
+    reject = Outcome(Status.REJECTED, parse_errors(b"{}"))
+    ledger.commit(
+        progress,
+        1,
+        display_name="in.jsonl",
+        results=[(Record(0, "line 1", b"{}"), reject)],
+        stored=[(b"i" * 16, b"d" * 16)],
+        counts=counts_of(rejected=1),
+    )
+    # What a run killed before its next state write leaves behind:
+    with rejects.open("ab") as handle:
+        handle.write(b'{"half a line')
+    with ledger.ids_path.open("ab") as handle:
+        handle.write(b"j" * 32)
+
+    again = Ledger.open(state, rejects, "kafka here", restart=False)
+    assert again.resumed
+    assert rejects.read_bytes().count(b"\n") == 1
+    assert rejects.read_bytes().endswith(b"\n")
+    assert again.seen == {b"i" * 16: b"d" * 16}
+    assert again.files[str(source.resolve())].confirmed == 1
+
+    with pytest.raises(ReplayError, match="belongs to a replay to kafka here"):
+        Ledger.open(state, rejects, "gateway there", restart=False)
+    source.write_bytes(b"y\n")
+    with pytest.raises(ReplayError, match="changed since"):
+        again.progress(source, file_sha256(source), "jsonl")
+    fresh = Ledger.open(state, rejects, "gateway there", restart=True)
+    assert not fresh.resumed
+    assert rejects.read_bytes() == b""
+    assert fresh.seen == {}
+
+
+def test_a_rejects_file_shorter_than_recorded_is_refused(tmp_path: Path) -> None:
+    state, rejects = tmp_path / "state.json", tmp_path / "rejects.jsonl"
+    ledger = Ledger.open(state, rejects, "k", restart=False)
+    progress = ledger.progress(state, "0" * 64, "jsonl")
+    reject = Outcome(Status.REJECTED, parse_errors(b"{}"))
+    ledger.commit(
+        progress,
+        1,
+        display_name="x",
+        results=[(Record(0, "line 1", None), reject)],
+        stored=(),
+        counts=counts_of(rejected=1),
+    )
+    rejects.write_bytes(b"")
+    with pytest.raises(ReplayError, match="shorter than the state recorded"):
+        Ledger.open(state, rejects, "k", restart=False)
+
+
+# --- the counting rule, with an in-memory gateway ---------------------------------------
+
+
+class Interrupted(Exception):
+    """Stands for the process dying between the gateway's write and its answer."""
+
+
+class MemoryGateway:
+    """The gateway's idempotency in a dict: first write accepted, same content duplicate."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        self.lose_answer_on_call: int | None = None
+        self.calls = 0
+        self.sent = 0
+
+    async def send(self, items: Sequence[Outgoing]) -> list[Outcome]:
+        self.calls += 1
+        answers = []
+        for item in items:
+            self.sent += 1
+            event = json.loads(item.payload)
+            digest = hashlib.sha256(item.payload).hexdigest()
+            held = self.held.get(event["event_id"])
+            if held is None:
+                self.held[event["event_id"]] = digest
+                answers.append(Outcome(Status.ACCEPTED))
+            elif held == digest:
+                answers.append(Outcome(Status.DUPLICATE))
+            else:
+                answers.append(Outcome(Status.CONFLICT, reason="other content"))
+        if self.calls == self.lose_answer_on_call:
+            raise Interrupted  # written, but the answer never reaches the replay
+        return answers
+
+
+class NoView:
+    def start_file(self, name: str, total: int, done: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+def _events(count: int) -> list[bytes]:
+    template = json.loads(sample_messages()[1])
+    events = []
+    for i in range(count):
+        event = template | {"event_id": str(uuid.UUID(int=1000 + i)), "vas": float(i % 10)}
+        events.append(json.dumps(event).encode())
+    return events
+
+
+def _input(path: Path) -> ReplayInput:
+    total = sum(1 for _ in read_records(path, Format.JSONL))
+    return ReplayInput(
+        path, path.name, Format.JSONL, file_sha256(path), total,
+        lambda: read_records(path, Format.JSONL),
+    )  # fmt: skip
+
+
+async def test_an_interrupted_replay_counts_each_event_once(tmp_path: Path) -> None:
+    events = _events(40)
+    bad = sample_messages()[-1]
+    # 40 distinct events, 3 rejects, 2 exact copies (duplicates), 1 conflict.
+    conflicting = json.loads(events[3]) | {"vas": 9.5}
+    lines = [*events[:10], bad, events[2], *events[10:25], bad, json.dumps(conflicting).encode(),
+             *events[25:], events[30], bad]  # fmt: skip
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    state, rejects = tmp_path / "state.json", tmp_path / "rejects.jsonl"
+    gateway = MemoryGateway()
+    gateway.lose_answer_on_call = 3  # chunks of 7: records 14..20 written, never confirmed
+
+    ledger = Ledger.open(state, rejects, "gateway memory", restart=False)
+    with pytest.raises(Interrupted):
+        await replay([_input(path)], gateway, ledger, NoView(), chunk_size=7)
+    first = ledger.files[str(path.resolve())]
+    assert (first.confirmed, first.sent_until) == (14, 21)
+
+    gateway.lose_answer_on_call = None
+    resumed = Ledger.open(state, rejects, "gateway memory", restart=False)
+    await replay([_input(path)], gateway, resumed, NoView(), chunk_size=7)
+    counts = resumed.files[str(path.resolve())].counts
+    assert counts.as_json() == {
+        "accepted": 40,  # each event once, 7 of them answered "duplicate" when resent
+        "duplicate": 2,
+        "conflict": 1,
+        "rejected": 3,
+        "forbidden": 0,
+        "resent": 7,
+    }
+    assert counts.records == len(lines)
+    lines_out = [json.loads(line) for line in rejects.read_bytes().splitlines()]
+    assert [(r["position"], r["status"]) for r in lines_out] == [
+        ("line 11", "rejected"),
+        ("line 28", "rejected"),
+        ("line 29", "conflict"),
+        ("line 46", "rejected"),
+    ]
+    assert {e["loc"] for e in lines_out[0]["errors"]} == {"vas", "timepoint"}
+    text = rejects.read_text()
+    assert PATIENT not in text
+    assert PROCEDURE not in text
+    assert "week_9" not in text
+    # The local duplicates and the conflict never reached the gateway.
+    assert gateway.sent == 40 + 7
+
+    # Run again once complete: nothing is sent, the same summary.
+    done = Ledger.open(state, rejects, "gateway memory", restart=False)
+    await replay([_input(path)], gateway, done, NoView(), chunk_size=7)
+    assert gateway.sent == 47
+    assert done.files[str(path.resolve())].counts == counts
+
+
+async def test_a_duplicate_outside_the_window_stays_a_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(_events(5)) + b"\n")
+    gateway = MemoryGateway()
+    for event in _events(5)[:2]:  # already held before this replay
+        gateway.held[json.loads(event)["event_id"]] = hashlib.sha256(
+            parse_event(event).model_dump_json().encode()
+        ).hexdigest()
+    ledger = Ledger.open(tmp_path / "s.json", tmp_path / "r.jsonl", "g", restart=False)
+    await replay([_input(path)], gateway, ledger, NoView(), chunk_size=2)
+    counts = ledger.files[str(path.resolve())].counts
+    assert (counts.accepted, counts.duplicate, counts.resent) == (3, 2, 0)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def parse_errors(raw: bytes) -> tuple[Any, ...]:
+    outcome = check(Record(0, "line 1", raw))
+    assert isinstance(outcome, Outcome)
+    return outcome.errors
+
+
+def counts_of(**values: int) -> Any:
+    from spinewatch.replay.records import Counts  # noqa: PLC0415
+
+    return Counts(**values)
