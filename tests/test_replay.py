@@ -497,3 +497,148 @@ def counts_of(**values: int) -> Any:
     from spinewatch.replay.records import Counts  # noqa: PLC0415
 
     return Counts(**values)
+
+
+# --- the gateway client, against a scripted HTTP server -----------------------------------
+
+
+class ScriptedGateway:
+    """A loopback HTTP server answering /v1/events/batch from a script, recording requests."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], Any]]) -> None:
+        self.script = script
+        self.requests: list[tuple[str, int]] = []  # (Authorization, items)
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web  # noqa: PLC0415
+
+        items = json.loads(await request.read())
+        self.requests.append((request.headers.get("Authorization", ""), len(items)))
+        status, headers, body = self.script.pop(0)
+        if body == "answer":
+            body = {"results": [{"index": i, "status": "accepted"} for i in range(len(items))]}
+        return web.json_response(body, status=status, headers=headers)
+
+
+@pytest.fixture
+async def scripted() -> Any:
+    from aiohttp import web  # noqa: PLC0415
+
+    from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
+
+    gateway = ScriptedGateway([])
+    app = web.Application()
+    app.router.add_post("/v1/events/batch", gateway.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    gateway.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    yield gateway
+    await runner.cleanup()
+
+
+def _outgoing(count: int) -> list[Outgoing]:
+    return [Outgoing(b'{"n":%d}' % i, b"k") for i in range(count)]
+
+
+async def _send(url: str, items: list[Outgoing], batch: int = 10, give_up: float = 5.0) -> Any:
+    import aiohttp  # noqa: PLC0415
+
+    from spinewatch.replay.gateway_sink import GatewaySink  # noqa: PLC0415
+    from spinewatch.runtime.failures import FailurePolicy  # noqa: PLC0415
+
+    async with aiohttp.ClientSession() as session:
+        sink = GatewaySink(
+            session, url, "swt_token", batch_events=batch, give_up_after_s=give_up,
+            policy=FailurePolicy(retry_base_s=0.01, retry_max_s=0.05),
+        )  # fmt: skip
+        return await sink.send(items), sink
+
+
+async def test_the_gateway_client_waits_retries_and_halves_on_413(scripted: Any) -> None:
+    vas_error = {"loc": ["vas"], "type": "float_type", "msg": "Input should be a valid number"}
+    five = {
+        "results": [
+            {"index": 0, "status": "accepted"},
+            {"index": 1, "status": "retry"},
+            {"index": 2, "status": "duplicate", "event_id": "x"},
+            {"index": 3, "status": "rejected", "errors": [vas_error]},
+            {"index": 4, "status": "accepted"},
+        ]
+    }
+    scripted.script = [
+        (503, {"Retry-After": "0"}, {"status": "retry", "reason": "redis away"}),
+        (429, {"Retry-After": "0"}, {"status": "rate_limited", "reason": "budget"}),
+        (413, {}, {"status": "too_large", "reason": "at most 5"}),
+        (200, {"Retry-After": "0"}, five),
+        (200, {}, "answer"),
+    ]
+    outcomes, sink = await _send(scripted.url, _outgoing(6))
+    assert [o.status for o in outcomes] == [
+        Status.ACCEPTED, Status.ACCEPTED, Status.DUPLICATE, Status.REJECTED, Status.ACCEPTED,
+        Status.ACCEPTED,
+    ]  # fmt: skip
+    assert outcomes[3].errors[0].location == "vas"
+    assert sink.batch_events == 5
+    # 503, 429 and 413 repeat the whole request; then 5 items, then the retried one and the 6th.
+    assert [n for _, n in scripted.requests] == [6, 6, 6, 5, 2]
+    assert {auth for auth, _ in scripted.requests} == {"Bearer swt_token"}
+
+
+async def test_the_gateway_client_stops_on_a_refused_token(scripted: Any) -> None:
+    scripted.script = [(401, {}, {"status": "unauthorized", "reason": "missing or invalid"})]
+    with pytest.raises(ReplayError, match="refused the token \\(401\\): missing or invalid"):
+        await _send(scripted.url, _outgoing(1))
+
+
+async def test_the_gateway_client_gives_up_when_nothing_answers() -> None:
+    from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
+    from spinewatch.errors import SinkUnavailable  # noqa: PLC0415
+
+    with pytest.raises(SinkUnavailable, match=r"gave no answer for 0\.3 s"):
+        await _send(f"http://127.0.0.1:{free_port()}", _outgoing(1), give_up=0.3)
+
+
+# --- the command: usage and input errors exit 2 before anything is sent -------------------
+
+
+def test_usage_and_input_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spinewatch.cli.main import main  # noqa: PLC0415
+
+    monkeypatch.delenv("SPINEWATCH_REPLAY_TOKEN", raising=False)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(sample_messages()[0] + b"\n")
+    unreachable = f"127.0.0.1:{_closed_port()}"
+
+    assert main(["replay", str(path), "--to", "kafka"]) == 2
+    assert "--brokers" in capsys.readouterr().err
+    assert main(["replay", str(path), "--to", "gateway", "--url", "http://127.0.0.1:1"]) == 2
+    assert "needs a token" in capsys.readouterr().err
+    assert (
+        main(["replay", str(tmp_path / "absent.jsonl"), "--to", "kafka", "--brokers", "x:1"]) == 2
+    )
+    assert "no such file" in capsys.readouterr().err
+    bad_csv = tmp_path / "export.csv"
+    bad_csv.write_text("event_type,patient_name\n")
+    assert main(["replay", str(bad_csv), "--to", "kafka", "--brokers", unreachable]) == 2
+    assert "header column 2" in capsys.readouterr().err
+
+    # No broker at that address: exit 3, and the state is kept for the same command.
+    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable, "--quiet"]) == 3
+    assert "no broker answered" in capsys.readouterr().err
+    state = json.loads((tmp_path / "events.jsonl.replay-state.json").read_bytes())
+    assert state["sink"] == f"kafka {unreachable} topic spinewatch-events"
+    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable, "--restart"]) == 3
+    capsys.readouterr()
+    monkeypatch.setenv("SPINEWATCH_REPLAY_TOKN", "x")
+    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable]) == 2
+    assert "SPINEWATCH_REPLAY_TOKEN" in capsys.readouterr().err  # the closest setting
+
+
+def _closed_port() -> int:
+    from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
+
+    return free_port()

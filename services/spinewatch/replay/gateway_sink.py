@@ -1,7 +1,8 @@
 """Replaying through the HTTP gateway: batches of events, or a FHIR bundle, answered per item.
 
-    POST /v1/events/batch   a JSON array of events  -> a result per item
-    POST /fhir/r4           a FHIR R4 Bundle        -> a result per entry
+    POST /v1/events/batch   a JSON array of events  -> a result per event
+    POST /fhir/r4           a FHIR R4 Bundle        -> a result per event mapped, then
+                                                       one per document part that gave none
 
 Every request carries `Authorization: Bearer <token>`. What the gateway
 answers decides, item by item: accepted, duplicate, conflict, rejected,
@@ -50,6 +51,7 @@ class _TooLarge(Exception):
 class _Answer:
     status: str  # a Status value, or "retry"
     outcome: Outcome | None  # None for "retry"
+    entry: str | None = None  # FHIR: the document part that gave no event
 
 
 class GatewaySink:
@@ -98,14 +100,17 @@ class GatewaySink:
                 await self._pause_for_retries(retry_after, since)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def send_bundle(self, raw: bytes, entries: int, site_id: str | None) -> list[Outcome]:
-        """An outcome per bundle entry; the whole bundle is sent again while any says retry.
+    async def send_bundle(
+        self, raw: bytes, site_id: str | None
+    ) -> list[tuple[str | None, Outcome]]:
+        """Per item of the gateway's answer: the part of the document it names, and its outcome.
 
         Entries reference each other (an Observation its Procedure), so the
-        bundle is never split; entries answered before keep their first answer.
+        bundle is never split, and it is sent whole again while any item
+        says retry; items answered before keep their first answer.
         """
         params = {"site_id": site_id} if site_id else {}
-        outcomes: list[Outcome | None] = [None] * entries
+        found: list[_Answer] | None = None
         since = time.monotonic()
         while True:
             try:
@@ -117,13 +122,16 @@ class GatewaySink:
                     "the gateway refused the bundle as too large (413); replay it with "
                     "--to kafka, which maps it here, or split it"
                 ) from None
-            _check_count(answers, entries)
-            for i, answer in enumerate(answers):
-                if outcomes[i] is None and answer.outcome is not None:
-                    outcomes[i] = answer.outcome
-                    since = time.monotonic()
-            if all(outcome is not None for outcome in outcomes):
-                return [outcome for outcome in outcomes if outcome is not None]
+            if found is None:
+                found = answers
+            else:
+                _check_count(answers, len(found))
+                for i, answer in enumerate(answers):
+                    if found[i].outcome is None and answer.outcome is not None:
+                        found[i] = answer
+                        since = time.monotonic()
+            if all(answer.outcome is not None for answer in found):
+                return [(a.entry, a.outcome) for a in found if a.outcome is not None]
             await self._pause_for_retries(retry_after, since)
 
     async def _pause_for_retries(self, retry_after: float | None, since: float) -> None:
@@ -192,8 +200,10 @@ def _answers(payload: bytes) -> list[_Answer]:
 
 def _answer(result: Mapping[str, Any]) -> _Answer:
     status = str(result["status"])
+    entry = result.get("entry")
+    entry = None if entry is None else str(entry)[:_REASON_CHARS]
     if status == _RETRY:
-        return _Answer(status, None)
+        return _Answer(status, None, entry)
     errors = tuple(
         FieldError(_location(error["loc"]), str(error["type"]), str(error["msg"]))
         for error in result.get("errors") or ()
@@ -202,6 +212,7 @@ def _answer(result: Mapping[str, Any]) -> _Answer:
     return _Answer(
         status,
         Outcome(_FINAL[status], errors, None if reason is None else str(reason)[:_REASON_CHARS]),
+        entry,
     )
 
 

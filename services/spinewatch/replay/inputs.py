@@ -89,11 +89,10 @@ def _fhir_input(
     if not is_bundle(document):
         raise ReplayError(f"{path}: not a FHIR Bundle (its resourceType is not Bundle)")
     if fhir.through_gateway:
-        # The gateway maps the bundle with its own key; one answer per entry.
-        entries = document.get("entry") or []
-        count = len(entries) if isinstance(entries, list) else 0
-        records = [Record(i, f"entry[{i}]", None) for i in range(count)]
-        return ReplayInput(path, name, Format.FHIR, sha256, count, lambda: iter(records),
+        # The gateway maps it with its own key; its items are known from its answer.
+        entries = document.get("entry")
+        count = len(entries) if isinstance(entries, list) else 1
+        return ReplayInput(path, name, Format.FHIR, sha256, count, lambda: iter(()),
                            bundle=raw, site_id=fhir.site_id)  # fmt: skip
     if fhir.site_id is None or fhir.source is None or fhir.pseudonym_key is None:
         raise ReplayError(

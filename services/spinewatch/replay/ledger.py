@@ -50,6 +50,7 @@ class FileProgress:
     sent_until: int = 0
     counts: Counts = field(default_factory=Counts)
     received_at: str | None = None  # FHIR: the mapping's clock, reused on resumption
+    complete: bool = False  # every record has its final outcome
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class FileProgress:
             "sent_until": self.sent_until,
             "counts": self.counts.as_json(),
             "received_at": self.received_at,
+            "complete": self.complete,
         }
 
     @classmethod
@@ -70,6 +72,7 @@ class FileProgress:
             sent_until=int(data["sent_until"]),
             counts=Counts.from_json(data["counts"]),
             received_at=data.get("received_at"),
+            complete=bool(data.get("complete", False)),
         )
 
 
@@ -166,6 +169,7 @@ class Ledger:
         results: Sequence[tuple[Record, Outcome]],
         stored: Iterable[tuple[bytes, bytes]],
         counts: Counts,
+        complete: bool = False,
     ) -> None:
         """A chunk's outcomes are final: rejects and ids first, then the state."""
         lines = [
@@ -187,7 +191,12 @@ class Ledger:
                 handle.flush()
                 os.fsync(handle.fileno())
         progress.confirmed = end
+        progress.complete = complete
         progress.counts.merge(counts)
+        self.save()
+
+    def finish(self, progress: FileProgress) -> None:
+        progress.complete = True
         self.save()
 
     def save(self) -> None:

@@ -11,9 +11,11 @@ interrupted (SIGINT or SIGTERM; the same command resumes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
@@ -33,6 +35,7 @@ from spinewatch.replay.report import ProgressBar, print_summary, summary_json, t
 from spinewatch.replay.run import ReplayInput, replay
 from spinewatch.replay.settings import ENV_PREFIX, ReplaySettings, gateway_token, pseudonym_key
 from spinewatch.replay.sources import Format
+from spinewatch.runtime.log_privacy import configure_logging
 from spinewatch.runtime.settings_env import describe_settings_error
 
 EXIT_OK = 0
@@ -106,7 +109,8 @@ def run_replay(options: ReplayOptions, out: TextIO = sys.stdout, err: TextIO = s
     code: int | None = None
     note: str | None = None
     try:
-        asyncio.run(_send(options, settings, inputs, ledger, token=token, err=err))
+        with _warnings_to(err):
+            asyncio.run(_send(options, settings, inputs, ledger, token=token, err=err))
     except (KeyboardInterrupt, asyncio.CancelledError):
         code, note = EXIT_INTERRUPTED, f"interrupted: {RESUME_HINT}"
     except SinkUnavailable as exc:
@@ -125,6 +129,23 @@ def run_replay(options: ReplayOptions, out: TextIO = sys.stdout, err: TextIO = s
     if code is None:
         code = EXIT_REJECTS if totals(rows).failed else EXIT_OK
     return code
+
+
+@contextlib.contextmanager
+def _warnings_to(stream: TextIO) -> Iterator[None]:
+    """Warnings (a retried request, a broker that refused) through the privacy filter.
+
+    The root logger is restored afterwards: `run_replay` may run inside
+    another program (the tests call it in-process).
+    """
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("warning", stream)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _check_options(options: ReplayOptions) -> None:

@@ -48,7 +48,7 @@ class Outgoing:
     """A valid event on its way to a sink."""
 
     payload: bytes  # the event's JSON, as read
-    key: bytes  # the Kafka key: its procedure_id, so a procedure's events keep their order
+    key: bytes  # the Kafka key: its procedure_id's 16 bytes (a procedure's events keep order)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ class ReplayInput:
     display: str  # as given on the command line: the rejects file names it so
     format: Format
     sha256: str
-    total: int  # records in the file
+    total: int  # records in the file (a bundle for the gateway: its entries, for the bar)
     records: Callable[[], Iterator[Record]]  # a fresh pass over them, in file order
     bundle: bytes | None = None  # FHIR through the gateway: the bundle, sent whole
     site_id: str | None = None  # ... and the site it is for
@@ -79,19 +79,26 @@ async def replay(
     """Replay every input from where the ledger says it stopped."""
     for item in inputs:
         progress = ledger.progress(item.path, item.sha256, item.format.value)
-        view.start_file(item.display, item.total, min(progress.confirmed, item.total))
-        if progress.confirmed >= item.total:
+        done = item.total if progress.complete else min(progress.confirmed, item.total)
+        view.start_file(item.display, item.total, done)
+        if progress.complete:
             continue
         chunks = _Chunks(sink, ledger, progress, item.display)
         if item.bundle is not None:
             if not isinstance(sink, GatewaySink):  # pragma: no cover - the CLI pairs them
                 raise ReplayError("a FHIR bundle is sent whole only through the gateway")
-            await chunks.bundle(sink, item, item.bundle)
+            await chunks.bundle(sink, item.bundle, item.site_id)
             view.advance(item.total)
             continue
-        for chunk in batched(islice(item.records(), progress.confirmed, None), chunk_size):
-            await chunks.run(chunk)
+        pending = batched(islice(item.records(), progress.confirmed, None), chunk_size)
+        chunk = next(pending, None)
+        while chunk is not None:
+            following = next(pending, None)
+            await chunks.run(chunk, last=following is None)
             view.advance(len(chunk))
+            chunk = following
+        if not progress.complete:  # nothing was left to send (or the file is empty)
+            ledger.finish(progress)
 
 
 def batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -122,7 +129,7 @@ class _Chunks:
         # Records before this may have been sent by an interrupted run.
         self.window_end = progress.sent_until
 
-    async def run(self, chunk: Sequence[Record]) -> None:
+    async def run(self, chunk: Sequence[Record], last: bool) -> None:
         outcomes: list[Outcome | None] = []
         sending: list[tuple[int, Outgoing, bytes, bytes]] = []  # position, item, id, digest
         in_chunk: dict[bytes, bytes] = {}
@@ -143,7 +150,8 @@ class _Chunks:
                 continue
             in_chunk[event_id] = digest
             outcomes.append(None)
-            outgoing = Outgoing(canonical, str(event.procedure_id).encode())
+            # Keyed as the gateway keys it (the UUID's 16 bytes): one partition per procedure.
+            outgoing = Outgoing(canonical, event.procedure_id.bytes)
             sending.append((position, outgoing, event_id, digest))
         end = chunk[-1].index + 1
         counts = Counts()
@@ -156,19 +164,33 @@ class _Chunks:
                 outcomes[position] = final
                 if final.status.stored:
                     stored.append((event_id, digest))
-        self._commit(chunk, outcomes, stored, counts, end)
+        self._commit(chunk, outcomes, stored, counts, end, complete=last)
 
-    async def bundle(self, sink: GatewaySink, item: ReplayInput, raw: bytes) -> None:
-        """A FHIR bundle through the gateway: one request, one answer per entry."""
-        entries = list(item.records())
-        self.ledger.mark_sending(self.progress, item.total)
-        answers = await sink.send_bundle(raw, item.total, item.site_id)
+    async def bundle(self, sink: GatewaySink, raw: bytes, site_id: str | None) -> None:
+        """A FHIR bundle through the gateway: one request, an answer per event or reject.
+
+        The gateway maps the bundle itself, so its items are known only
+        from the answer; the bundle as a whole is the unit of resumption.
+        """
+        sent_before = self.window_end > 0
+        self.ledger.mark_sending(self.progress, 1)
+        answers = await sink.send_bundle(raw, site_id)
         counts = Counts()
-        outcomes: list[Outcome | None] = [
-            self._final(record, answer, counts)
-            for record, answer in zip(entries, answers, strict=True)
-        ]
-        self._commit(entries, outcomes, (), counts, item.total)
+        records: list[Record] = []
+        outcomes: list[Outcome | None] = []
+        for i, (entry, answer) in enumerate(answers):
+            records.append(Record(i, entry or f"mapped event {i}", None))
+            final = answer
+            if sent_before:
+                counts.resent += 1
+                # The gateway maps recorded_at from its time of receipt when a
+                # resource carries no record time, so a resent bundle's event
+                # can differ from the one the interrupted run stored by that
+                # alone: "conflict" then, and still this replay's own event.
+                if answer.status in (Status.DUPLICATE, Status.CONFLICT):
+                    final = _ACCEPTED
+            outcomes.append(final)
+        self._commit(records, outcomes, (), counts, len(records), complete=True)
 
     def _final(self, record: Record, answer: Outcome, counts: Counts) -> Outcome:
         """The counting rule of the module docstring, for one record the sink answered."""
@@ -184,6 +206,8 @@ class _Chunks:
         stored: Iterable[tuple[bytes, bytes]],
         counts: Counts,
         end: int,
+        *,
+        complete: bool,
     ) -> None:
         results = [(record, outcome) for record, outcome in zip(chunk, outcomes, strict=True)
                    if outcome is not None]  # fmt: skip
@@ -198,4 +222,5 @@ class _Chunks:
             results=results,
             stored=stored,
             counts=counts,
+            complete=complete,
         )
