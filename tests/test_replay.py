@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -642,3 +643,17 @@ def _closed_port() -> int:
     from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
 
     return free_port()
+
+
+def test_the_replays_variables_do_not_stop_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One shell may run a worker and a replay: each namespace is checked by its owner."""
+    from spinewatch.engine.settings import Settings  # noqa: PLC0415
+    from spinewatch.replay.settings import ReplaySettings  # noqa: PLC0415
+
+    for name in list(os.environ):
+        if name.upper().startswith("SPINEWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SPINEWATCH_REPLAY_TOKEN", "swt_x")
+    monkeypatch.setenv("SPINEWATCH_GATEWAY_KAFKA_BROKERS", "127.0.0.1:9")
+    assert Settings().app_id == "spinewatch"
+    assert ReplaySettings().token is not None

@@ -35,10 +35,16 @@ DEFAULT_DRIFT_METRICS = (
 
 class Settings(StrictEnvSettings):
     model_config = SettingsConfigDict(env_prefix="SPINEWATCH_", frozen=True, extra="forbid")
-    # Under SPINEWATCH_ but not the worker's: the alerting service's own
-    # namespace (AlertingSettings checks it), the test suite's knobs, and
-    # the seed directory the catalog verifier reads.
-    foreign_env_prefixes: ClassVar[tuple[str, ...]] = ("SPINEWATCH_ALERTING_", "SPINEWATCH_TEST_")
+    # Under SPINEWATCH_ but not the worker's: the alerting service's, the
+    # gateway's and the replay's own namespaces (each checks its own), the
+    # test suite's knobs, and the seed directory the catalog verifier reads.
+    # One shell may well hold them all.
+    foreign_env_prefixes: ClassVar[tuple[str, ...]] = (
+        "SPINEWATCH_ALERTING_",
+        "SPINEWATCH_GATEWAY_",
+        "SPINEWATCH_REPLAY_",
+        "SPINEWATCH_TEST_",
+    )
     foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR,)
 
     kafka_brokers: str | None = Field(
