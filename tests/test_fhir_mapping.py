@@ -26,7 +26,7 @@ from spinewatch.contracts import (
     ProcedurePerformed,
     parse_event,
 )
-from spinewatch.fhir import FhirContext, FhirMapping, map_fhir, referenced_procedures
+from spinewatch.fhir import FhirContext, FhirMapping, codes, map_fhir, referenced_procedures
 from spinewatch.fhir.codes import TIMEPOINT_WINDOWS, Ext, timepoint_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,3 +385,19 @@ def test_urn_references_and_spinewatch_codes_work_in_a_collection_bundle() -> No
     assert (procedure.indication, followup.procedure_id) == ("other", procedure.procedure_id)
     assert followup.patient_ref == procedure.patient_ref  # identifier == conditional reference
     assert referenced_procedures(collection, CTX) == frozenset()
+
+
+def test_the_mapping_document_lists_every_code_and_extension_the_code_maps() -> None:
+    text = (ROOT / "schemas" / "fhir" / "README.md").read_text(encoding="utf-8")
+    documented = [
+        *codes.CPT_PROCEDURES,
+        *codes.SNOMED_VERTEBRAE,
+        *(name.removeprefix(f"{codes.SPINEWATCH}:extension:") for name in Ext),
+        codes.PAIN_SEVERITY_NRS,
+        codes.LIFE_THREATENING,
+        codes.RESULTS_IN_DEATH,
+        *(f"{low}-{high}" for low, high, _ in TIMEPOINT_WINDOWS),
+    ]
+    missing = [code for code in documented if f"{code}" not in text]
+    assert missing == []
+    assert "urn:spinewatch:fhir:extension:" in text

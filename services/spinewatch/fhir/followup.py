@@ -50,6 +50,15 @@ def map_observation(scope: Scope, entry: Entry, obs: Observation) -> dict[str, A
     identity = entry_identity(entry, "Observation")
     patient = subject_identity(scope.document, obs.subject, "Observation.subject")
     procedure = the_procedure(scope, entry, "Observation", "partOf")
+    # Before the status: an observation of another kind never mapped, so
+    # there is nothing of it to retract either.
+    if not has_coding(obs.code, codes.LOINC, codes.PAIN_SEVERITY_NRS):
+        raise unmappable(
+            "Observation.code",
+            "wrong_observation_code",
+            f"must carry LOINC {codes.PAIN_SEVERITY_NRS} (pain severity 0-10); "
+            "spinewatch maps no other observation",
+        )
     if obs.status == "entered-in-error":
         recorded = scope.recorded_at(obs, obs.issued, "Observation.issued")
         occurred = _effective_or(obs, recorded)
@@ -66,13 +75,6 @@ def map_observation(scope: Scope, entry: Entry, obs: Observation) -> dict[str, A
             "Observation.status",
             "status_not_final",
             "must be final, amended or corrected (or entered-in-error, which retracts)",
-        )
-    if not has_coding(obs.code, codes.LOINC, codes.PAIN_SEVERITY_NRS):
-        raise unmappable(
-            "Observation.code",
-            "wrong_observation_code",
-            f"must carry LOINC {codes.PAIN_SEVERITY_NRS} (pain severity 0-10); "
-            "spinewatch maps no other observation",
         )
     vas = _pain_score(obs)
     performed = scope.placement(procedure, patient, "Observation.partOf", "Observation.subject")

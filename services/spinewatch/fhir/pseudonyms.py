@@ -25,7 +25,7 @@ import hashlib
 import hmac
 from uuid import UUID
 
-MIN_KEY_BYTES = 32  # HMAC-SHA256's block of security: a shorter key is guessable sooner
+MIN_KEY_BYTES = 32  # RFC 2104: a key shorter than the hash output weakens HMAC
 
 _VERSION_8 = 0x80
 _VARIANT_RFC = 0x80
