@@ -16,8 +16,6 @@ credentials, media type, size, rate, then each event (`intake`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Security
@@ -29,23 +27,20 @@ from pydantic_core import from_json, to_json
 
 import spinewatch
 from spinewatch.errors import FieldError
-from spinewatch.gateway.auth import Refusal, SourceGrant
-from spinewatch.gateway.bodies import Refused, read_body, require_json, unauthenticated
-from spinewatch.gateway.health import GatewayHealth
-from spinewatch.gateway.intake import Intake, Outcome, Result, error_json, examine
-from spinewatch.gateway.metrics import GatewayMetrics, MeasuredApp
+from spinewatch.gateway.auth import Refusal
+from spinewatch.gateway.bodies import Refused, read_body, require_json
+from spinewatch.gateway.intake import Outcome, Result, error_json, examine
+from spinewatch.gateway.metrics import MeasuredApp
 from spinewatch.gateway.openapi import (
     EVENT_REF,
+    REFUSALS,
     BatchAnswer,
     EventAnswer,
     HealthAnswer,
-    RequestProblem,
     install_document,
     json_body,
 )
-from spinewatch.gateway.ratelimit import SourceRateLimits
-from spinewatch.gateway.settings import GatewaySettings
-from spinewatch.runtime.credentials import CredentialStore, bearer_token
+from spinewatch.gateway.state import Gateway, Unavailable
 
 STATUS_OF: dict[Outcome, int] = {
     Outcome.ACCEPTED: 202,
@@ -60,56 +55,6 @@ ROUTES = ("/v1/events", "/v1/events/batch", "/fhir/r4", "/healthz", "/readyz", "
 
 # Declared for the document (and clients) only; tokens are checked by `Gateway.grant`.
 _bearer = HTTPBearer(auto_error=False, description="A source's token (spinewatch token new).")
-_REFUSALS: dict[int | str, dict[str, Any]] = {
-    401: {"model": RequestProblem, "description": "Missing or invalid credentials."},
-    413: {"model": RequestProblem, "description": "The body exceeds the size limit."},
-    415: {"model": RequestProblem, "description": "The body is not JSON."},
-    429: {"model": RequestProblem, "description": "The source's rate budget is spent."},
-}
-
-
-@dataclass
-class Gateway:
-    """Everything a request needs; built and closed by `process.running_gateway`."""
-
-    settings: GatewaySettings
-    credentials: CredentialStore[SourceGrant]
-    intake: Intake
-    limits: SourceRateLimits
-    metrics: GatewayMetrics
-    health: GatewayHealth
-
-    def grant(self, request: Request) -> SourceGrant:
-        grant = self.credentials.authenticate(bearer_token(request.headers.get("authorization")))
-        if grant is None:
-            raise unauthenticated()
-        return grant
-
-    async def spend(self, grant: SourceGrant, cost: int) -> None:
-        try:
-            verdict = await self.limits.hit(grant, cost)
-        except Exception as exc:
-            reason = f"the rate limit store (Redis) is unavailable ({type(exc).__name__})"
-            raise _Unavailable(reason) from None
-        if not verdict.allowed:
-            raise Refused(
-                429,
-                Refusal.RATE_LIMITED,
-                "this source's rate budget is spent; retry after the Retry-After seconds",
-                {"Retry-After": str(verdict.retry_after_s)},
-            )
-
-    def retry_headers(self, results: list[Result]) -> dict[str, str]:
-        if any(r.outcome is Outcome.RETRY for r in results):
-            return {"Retry-After": str(self.settings.retry_after_s)}
-        return {}
-
-
-class _Unavailable(Exception):
-    """A dependency of every request (Redis) is away: 503, retry later."""
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(gateway: Gateway) -> MeasuredApp:
@@ -127,8 +72,8 @@ def create_app(gateway: Gateway) -> MeasuredApp:
         gateway.metrics.rejected([exc.code.value])
         return exc.response()
 
-    @app.exception_handler(_Unavailable)
-    async def unavailable(_: Request, exc: _Unavailable) -> Response:
+    @app.exception_handler(Unavailable)
+    async def unavailable(_: Request, exc: Unavailable) -> Response:
         headers = {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse({"status": "retry", "reason": str(exc)}, 503, headers=headers)
 
@@ -153,7 +98,7 @@ def create_app(gateway: Gateway) -> MeasuredApp:
             409: {"model": EventAnswer, "description": "Same event_id, different content."},
             422: {"model": EventAnswer, "description": "Field-level contract errors."},
             503: {"model": EventAnswer, "description": "Not written; retry after Retry-After."},
-            **_REFUSALS,
+            **REFUSALS,
         },
         openapi_extra=json_body({"$ref": EVENT_REF}, "One event (schemas/json-schema)."),
     )
@@ -175,7 +120,7 @@ def create_app(gateway: Gateway) -> MeasuredApp:
         responses={
             422: {"model": EventAnswer, "description": "The body is not a non-empty JSON array."},
             503: {"model": EventAnswer, "description": "Redis unavailable; retry."},
-            **_REFUSALS,
+            **REFUSALS,
         },
         openapi_extra=json_body(
             {
@@ -212,6 +157,12 @@ def create_app(gateway: Gateway) -> MeasuredApp:
     async def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if settings.pseudonym_key is not None:
+        # Imported only then: fhir.resources is a large import.
+        from spinewatch.gateway.fhir_routes import add_fhir_route  # noqa: PLC0415
+
+        key = settings.pseudonym_key.get_secret_value().encode()
+        add_fhir_route(app, gateway, key, _bearer)
     install_document(app)
     return MeasuredApp(app, gateway.metrics)
 

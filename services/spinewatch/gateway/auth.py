@@ -43,6 +43,8 @@ class Refusal(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     JSON_INVALID = "json_invalid"  # pydantic's type for the same fault in a single event
     NOT_AN_ARRAY = "not_an_array"
+    NOT_AN_OBJECT = "not_an_object"
+    SITE_ID_MISSING = "site_id_missing"
     EMPTY_BATCH = "empty_batch"
 
 

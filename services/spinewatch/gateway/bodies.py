@@ -46,6 +46,9 @@ _STATUS = {
     Refusal.UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
     Refusal.JSON_INVALID: "rejected",
     Refusal.NOT_AN_ARRAY: "rejected",
+    Refusal.NOT_AN_OBJECT: "rejected",
+    Refusal.SITE_ID_MISSING: "rejected",
+    Refusal.SITE_NOT_GRANTED: "forbidden",
     Refusal.EMPTY_BATCH: "rejected",
 }
 

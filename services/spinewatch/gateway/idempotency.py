@@ -27,7 +27,7 @@ per request, so a batch of 500 events costs two or three round trips.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -109,9 +109,14 @@ class IdempotencyStore:
         for key in keys:
             await self._release(keys=[self._key(key.event_id)], args=[_PENDING + key.digest])
 
-    async def remember(self, name: str, value: str) -> None:
-        """A fact of the gateway's own (`{prefix}:{name}`) kept for the retention window."""
-        await self.redis.set(f"{self.prefix}:{name}", value, px=self.retention_ms)
+    async def remember(self, facts: Mapping[str, str]) -> None:
+        """Facts of the gateway's own (`{prefix}:{name}` -> value), kept for the retention."""
+        if not facts:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, value in facts.items():
+                pipe.set(f"{self.prefix}:{name}", value, px=self.retention_ms)
+            await pipe.execute()
 
     async def recall(self, names: Sequence[str]) -> list[str | None]:
         if not names:

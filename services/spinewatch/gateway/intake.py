@@ -32,8 +32,11 @@ from spinewatch.gateway.auth import Forbidden, SourceGrant, authorise
 from spinewatch.gateway.idempotency import Claim, IdempotencyStore, Key, content_digest
 from spinewatch.gateway.metrics import GatewayMetrics
 from spinewatch.gateway.producer import EventProducer, NotWritten
+from spinewatch.runtime.log_repeats import RepeatLimit
 
 log = logging.getLogger(__name__)
+# A fault that hits every request (Redis away) is one line per 10 s, with a count.
+log.addFilter(RepeatLimit(loggers=(__name__,)))
 
 
 class Outcome(StrEnum):
@@ -85,10 +88,14 @@ class Candidate:
 
     event: Event
     payload: bytes
+    # What tells a duplicate from a conflict; the payload unless the caller
+    # knows part of it is not the sender's content (a FHIR receipt time).
+    fingerprint: bytes | None = None
     key: Key = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", Key(self.event.event_id, content_digest(self.payload)))
+        digest = content_digest(self.payload if self.fingerprint is None else self.fingerprint)
+        object.__setattr__(self, "key", Key(self.event.event_id, digest))
 
 
 def examine(raw: bytes | str, grant: SourceGrant, max_bytes: int) -> Candidate | Result:
@@ -100,7 +107,9 @@ def examine(raw: bytes | str, grant: SourceGrant, max_bytes: int) -> Candidate |
     return screen(event, grant, max_bytes)
 
 
-def screen(event: Event, grant: SourceGrant, max_bytes: int) -> Candidate | Result:
+def screen(
+    event: Event, grant: SourceGrant, max_bytes: int, fingerprint: bytes | None = None
+) -> Candidate | Result:
     """Step 2 for an event already validated (a FHIR mapping's output)."""
     refusal: Forbidden | None = authorise(grant, event)
     if refusal is not None:
@@ -111,7 +120,7 @@ def screen(event: Event, grant: SourceGrant, max_bytes: int) -> Candidate | Resu
     if len(payload) > max_bytes:
         error = FieldError("<root>", "too_large", f"the event exceeds {max_bytes} bytes")
         return Result(Outcome.REJECTED, event.event_id, errors=(error,))
-    return Candidate(event, payload)
+    return Candidate(event, payload, fingerprint)
 
 
 class Intake:

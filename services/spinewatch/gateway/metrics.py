@@ -16,10 +16,17 @@ import time
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
+from spinewatch.runtime.log_repeats import RepeatLimit
 
+log = logging.getLogger(__name__)
+# A fault that hits every request is one line per 10 s, with a count.
+log.addFilter(RepeatLimit(loggers=(__name__,)))
+
+# nginx's code for a request whose client closed the connection first.
+CLIENT_GONE = 499
 OUTCOMES = ("accepted", "duplicate", "conflict", "rejected", "forbidden", "retry")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -104,6 +111,8 @@ class MeasuredApp:
         self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, sending)
+        except ClientDisconnect:
+            status = CLIENT_GONE  # the sender hung up mid-body: nothing to answer, nothing wrong
         except Exception as exc:
             log.error("gateway: %s %s failed: %s at %s", scope["method"], route,
                       type(exc).__name__, _origin(exc))  # fmt: skip

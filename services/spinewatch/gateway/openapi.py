@@ -23,6 +23,7 @@ from spinewatch.contracts import Event
 
 EVENT_REF = "#/components/schemas/Event"
 JSON_TYPES = ("application/json",)
+FHIR_TYPES = ("application/fhir+json", "application/json")
 
 EventStatus = Literal["accepted", "duplicate", "conflict", "rejected", "forbidden", "retry"]
 
@@ -60,11 +61,35 @@ class BatchAnswer(_Answer):
     results: list[BatchItemAnswer]
 
 
+class FhirItemAnswer(BatchItemAnswer):
+    # A document part that gave no event: its position ("entry[3] (Observation)").
+    entry: str | None = None
+
+
+class FhirAnswer(_Answer):
+    accepted: int
+    duplicate: int
+    conflict: int
+    rejected: int
+    forbidden: int
+    retry: int
+    results: list[FhirItemAnswer]
+
+
 class RequestProblem(_Answer):
     """A request refused as a whole (authentication, size, media type, rate)."""
 
     status: Literal["unauthorized", "too_large", "unsupported_media_type", "rate_limited"]
     reason: str
+
+
+# The answers every write endpoint may give before it looks at an event.
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": RequestProblem, "description": "Missing or invalid credentials."},
+    413: {"model": RequestProblem, "description": "The body exceeds the size limit."},
+    415: {"model": RequestProblem, "description": "The body is not JSON."},
+    429: {"model": RequestProblem, "description": "The source's rate budget is spent."},
+}
 
 
 class HealthAnswer(BaseModel):
@@ -73,9 +98,11 @@ class HealthAnswer(BaseModel):
     checks: list[dict[str, Any]]
 
 
-def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+def json_body(
+    schema: dict[str, Any], description: str, media_types: tuple[str, ...] = JSON_TYPES
+) -> dict[str, Any]:
     """`openapi_extra` declaring a required JSON request body."""
-    content = {media: {"schema": schema} for media in JSON_TYPES}
+    content = {media: {"schema": schema} for media in media_types}
     return {"requestBody": {"required": True, "description": description, "content": content}}
 
 

@@ -22,7 +22,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from spinewatch.gateway.app import ROUTES, Gateway, create_app
+from spinewatch.gateway.app import ROUTES, create_app
 from spinewatch.gateway.auth import load_credentials
 from spinewatch.gateway.health import GatewayHealth, heartbeat
 from spinewatch.gateway.idempotency import IdempotencyStore
@@ -31,6 +31,7 @@ from spinewatch.gateway.metrics import GatewayMetrics
 from spinewatch.gateway.producer import EventProducer
 from spinewatch.gateway.ratelimit import SourceRateLimits
 from spinewatch.gateway.settings import GatewaySettings
+from spinewatch.gateway.state import Gateway
 from spinewatch.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
