@@ -11,6 +11,7 @@ do not depend on each other's order.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ GRANTS = {
     "limited": SourceGrant(source="ris-limited", sites=("limited-a",), rate_per_minute=2),
 }
 MAX_BATCH = 20
+FHIR_BUNDLE = Path(__file__).parent.parent / "schemas" / "examples" / "fhir" / "bundle.json"
 NAME = "Jane Doe 1961-03-02"  # must never come back in an answer
 
 
@@ -125,7 +127,12 @@ async def deployment(
         worker_values["signing_key"] = "gateway-tests-signing-key-0123456789abcdef"
     worker_settings = Settings(**worker_values)
     settings = gateway_settings(
-        kafka_bootstrap, module_redis, credentials, app_id=app_id, max_batch_events=MAX_BATCH
+        kafka_bootstrap,
+        module_redis,
+        credentials,
+        app_id=app_id,
+        max_batch_events=MAX_BATCH,
+        pseudonym_key="gateway-tests-pseudonym-key-0123456789abcdef",
     )
     async with (
         running_worker(worker_settings, kafka_bootstrap) as worker,
@@ -314,6 +321,46 @@ async def test_a_batch_answers_each_item(deployment: Deployment) -> None:
     accepted = await _worker_counts_every_accepted_event(deployment)
     copies = await _copies(deployment, {fresh["event_id"], known["event_id"]}, int(accepted))
     assert copies == {fresh["event_id"]: 1, known["event_id"]: 1}
+
+
+async def test_a_fhir_bundle_is_written_once_and_a_later_observation_finds_its_procedure(
+    deployment: Deployment,
+) -> None:
+    gw = deployment.gateway
+    bundle = json.loads(FHIR_BUNDLE.read_text(encoding="utf-8"))
+    headers = {"Content-Type": "application/fhir+json"}
+    no_site = await gw.post("/fhir/r4", bundle, by="north", headers=headers)
+    other_site = await gw.post("/fhir/r4?site_id=south-a", bundle, by="north", headers=headers)
+    first = await gw.post("/fhir/r4?site_id=north-a", bundle, by="north", headers=headers)
+    again = await gw.post("/fhir/r4?site_id=north-a", bundle, by="north", headers=headers)
+    # A standalone Observation of a procedure the gateway wrote before.
+    [observation] = [
+        copy.deepcopy(e["resource"])
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    ][:1]
+    observation |= {"id": "pain-later-1", "subject": {"reference": "Patient/p-100234"}}
+    later = await gw.post("/fhir/r4?site_id=north-a", observation, by="north", headers=headers)
+    unknown = await gw.post(
+        "/fhir/r4?site_id=north-a",
+        observation | {"partOf": [{"reference": "Procedure/never-sent"}]},
+        by="north",
+        headers=headers,
+    )
+
+    assert no_site[0] == 422, no_site
+    assert no_site[2]["errors"][0]["type"] == "site_id_missing"
+    assert other_site[0] == 403, other_site
+    assert first[0] == 200, first
+    mapped = len(first[2]["results"])
+    assert mapped >= 2
+    assert first[2]["accepted"] == mapped, first
+    assert again[2]["duplicate"] == mapped, again
+    assert [r["status"] for r in later[2]["results"]] == ["accepted"], later
+    assert [r["status"] for r in unknown[2]["results"]] == ["rejected"], unknown
+    assert unknown[2]["results"][0]["errors"][0]["type"] == "unknown_procedure"
+    assert "never-sent" not in json.dumps(unknown[2])
+    await _worker_counts_every_accepted_event(deployment)
 
 
 async def test_without_broker_or_redis_nothing_is_accepted_and_readyz_names_why(

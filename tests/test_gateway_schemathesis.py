@@ -49,6 +49,7 @@ def gateway(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> I
             credentials,
             app_id=f"s{uuid.uuid4().hex[:12]}",
             max_batch_events=10,
+            pseudonym_key="schemathesis-pseudonym-key-0123456789abcdef",
         )
         with gateway_in_thread(settings) as url:
             _TOKEN["fuzz"] = credentials.tokens["fuzz"]
@@ -101,7 +102,7 @@ def test_no_request_the_document_allows_or_forbids_gets_a_server_error(
     assert not problems, problems
     operations = [r.ok() for r in results if isinstance(r, Ok)]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
-        "POST /v1/events", "POST /v1/events/batch", "GET /healthz", "GET /readyz",
+        "POST /v1/events", "POST /v1/events/batch", "POST /fhir/r4", "GET /healthz", "GET /readyz",
     }  # fmt: skip
     headers = {"Authorization": f"Bearer {_TOKEN['fuzz']}"}
     answered: Counter[tuple[str, int]] = Counter()
@@ -125,7 +126,7 @@ def test_no_request_the_document_allows_or_forbids_gets_a_server_error(
 
         call()
     # Both write endpoints were exercised; invalid requests were refused as client errors.
-    for path in ("/v1/events", "/v1/events/batch"):
+    for path in ("/v1/events", "/v1/events/batch", "/fhir/r4"):
         statuses = {status for p, status in answered if p == path}
         assert statuses, answered
         if mode is GenerationMode.NEGATIVE:
