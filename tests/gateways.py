@@ -18,6 +18,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,10 @@ def write_credentials(
 def gateway_settings(
     kafka_bootstrap: str, redis_url: str, credentials: Credentials, **overrides: Any
 ) -> GatewaySettings:
-    """Settings on a free loopback port; pass `app_id` to match a worker's topics."""
+    """Settings on a free loopback port, with an app id of their own (own events topic)
+    unless `app_id` is given (a worker's, to feed it)."""
     values: dict[str, Any] = {
+        "app_id": f"gw{uuid.uuid4().hex[:12]}",
         "kafka_brokers": kafka_bootstrap,
         "credentials_file": credentials.path,
         "redis_url": redis_url,
