@@ -3,6 +3,7 @@
     POST /v1/events         one event      202 accepted | 200 duplicate | 409 conflict
                                            | 422 rejected | 403 forbidden | 503 retry
     POST /v1/events/batch   JSON array     200 with a result per item
+    POST /fhir/r4           FHIR R4        200 with a result per mapped event (fhir_routes)
     GET  /healthz /readyz   probes         200 | 503 naming the failing check
     GET  /metrics           Prometheus     text exposition
     GET  /openapi.json      the OpenAPI 3.1 document
@@ -11,7 +12,8 @@ Every write endpoint answers 401 without a valid bearer token, 413 beyond
 its byte (or item) limit, 415 for a non-JSON media type and 429 with
 `Retry-After` when the source's rate budget is spent. Probes, metrics and
 the document need no token (aggregate numbers only). Order of checks:
-credentials, media type, size, rate, then each event (`intake`).
+credentials, media type, rate (one event) or size (a batch, charged its
+item count once its body is read), then each event (`intake`).
 """
 
 from __future__ import annotations
