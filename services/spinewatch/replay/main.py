@@ -83,29 +83,10 @@ class ReplayOptions:
 
 
 def run_replay(options: ReplayOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    try:
-        settings = ReplaySettings()
-    except UnknownSetting as exc:
-        print(f"spinewatch replay: {exc}", file=err)
-        return EXIT_USAGE
-    except (ValidationError, SettingsError) as exc:
-        print(f"spinewatch replay: settings:\n{describe_settings_error(exc, ENV_PREFIX)}", file=err)
-        return EXIT_USAGE
-    try:
-        _check_options(options)
-        through_gateway = options.to == "gateway"
-        token = gateway_token(options.token_file, settings) if through_gateway else None
-        ledger = Ledger.open(
-            options.state_path(), options.rejects_path(), options.sink_name(), options.restart
-        )
-        key = None
-        if not through_gateway and _may_hold_fhir(options):
-            key = _optional_key(options, settings)
-        fhir = FhirOptions(through_gateway, options.site_id, options.source, key)
-        inputs = prepare(options.files, options.declared_format, ledger, fhir)
-    except ReplayError as exc:
-        print(f"spinewatch replay: {exc}", file=err)
-        return EXIT_USAGE
+    ready = _ready(options, err)
+    if isinstance(ready, int):
+        return ready
+    settings, ledger, inputs, token = ready
     code: int | None = None
     note: str | None = None
     try:
@@ -129,6 +110,39 @@ def run_replay(options: ReplayOptions, out: TextIO = sys.stdout, err: TextIO = s
     if code is None:
         code = EXIT_REJECTS if totals(rows).failed else EXIT_OK
     return code
+
+
+def _ready(
+    options: ReplayOptions, err: TextIO
+) -> tuple[ReplaySettings, Ledger, list[ReplayInput], str | None] | int:
+    """Settings, ledger, inputs and token; or the exit code of why not (nothing sent)."""
+    try:
+        settings = ReplaySettings()
+    except UnknownSetting as exc:
+        print(f"spinewatch replay: {exc}", file=err)
+        return EXIT_USAGE
+    except (ValidationError, SettingsError) as exc:
+        print(f"spinewatch replay: settings:\n{describe_settings_error(exc, ENV_PREFIX)}", file=err)
+        return EXIT_USAGE
+    try:
+        _check_options(options)
+        through_gateway = options.to == "gateway"
+        token = gateway_token(options.token_file, settings) if through_gateway else None
+        ledger = Ledger.open(
+            options.state_path(), options.rejects_path(), options.sink_name(), options.restart
+        )
+        key = None
+        if not through_gateway and _may_hold_fhir(options):
+            key = _optional_key(options, settings)
+        fhir = FhirOptions(through_gateway, options.site_id, options.source, key)
+        inputs = prepare(options.files, options.declared_format, ledger, fhir)
+    except ReplayError as exc:
+        print(f"spinewatch replay: {exc}", file=err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # while reading the inputs: nothing was sent
+        print(f"spinewatch replay: interrupted before sending; {RESUME_HINT}", file=err)
+        return EXIT_INTERRUPTED
+    return settings, ledger, inputs, token
 
 
 @contextlib.contextmanager

@@ -182,12 +182,11 @@ class _Chunks:
             records.append(Record(i, entry or f"mapped event {i}", None))
             final = answer
             if sent_before:
+                # The whole bundle is the unanswered chunk. (The gateway leaves a
+                # receipt-time recorded_at out of its comparison, so a resent
+                # bundle's events come back duplicate, not conflict.)
                 counts.resent += 1
-                # The gateway maps recorded_at from its time of receipt when a
-                # resource carries no record time, so a resent bundle's event
-                # can differ from the one the interrupted run stored by that
-                # alone: "conflict" then, and still this replay's own event.
-                if answer.status in (Status.DUPLICATE, Status.CONFLICT):
+                if answer.status is Status.DUPLICATE:
                     final = _ACCEPTED
             outcomes.append(final)
         self._commit(records, outcomes, (), counts, len(records), complete=True)
