@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import tomllib
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from spinewatch.errors import FieldError, UnknownSetting
 from spinewatch.gateway.auth import Refusal, SourceGrant, authorise, load_credentials
 from spinewatch.gateway.intake import Candidate, Outcome, Result, examine
 from spinewatch.gateway.main import main as gateway_main
+from spinewatch.gateway.process import _listening_socket
 from spinewatch.gateway.settings import GatewaySettings
 from tests.samples import sample_messages
 
@@ -132,3 +134,13 @@ def test_settings_refuse_unknown_variables_and_short_pseudonym_keys(
     assert secret not in err
     assert secret[:10] not in err
     assert "c.toml" in err
+
+
+def test_the_listening_socket_disables_nagle() -> None:
+    # Without TCP_NODELAY a kept-alive request waited for the client's
+    # delayed ACK (40 ms, benchmarks/gateway.py); accepted sockets inherit it.
+    sock = _listening_socket("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        sock.close()
