@@ -22,7 +22,7 @@ from spinewatch.devservers.tansu import EmbeddedBroker, free_port
 from spinewatch.engine.settings import Settings
 from tests import exit_watchdog, session_guard
 from tests.servers import Alertmanager, alertmanager, redis_server
-from tests.support import scaled, slowdown
+from tests.support import TEST_SIGNING_KEY, scaled, slowdown
 
 # Hypothesis fails an example slower than its deadline (200 ms by default):
 # a deadline like the others, so it stretches with SPINEWATCH_TEST_SLOWDOWN.
@@ -111,6 +111,7 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
             # group after stopping and recovery could skip changelog records
             # (patches/tansu.py, points 1 and 2).
             "tansu_compat": True,
+            "signing_key": TEST_SIGNING_KEY,
         }
         values.update(overrides)
         return Settings(**values)

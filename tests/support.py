@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The tests start and stop their own clients the way the services do.
 from spinewatch.adapters.kafka_clients import started
+from spinewatch.adapters.message_signing import Keyring, TopicKind
 
 if TYPE_CHECKING:
     from spinewatch.engine.bootstrap import RunningWorker
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SLOWDOWN_VARIABLE = "SPINEWATCH_TEST_SLOWDOWN"
+
+# The internal topics' signing key of every test deployment (workers and
+# alerting alike), as SPINEWATCH_SIGNING_KEY would hold it in production.
+TEST_SIGNING_KEY = "test-signing-key-of-the-spinewatch-suite-0123456789"
 
 
 def slowdown() -> float:
@@ -83,6 +88,24 @@ async def produce_keyed(
     async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
         futures = [
             await producer.send(topic, value, key=key, partition=partition)
+            for key, value in messages
+        ]
+        await asyncio.gather(*futures)
+
+
+async def produce_drift(
+    bootstrap: str,
+    topic: str,
+    messages: Iterable[tuple[bytes, bytes]],
+    keyring: Keyring | None = None,
+) -> None:
+    """Drift messages (key, value) signed as a worker signs them (the suite's key by default)."""
+    signer = keyring or Keyring(TEST_SIGNING_KEY.encode())
+    async with started(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)) as producer:
+        futures = [
+            await producer.send(
+                topic, value, key=key, headers=[signer.sign(TopicKind.DRIFT, key, value)]
+            )
             for key, value in messages
         ]
         await asyncio.gather(*futures)

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
+from ipaddress import ip_network
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Receiver, WebhookReceiver
 from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.alerting import service as alerting
+from spinewatch.alerting.identities import Identities, OnCallGrant
 from spinewatch.alerting.service import AlertingService
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts.drift import (
@@ -36,6 +39,7 @@ from spinewatch.contracts.drift import (
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.devservers.tansu import free_port
 from spinewatch.domain.alerts import model as alert_model
+from spinewatch.runtime.credentials import CredentialStore, issue_token
 from tests.support import scaled, wait_until
 
 FINGERPRINT = "riverside.cement_leakage_rate_per_level.worse"
@@ -205,47 +209,125 @@ async def test_a_4xx_is_logged_and_not_retried(
         await webhook.stop()
 
 
-async def test_acknowledgement_over_http(redis_url: str) -> None:
+@asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[str]:
+    """`app` on a free loopback port, for real HTTP requests; its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _credentials(tmp_path: Path, **users: str) -> tuple[Identities, dict[str, str]]:
+    """A credentials file of one token per on-call user, as `spinewatch token new` writes it."""
+    tokens, tables = {}, []
+    for name, user in users.items():
+        issued = issue_token()
+        tokens[name] = issued.token
+        tables.append(f'[[token]]\nid = "{issued.token_id}"\nsha256 = "{issued.sha256}"\n'
+                      f'user = "{user}"\n')  # fmt: skip
+    path = tmp_path / "alerting-credentials.toml"
+    path.write_text("\n".join(tables))
+    return Identities(CredentialStore.from_file(path, OnCallGrant)), tokens
+
+
+async def test_only_an_authenticated_user_acknowledges_and_the_identity_is_recorded(
+    redis_url: str, tmp_path: Path
+) -> None:
+    identities, tokens = _credentials(tmp_path, oncall="dr-oncall", other="dr-other")
+    unknown = issue_token().token  # well-formed, in no credentials file
     webhook = Webhook()
     await webhook.start()
     try:
         async with _service(redis_url, webhook) as service:
-            runner = web.AppRunner(service.http_app())
-            await runner.setup()
-            port = free_port()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            base = f"http://127.0.0.1:{port}"
-            try:
-                await service.handle(_signal().model_dump_json().encode())
-                async with aiohttp.ClientSession() as http:
-                    async with http.post(f"{base}/alerts/{FINGERPRINT}/ack", json={}) as bad:
-                        assert bad.status == 400
-                        assert (await bad.json())["field"] == "by"
-                    not_utf8 = {"Content-Type": "application/json"}
-                    async with http.post(
-                        f"{base}/alerts/{FINGERPRINT}/ack",
-                        data=b'{"by": "\xff\xfe"}',
-                        headers=not_utf8,
-                    ) as garbled:  # answered 500 before
-                        assert garbled.status == 400
-                    url = f"{base}/alerts/{FINGERPRINT}/ack"
-                    async with http.post(url, json={"by": "dr-oncall"}) as ok:
-                        assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
-                    async with http.post(url, json={"by": "dr-other"}) as again:
-                        assert (await again.json()) == {"outcome": "duplicate"}
-                    async with http.post(f"{base}/alerts/nope/ack", json={"by": "x"}) as gone:
-                        assert gone.status == 404
-                    async with http.get(f"{base}/alerts") as listing:
-                        (alert,) = await listing.json()
-                        assert alert["acknowledged_by"] == "dr-oncall"
-                await _deliver_until(service, webhook, 2)
-                assert sorted(webhook.transitions()) == ["acknowledged", "firing"]
-                ack = next(p for p in webhook.received if p["transition"] == "acknowledged")
-                assert ack["text"].endswith("(by dr-oncall)")
-            finally:
-                await runner.cleanup()
+            await service.handle(_signal().model_dump_json().encode())
+            url = f"/alerts/{FINGERPRINT}/ack"
+            async with (
+                _serving(service.http_app(identities)) as base,
+                aiohttp.ClientSession(base_url=base) as http,
+            ):
+
+                def bearer(token: str) -> dict[str, str]:
+                    return {"Authorization": f"Bearer {token}"}
+
+                # The acknowledgement of issue 17: anyone, under any name.
+                async with http.post(url, json={"by": "mallory-anonymous"}) as anonymous:
+                    assert anonymous.status == 401
+                    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer ")
+                    assert (await anonymous.json())["reason"] == "missing"
+                async with http.post(url, headers=bearer(unknown)) as forged:
+                    assert forged.status == 401
+                    assert 'error="invalid_token"' in forged.headers["WWW-Authenticate"]
+                async with http.post(url, headers={"Authorization": "Basic dXNlcjpwdw=="}) as basic:
+                    assert basic.status == 401
+                async with http.get("/alerts") as listing:
+                    assert listing.status == 401  # reading alerts needs an identity too
+                # A name in the body is refused, not silently overruled.
+                named = {"by": "mallory-anonymous"}
+                async with http.post(url, json=named, headers=bearer(tokens["oncall"])) as body:
+                    assert body.status == 400
+                # Nothing of that acknowledged, nor reached the pager.
+                assert (await service.store.alert(FINGERPRINT)).acknowledged_by is None  # type: ignore[union-attr]
+                async with http.post(url, headers=bearer(tokens["oncall"])) as ok:
+                    assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
+                async with http.post(url, headers=bearer(tokens["other"])) as again:
+                    assert (await again.json()) == {"outcome": "duplicate"}
+                async with http.post("/alerts/nope/ack", headers=bearer(tokens["other"])) as gone:
+                    assert gone.status == 404
+                async with http.get("/alerts", headers=bearer(tokens["other"])) as listing:
+                    (alert,) = await listing.json()
+                    assert alert["acknowledged_by"] == "dr-oncall"
+                for open_path in ("/metrics", "/healthz", "/readyz"):
+                    async with http.get(open_path) as answer:
+                        assert answer.status == 200, open_path
+            await _deliver_until(service, webhook, 2)
+            assert sorted(webhook.transitions()) == ["acknowledged", "firing"]
+            ack = next(p for p in webhook.received if p["transition"] == "acknowledged")
+            assert ack["text"].endswith("(by dr-oncall)")
+            assert "mallory" not in str(webhook.received)
+            refused = {
+                reason: service.registry.get_sample_value(
+                    "spinewatch_api_requests_refused_total", {"reason": reason}
+                )
+                for reason in ("missing", "invalid_token")
+            }
+            assert refused == {"missing": 2, "invalid_token": 2}
     finally:
         await webhook.stop()
+
+
+async def test_a_proxy_user_header_is_believed_only_from_the_trusted_proxy(
+    redis_url: str,
+) -> None:
+    webhook = Webhook()
+    async with _service(redis_url, webhook) as service:
+        await service.handle(_signal().model_dump_json().encode())
+        url = f"/alerts/{FINGERPRINT}/ack"
+        # The test's own address is not the proxy's: the header is anyone's.
+        elsewhere = Identities(proxy_header="X-Forwarded-User", proxies=[ip_network("10.0.0.0/8")])
+        async with (
+            _serving(service.http_app(elsewhere)) as base,
+            aiohttp.ClientSession(base_url=base) as http,
+            http.post(url, headers={"X-Forwarded-User": "dr-proxy"}) as untrusted,
+        ):
+            assert untrusted.status == 401
+            assert (await untrusted.json())["reason"] == "untrusted_proxy"
+        loopback = Identities(proxy_header="X-Forwarded-User", proxies=[ip_network("127.0.0.1")])
+        async with (
+            _serving(service.http_app(loopback)) as base,
+            aiohttp.ClientSession(base_url=base) as http,
+        ):
+            async with http.post(url, headers={"X-Forwarded-User": "Dr Proxy; DROP"}) as bad:
+                assert (bad.status, (await bad.json())["reason"]) == (401, "invalid_user")
+            async with http.post(url) as missing:
+                assert missing.status == 401
+            async with http.post(url, headers={"X-Forwarded-User": "dr-proxy"}) as ok:
+                assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
+        assert (await service.store.alert(FINGERPRINT)).acknowledged_by == "dr-proxy"  # type: ignore[union-attr]
 
 
 async def test_two_alerting_processes_page_once(redis_url: str) -> None:
@@ -365,7 +447,7 @@ async def test_a_message_that_cannot_be_recorded_is_skipped_loudly_a_redis_fault
     async with _service(f"redis://127.0.0.1:{free_port()}/0", webhook) as down:
         with pytest.raises(RedisConnectionError):
             await down.handle(_signal().model_dump_json().encode())
-        runner = web.AppRunner(down.http_app())
+        runner = web.AppRunner(down.http_app(Identities()))  # /metrics needs no identity
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()

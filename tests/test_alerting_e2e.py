@@ -6,6 +6,12 @@ one alert, with the right labels and annotations, into Alertmanager (read
 back through its own API); the rest of the stream brings the chart back in
 control, and the alert must resolve. The audit topic must show exactly one
 firing and one resolved transition for the episode.
+
+Before any of it, forged drift messages go straight to the drift topic
+(issue 17: a forged `drift.signalled` paged on-call staff): valid JSON of a
+signal, once unsigned, once tampered with after signing, once signed with
+a key the deployment does not hold. None may page or reach the alert
+state; each must be dead-lettered with its reason and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from spinewatch.adapters.kafka_clients import started
+from spinewatch.adapters.message_signing import Keyring, TopicKind
 from spinewatch.alerting.process import running_alerting
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts import Indication, ProcedureType, parse_event
@@ -32,7 +41,15 @@ from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts
 from tests.servers import Alertmanager
-from tests.support import consume, produce_keyed, running_worker, wait_until
+from tests.support import (
+    consume,
+    produce_keyed,
+    running_worker,
+    scrape_async,
+    sum_by,
+    wait_until,
+)
+from tests.test_alerting import _signal
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +93,24 @@ def _keyed(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
     return [(e["site_id"].encode(), encode(e)) for e in events]
 
 
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def _forged_signals(key: str) -> dict[str, Record]:
+    """A critical-looking signal for a site of its own, three ways not from a worker."""
+    signal = _signal().model_copy(update={"site_id": "forged"})
+    site, value = b"forged", signal.model_dump_json().encode()
+    other = _signal().model_copy(update={"site_id": "forged"}).model_dump_json().encode()
+    return {
+        "unsigned": (site, value, []),
+        # A real signature, of another message: copied headers prove nothing.
+        "bad_signature": (site, value, [Keyring(key.encode()).sign(TopicKind.DRIFT, site, other)]),
+        "unknown_key": (
+            site, value, [Keyring(b"m" * 32).sign(TopicKind.DRIFT, site, value)]
+        ),
+    }  # fmt: skip
+
+
 async def _active(api: Alertmanager, **labels: str) -> list[dict[str, Any]]:
     """Active alerts in Alertmanager whose labels include `labels`."""
     alerts = await asyncio.to_thread(api.alerts)
@@ -105,11 +140,27 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         resend_interval_s=1.0,
         poll_interval_s=0.1,
         dashboard_url="http://grafana.test/d/spinewatch",
+        signing_key=settings.signing_key,
     )
+    assert settings.signing_key is not None
+    forged = _forged_signals(settings.signing_key.get_secret_value())
     async with (
         running_worker(settings, kafka_bootstrap),
         running_alerting(alerting) as running,
     ):
+        async with started(AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)) as producer:
+            for key, value, headers in forged.values():
+                await producer.send_and_wait(alerting.drift_topic, value, key=key, headers=headers)
+        rejected = await wait_until(
+            lambda: scrape_async(f"{running.url}/metrics"),
+            lambda s: sum_by(s, "spinewatch_drift_messages_rejected_total") >= len(forged),
+            30,
+            "the forged drift messages rejected",
+        )
+        assert {
+            reason: sum_by(rejected, "spinewatch_drift_messages_rejected_total", reason=reason)
+            for reason in forged
+        } == dict.fromkeys(forged, 1)
         # Keyed by site: each site's events reach the engine in clinical order,
         # as the one-episode expectation above assumes (out-of-order arrival
         # can make an intermediate fold signal, and publish, a transient
@@ -168,9 +219,20 @@ async def test_a_drift_episode_fires_once_in_alertmanager_and_resolves(
         assert sentinels > 0, "the seeded cohort has no sentinel event"
         assert len(paged) == sentinels
         assert all(a["labels"]["severity"] == "critical" for a in paged)
+        # The forged messages paged nobody and never reached the alert state.
+        assert await _active(alertmanager_api, site="forged") == []
+        assert not [a for a in await service.store.alerts() if a.fingerprint.startswith("forged")]
         # Every delivery (the audit records included) made before stopping.
         await wait_until(service.store.pending_deliveries, lambda n: n == 0, 30, "an empty outbox")
 
+    # The forged messages wait in the dead-letter topic, each with its reason, as received.
+    letters = await consume(kafka_bootstrap, settings.deadletter_topic, len(forged), timeout_s=5)
+    assert {dict(r.headers)["spinewatch-reason"].decode(): r.value for r in letters} == {
+        reason: value for reason, (_, value, _) in forged.items()
+    }
+    assert {dict(r.headers)["spinewatch-source-topic"] for r in letters} == {
+        alerting.drift_topic.encode()
+    }
     # Everything on the audit topic (duplicates included: read until quiet).
     records = await consume(kafka_bootstrap, alerting.alerts_topic, 10_000, timeout_s=3)
     assert len({json.loads(r.value)["id"] for r in records if r.value}) == 2 + sentinels

@@ -27,7 +27,7 @@ from spinewatch.contracts.topics import Topology
 from spinewatch.devservers.redis import EmbeddedRedis
 from tests.conftest import SettingsFactory
 from tests.probes import failing, health
-from tests.support import produce_keyed, scrape_async, value, wait_until
+from tests.support import TEST_SIGNING_KEY, produce_drift, scrape_async, value, wait_until
 from tests.test_alerting import Webhook, _signal
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ async def test_a_20_s_redis_outage_pages_every_signal_exactly_once(
         kafka_brokers=kafka_bootstrap, app_id=app_id, redis_url=redis.url, key_prefix=app_id,
         webhook_urls=(webhook.url,), audit_topic=False, http_port=0, poll_interval_s=0.1,
         redis_timeout_s=1.0, lease_s=2.0, retry_base_s=0.1, retry_max_s=1.0,
-        probe_interval_s=0.5, give_up_after_s=300,
+        probe_interval_s=0.5, give_up_after_s=300, signing_key=TEST_SIGNING_KEY,
     )  # fmt: skip
 
     def paged() -> set[str]:
@@ -73,11 +73,11 @@ async def test_a_20_s_redis_outage_pages_every_signal_exactly_once(
         with caplog.at_level(logging.INFO):
             async with running_alerting(settings) as running:
                 base = running.url
-                await produce_keyed(kafka_bootstrap, drift_topic, _signals(0, 10))
+                await produce_drift(kafka_bootstrap, drift_topic, _signals(0, 10))
                 await wait_until(paged_count, lambda n: n >= 10, 60, "10 pages before")
                 redis.stop()  # down: the append-only file keeps what it held
                 down_at = time.monotonic()
-                await produce_keyed(kafka_bootstrap, drift_topic, _signals(10, 10))
+                await produce_drift(kafka_bootstrap, drift_topic, _signals(10, 10))
                 red = await wait_until(
                     lambda: health(base),
                     lambda a: any(line.startswith("redis: ") for line in failing(a)),
@@ -89,7 +89,7 @@ async def test_a_20_s_redis_outage_pages_every_signal_exactly_once(
                     lambda waited: waited >= OUTAGE_S, OUTAGE_S + 10, "the outage",
                 )  # fmt: skip
                 redis.start()  # same port, same directory: back with its data
-                await produce_keyed(kafka_bootstrap, drift_topic, _signals(20, 10))
+                await produce_drift(kafka_bootstrap, drift_topic, _signals(20, 10))
                 await wait_until(paged_count, lambda n: n >= 30, 90, "every signal paged")
                 await wait_until(
                     running.service.store.pending_deliveries, lambda n: n == 0, 30, "empty outbox"

@@ -22,9 +22,9 @@ from spinewatch.adapters.state_codec import FORMAT_VERSION
 from spinewatch.contracts import EVENT_MODELS
 from spinewatch.contracts.export import DRIFT_MODELS, schema_file_name
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topic
-from spinewatch.runtime.dead_letters import MessageOrigin, dead_letter
 from spinewatch.engine.ingest import MAX_FACTS_PER_MESSAGE
 from spinewatch.errors import FieldError
+from spinewatch.runtime.dead_letters import MessageOrigin, dead_letter
 from spinewatch.runtime.failures import RejectReason
 from tests.support import scaled
 

@@ -78,6 +78,7 @@ async def _alerting(
         kafka_brokers=brokers, app_id=settings.app_id, redis_url=redis_url,
         key_prefix=settings.app_id, webhook_urls=(webhook.url,), audit_topic=False,
         http_port=0, poll_interval_s=0.1, probe_interval_s=0.5, broker_timeout_s=3.0,
+        signing_key=settings.signing_key,
     )  # fmt: skip
     async with running_alerting(alerting) as running:
         yield running

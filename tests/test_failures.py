@@ -10,9 +10,9 @@ import pytest
 from spinewatch.contracts import Event
 from spinewatch.domain.outcomes.facts import fact_of
 from spinewatch.engine import ingest
-from spinewatch.runtime.dead_letters import MessageOrigin, dead_letter, shrunk
 from spinewatch.engine.ingest import IngestLimits, ingest_batch, triage
 from spinewatch.errors import FieldError
+from spinewatch.runtime.dead_letters import MessageOrigin, dead_letter, shrunk
 from spinewatch.runtime.failures import (
     Action,
     FailurePolicy,

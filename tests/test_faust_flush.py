@@ -12,6 +12,7 @@ import pytest
 from faust.transport.producer import ProducerBuffer
 from prometheus_client import CollectorRegistry
 
+from spinewatch.adapters.message_signing import Keyring
 from spinewatch.adapters.stream_health import StreamHealth
 from spinewatch.engine.app import create_app
 from spinewatch.engine.ingest_pool import IngestPool
@@ -130,6 +131,7 @@ def test_every_app_gets_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
         IngestPool(0, 1 << 20),
         "127.0.0.1:1",
         tansu_compat=False,
+        keyring=Keyring.generated(),
         supervisor=Supervisor("worker", registry, give_up_after_s=60, on_give_up=print),
         health=StreamHealth(registry, "t", stall_after_s=5, broker_timeout_s=5, detect_loss=True),
     )

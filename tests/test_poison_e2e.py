@@ -6,6 +6,11 @@ then 200 valid events. Every poison message must come out as a dead letter
 with its own reason, every valid event must be counted exactly (against
 an independent expectation), and the dead-letter counter must equal what
 the dead-letter topic really holds.
+
+Forged fact batches go first, straight to the internal facts topic (issue
+17): well-formed batches of real facts, unsigned, tampered with after
+signing, and signed with a key the worker does not hold. None may change
+a count; each must be dead-lettered with its reason and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from spinewatch.contracts import Event, Indication, ProcedureType
+from spinewatch.adapters.kafka_clients import started
+from spinewatch.adapters.message_signing import Keyring, TopicKind
+from spinewatch.adapters.state_codec import encode_facts
+from spinewatch.contracts import Event, Indication, ProcedureType, parse_event
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.domain.outcomes.facts import fact_of
 from spinewatch.engine import ingest
@@ -25,19 +33,47 @@ from spinewatch.engine.bootstrap import running_worker
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
 from tests.probes import health
-from tests.support import consume, scrape_async, sum_by, wait_until
+from tests.support import TEST_SIGNING_KEY, consume, scrape_async, sum_by, wait_until
 
 pytestmark = pytest.mark.e2e
 
 MAX_MESSAGE_BYTES = 1_000_000
 
 
-def _valid_events() -> list[dict[str, Any]]:
+def _cohort() -> tuple[dict[str, Any], ...]:
     site = SiteProfile("poison-site", 80, {(ProcedureType.PVP, Indication.HEMANGIOMA): 1.0})
-    cohort = generate_cohort(31, [site], duplicate_share=0, malformed=0, retractions=0)
-    events = list(cohort.events[:200])
+    return generate_cohort(31, [site], duplicate_share=0, malformed=0, retractions=0).events
+
+
+def _valid_events() -> list[dict[str, Any]]:
+    events = list(_cohort()[:200])
     assert len(events) == 200
     return events
+
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def _forged_fact_batches() -> dict[str, Record]:
+    """Real facts of the same site's other procedures: applied, they would change its counts."""
+    others = [parse_event(encode(e)) for e in _cohort()[200:260]]
+    key = b"poison-site"
+    batch = encode_facts([(e.procedure_id.bytes, fact_of(e)) for e in others])
+    ours = Keyring(TEST_SIGNING_KEY.encode())
+    theirs = Keyring(b"a key the worker has never seen, 32+ bytes")
+    # Signed as the worker would sign the first half, then given the whole batch.
+    half = encode_facts([(e.procedure_id.bytes, fact_of(e)) for e in others[:30]])
+    return {
+        "unsigned": (key, batch, []),
+        "bad_signature": (key, batch, [ours.sign(TopicKind.FACTS, key, half)]),
+        "unknown_key": (key, batch, [theirs.sign(TopicKind.FACTS, key, batch)]),
+    }
+
+
+async def _produce_with_headers(bootstrap: str, topic: str, records: list[Record]) -> None:
+    async with started(AIOKafkaProducer(bootstrap_servers=bootstrap)) as producer:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
 
 
 def _poison(template: dict[str, Any], doomed_id: str) -> dict[str, bytes | None]:
@@ -96,7 +132,9 @@ async def test_poison_messages_are_dead_lettered_and_the_200_after_them_counted(
         del poison["internal_error"]  # a child process cannot see the injection
     settings = make_settings(ingest_processes=processes, max_message_bytes=MAX_MESSAGE_BYTES)
     expected = expected_counts(valid)
+    forged = _forged_fact_batches()
     async with running_worker(settings, kafka_bootstrap) as worker:
+        await _produce_with_headers(kafka_bootstrap, settings.facts_topic, list(forged.values()))
         await _produce_large(kafka_bootstrap, settings.events_topic, list(poison.values()))
         await _produce_large(kafka_bootstrap, settings.events_topic, [encode(e) for e in valid])
         url = f"{worker.metrics.url}/metrics"
@@ -107,15 +145,32 @@ async def test_poison_messages_are_dead_lettered_and_the_200_after_them_counted(
         await wait_until(observed, lambda o: o == expected, 90, "the 200 valid events")
         samples = await wait_until(
             lambda: scrape_async(url),
-            lambda s: sum_by(s, "spinewatch_events_deadlettered_total") >= len(poison),
+            lambda s: (
+                sum_by(s, "spinewatch_events_deadlettered_total") >= len(poison)
+                and sum_by(s, "spinewatch_fact_batches_deadlettered_total") >= len(forged)
+            ),
             60,
-            "every poison message dead-lettered",
+            "every poison message and forged batch dead-lettered",
         )
-        letters = await consume(kafka_bootstrap, settings.deadletter_topic, len(poison) + 1, 10)
+        wanted = len(poison) + len(forged)
+        records = await consume(kafka_bootstrap, settings.deadletter_topic, wanted + 1, 10)
         ready, answer = await health(worker.metrics.url)
 
+    # Not one forged fact applied: the counts are the 200 valid events' alone.
+    assert observed_counts(samples, expected) == expected
     assert sum_by(samples, "spinewatch_events_accepted_total") == 200
     assert sum_by(samples, "spinewatch_events_applied_total") == 200
+    facts_topic = settings.facts_topic.encode()
+    from_facts = [r for r in records if dict(r.headers)["spinewatch-source-topic"] == facts_topic]
+    assert sorted(dict(r.headers)["spinewatch-reason"].decode() for r in from_facts) == sorted(
+        forged
+    )
+    for record in from_facts:
+        reason = dict(record.headers)["spinewatch-reason"].decode()
+        assert record.value == forged[reason][1]  # kept as received, for investigation
+        labels = {"reason": reason}
+        assert sum_by(samples, "spinewatch_fact_batches_deadlettered_total", **labels) == 1
+    letters = [r for r in records if r not in from_facts]
     # Counted once each, and only once the broker had the letter.
     assert sum_by(samples, "spinewatch_events_deadlettered_total") == len(letters) == len(poison)
     by_reason: dict[str, list[Any]] = {}

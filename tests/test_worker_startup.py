@@ -68,6 +68,31 @@ def test_alerting_with_a_typo_variable_exits_2_naming_it_and_the_fix() -> None:
     assert MARKER not in done.stderr + done.stdout
 
 
+def test_without_a_signing_key_neither_service_starts_against_real_brokers(
+    tmp_path: Path,
+) -> None:
+    """Unsigned internal topics would let any topic writer page staff (issue 17)."""
+    worker = run_cli("worker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9")
+    alerting = run_cli("alerting", SPINEWATCH_ALERTING_KAFKA_BROKERS="127.0.0.1:9")
+    short = run_cli("worker", SPINEWATCH_KAFKA_BROKERS="127.0.0.1:9", SPINEWATCH_SIGNING_KEY=MARKER)
+    unreadable = run_cli(
+        "alerting",
+        SPINEWATCH_ALERTING_KAFKA_BROKERS="127.0.0.1:9",
+        SPINEWATCH_ALERTING_SIGNING_KEY=MARKER * 2,
+        SPINEWATCH_ALERTING_CREDENTIALS_FILE=str(tmp_path / "missing.toml"),
+    )
+    for done in (worker, alerting, short, unreadable):
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""  # nothing started
+        assert "Traceback" not in done.stderr
+        assert MARKER not in done.stderr
+    assert "SPINEWATCH_SIGNING_KEY" in worker.stderr
+    assert "SPINEWATCH_ALERTING_SIGNING_KEY" in alerting.stderr
+    assert "SPINEWATCH_SIGNING_KEY (signing_key)" in short.stderr
+    assert "at least 32 bytes" in short.stderr
+    assert "missing.toml: cannot be read" in unreadable.stderr
+
+
 def test_worker_without_brokers_refuses_and_names_both_ways_out() -> None:
     began = time.monotonic()
     done = run_cli("worker")

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from pydantic import SecretStr
+
 from spinewatch.devservers.tansu import free_port
 from spinewatch.engine.settings import Settings
 from tests.support import scaled, wait_until
@@ -34,7 +36,12 @@ class WorkerProcess:
 
     def start(self) -> None:
         env = dict(os.environ)
-        for name, value in self.settings.model_dump(mode="json").items():
+        for name, dumped in self.settings.model_dump(mode="json").items():
+            value, secret = dumped, getattr(self.settings, name)
+            if isinstance(secret, SecretStr):  # dumped as "**********"
+                value = secret.get_secret_value()
+            elif isinstance(secret, tuple) and secret and isinstance(secret[0], SecretStr):
+                value = [item.get_secret_value() for item in secret]
             if value is not None:
                 # Complex fields (tuples) are read from the environment as JSON.
                 text = json.dumps(value) if isinstance(value, list | dict) else str(value)

@@ -20,6 +20,8 @@
     |                         the variable and the closest valid one
     +-- BrokerNotConfigured   `spinewatch worker` was given neither brokers
     |                         nor the explicit embedded-broker choice
+    +-- SigningKeyMissing     a service that writes or reads the internal
+    |                         topics has no signing key (names the setting)
     +-- PatchVersionMismatch  an installed faust-streaming or aiokafka is not
     |                         a version the patches of their internals were
     |                         written and tested for; the worker refuses to
@@ -108,6 +110,10 @@ class UnknownSetting(SpinewatchError, ValueError):
 
 class BrokerNotConfigured(SpinewatchError):
     """No Kafka brokers configured, and the embedded broker not asked for."""
+
+
+class SigningKeyMissing(SpinewatchError):
+    """No key to sign or verify the internal topics with (the message names the setting)."""
 
 
 class PatchVersionMismatch(SpinewatchError):

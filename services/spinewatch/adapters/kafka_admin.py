@@ -11,13 +11,25 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.errors import BrokerUnavailable
 
 _TOPIC_ALREADY_EXISTS = 36
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    *,
+    security: KafkaSecurity | None = None,
+) -> None:
+    """Create the topics of `names` that do not exist yet (`security` None: PLAINTEXT)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=10_000,
+        **(security or KafkaSecurity()).aiokafka_kwargs(),
+    )
     try:
         await admin.start()  # inside: a start cut short has opened connections
         existing = set(await admin.list_topics())

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from spinewatch.adapters.kafka_clients import stop_client
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.errors import BrokerUnavailable
 
 
@@ -68,6 +69,7 @@ class LagProbe:
         *,
         request_timeout_s: float = 5.0,
         fetch_wait_s: float = 2.0,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.group_id = group_id
         self.topics = tuple(topics)
@@ -82,6 +84,7 @@ class LagProbe:
             # One record per partition is all a probe reads.
             max_partition_fetch_bytes=64 << 10,
             fetch_max_wait_ms=100,
+            **(security or KafkaSecurity()).aiokafka_kwargs(),
         )
         self._started = False
         self._assigned: frozenset[TopicPartition] = frozenset()

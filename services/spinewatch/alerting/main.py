@@ -3,7 +3,10 @@
 Settings come from `SPINEWATCH_ALERTING_*`; several processes may run
 against one Redis (they page once between them). `--check` asks a running
 process's /healthz and exits 0 when it answers 200. It exits 70 when its
-supervisor gave up on a loop that could not recover.
+supervisor gave up on a loop that could not recover, and 2 before starting
+anything for bad settings, a missing signing key, or a credentials file
+that cannot be read (the message names the setting or the table and
+field, never a value).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from spinewatch.alerting.process import running_alerting
+from spinewatch.alerting.identities import Identities
+from spinewatch.alerting.process import running_alerting, signing_keyring
 from spinewatch.alerting.settings import AlertingSettings
-from spinewatch.errors import UnknownSetting
+from spinewatch.errors import CredentialsError, SigningKeyMissing, UnknownSetting
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging
 from spinewatch.runtime.settings_env import describe_settings_error
@@ -53,5 +57,11 @@ def main(check_only: bool) -> int:
         return 2
     if check_only:
         return check(settings)
+    try:
+        signing_keyring(settings)
+        Identities.from_settings(settings)
+    except (SigningKeyMissing, CredentialsError) as exc:
+        print(f"spinewatch alerting: {exc}", file=sys.stderr)
+        return 2
     configure_logging("info")
     return leave(asyncio.run(serve(settings)))

@@ -3,8 +3,12 @@
 Loops (each restarted by the supervisor when it raises, with one log line
 and a count in `spinewatch_loop_restarts_total`):
 
-* consume: read drift messages and record each in Redis, committing the
-  offsets only after Redis recorded them. At every (re)start it seeks back
+* consume: read drift messages, verify each one's signature, and record
+  each in Redis, committing the offsets only after Redis recorded them. A
+  message whose signature does not verify (written by something without
+  the workers' key: `unsigned`, `bad_signature`, `unknown_key`) is never
+  recorded: it is dead-lettered on `{app_id}-deadletter` with the reason,
+  counted, and logged; it pages nobody. At every (re)start it seeks back
   to the committed offsets, so messages fetched before a failure (Redis
   down mid-batch) are read again: Redis dedupes by message id, and every
   signal pages exactly once. (Without the seek, a restarted consumer would
@@ -31,11 +35,13 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from spinewatch.adapters.kafka_clients import stop_client
 from spinewatch.adapters.kafka_lag import LagProbe
+from spinewatch.adapters.message_signing import Keyring, TopicKind, fault_error
 from spinewatch.adapters.receivers import (
     AlertmanagerReceiver,
     AuditReceiver,
@@ -44,8 +50,11 @@ from spinewatch.adapters.receivers import (
 )
 from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.adapters.stream_health import StreamHealth, probing
+from spinewatch.alerting.identities import Identities
 from spinewatch.alerting.service import AlertingService
 from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.errors import SigningKeyMissing
+from spinewatch.runtime.dead_letters import MessageOrigin, dead_letter
 from spinewatch.runtime.health import Check
 from spinewatch.runtime.supervisor import Heartbeat, LoopBody, Supervisor
 
@@ -61,9 +70,37 @@ class RunningAlerting:
     gave_up: asyncio.Event
 
 
+NO_SIGNING_KEY = (
+    "no signing key: set SPINEWATCH_ALERTING_SIGNING_KEY to the workers' SPINEWATCH_SIGNING_KEY; "
+    "drift messages that do not verify with it are never paged"
+)
+NO_IDENTITIES = (
+    "no identity source for the HTTP API (SPINEWATCH_ALERTING_CREDENTIALS_FILE, or "
+    "SPINEWATCH_ALERTING_TRUSTED_PROXY_HEADER with SPINEWATCH_ALERTING_TRUSTED_PROXIES): "
+    "every request but /metrics, /healthz and /readyz is refused, so nobody can acknowledge"
+)
+
+
+def signing_keyring(settings: AlertingSettings) -> Keyring:
+    if settings.signing_key is None:
+        raise SigningKeyMissing(NO_SIGNING_KEY)
+    return Keyring.from_secrets(settings.signing_key, settings.signing_previous_keys)
+
+
 @contextlib.asynccontextmanager
 async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningAlerting]:
-    """Start the service on the current loop; stop it on exit."""
+    """Start the service on the current loop; stop it on exit.
+
+    Raises SigningKeyMissing without a signing key, and CredentialsError for
+    a credentials file that cannot be read, before anything starts.
+    """
+    keyring = signing_keyring(settings)
+    identities = Identities.from_settings(settings)
+    if not identities.configured:
+        log.warning("%s", NO_IDENTITIES)
+    security = settings.kafka_security
+    for risk in security.risks():
+        log.warning("%s", risk)
     redis = Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
@@ -71,15 +108,23 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
     )
     timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s)
     session = aiohttp.ClientSession(timeout=timeout)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_brokers, acks="all", **security.aiokafka_kwargs()
+    )
     consumer = AIOKafkaConsumer(
         settings.drift_topic,
         bootstrap_servers=settings.kafka_brokers,
         group_id=settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **security.aiokafka_kwargs(),
     )
-    probe = LagProbe(settings.kafka_brokers, settings.consumer_group, (settings.drift_topic,))
+    probe = LagProbe(
+        settings.kafka_brokers,
+        settings.consumer_group,
+        (settings.drift_topic,),
+        security=security,
+    )
     registry = CollectorRegistry()
     gave_up = asyncio.Event()
     supervisor = Supervisor(
@@ -111,7 +156,8 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
             detect_loss=False,  # a lost drift topic costs nothing: Redis dedupes the re-sends
         )
         poll = settings.poll_interval_s
-        supervisor.spawn("consume", _consuming(service, consumer, stream), stale_after_s=30)
+        gate = DriftGate(service, keyring, producer, settings.deadletter_topic)
+        supervisor.spawn("consume", _consuming(gate, consumer, stream), stale_after_s=30)
         supervisor.spawn("deliver", _every(poll, service.deliver_due), stale_after_s=30)
         supervisor.spawn("re-send", _every(poll, service.resend_due), stale_after_s=30)
         supervisor.spawn("redis-probe", redis_health.loop, stale_after_s=None)
@@ -120,7 +166,7 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
         )
         supervisor.add_checks(stream.checks)
         supervisor.add_checks(redis_health.checks)
-        runner = web.AppRunner(service.http_app(supervisor.checks), access_log=None)
+        runner = web.AppRunner(service.http_app(identities, supervisor.checks), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         port = runner.addresses[0][1]
@@ -158,9 +204,38 @@ def _receivers(
     return receivers
 
 
-def _consuming(
-    service: AlertingService, consumer: AIOKafkaConsumer, stream: StreamHealth
-) -> LoopBody:
+class DriftGate:
+    """Only drift messages signed with the workers' key reach the service."""
+
+    def __init__(
+        self, service: AlertingService, keyring: Keyring, producer: AIOKafkaProducer, topic: str
+    ) -> None:
+        self.service = service
+        self.keyring = keyring
+        self.producer = producer
+        self.deadletter_topic = topic
+
+    async def __call__(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        value = record.value or b""  # a tombstone is as unsigned as anything
+        fault = self.keyring.verify(TopicKind.DRIFT, record.key, value, record.headers)
+        if fault is None:
+            await self.service.handle(value)
+            return
+        origin = MessageOrigin(record.topic, record.partition, record.offset)
+        letter = dead_letter(value, [fault_error(fault)], fault.value, origin)
+        # Raises when the broker does not take it: the consumer restarts and
+        # reads the message again (nothing is committed past it meanwhile).
+        await self.producer.send_and_wait(
+            self.deadletter_topic, letter.value, headers=letter.headers
+        )
+        self.service.metrics.rejected.labels(fault.value).inc()
+        log.error(
+            "drift message at %s[%d] offset %d dead-lettered unread (%s): not from a worker",
+            record.topic, record.partition, record.offset, fault.value,
+        )  # fmt: skip
+
+
+def _consuming(gate: DriftGate, consumer: AIOKafkaConsumer, stream: StreamHealth) -> LoopBody:
     async def run(heartbeat: Heartbeat) -> None:
         # Read again whatever was fetched but not recorded before a failure.
         for tp in consumer.assignment():
@@ -173,8 +248,7 @@ def _consuming(
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
             for tp, records in batches.items():
                 for record in records:
-                    if record.value is not None:
-                        await service.handle(record.value)
+                    await gate(record)
                     stream.processed(tp.topic, tp.partition, record.offset)
             if batches:
                 await consumer.commit()  # after Redis recorded every message

@@ -11,8 +11,14 @@ under a supervisor, see `spinewatch.alerting.process`):
   reason logged (4xx);
 * re-send: every firing alert goes to Alertmanager again each
   `resend_interval_s`, as Alertmanager expects of pushed alerts;
-* HTTP: `GET /alerts`, `POST /alerts/{fingerprint}/ack` {"by": "..."},
-  `GET /metrics`, `GET /healthz`, `GET /readyz`.
+* HTTP: `GET /alerts`, `POST /alerts/{fingerprint}/ack` (no body: the
+  acknowledgement is recorded under the caller's authenticated identity,
+  `alerting/identities.py`), `GET /metrics`, `GET /healthz`, `GET /readyz`
+  (the last three need no identity).
+
+Drift messages reach `handle` only once their signature verified
+(`alerting/process.py`): a forged one is dead-lettered there, counted in
+`spinewatch_drift_messages_rejected_total{reason}`, and pages nobody.
 
 Several processes may run against one Redis: the Lua scripts decide every
 transition and every claim atomically, so each page goes out once.
@@ -21,7 +27,6 @@ transition and every claim atomically, so each page goes out once.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
@@ -42,6 +47,7 @@ from redis.exceptions import RedisError
 
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiver
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
+from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
 from spinewatch.domain.alerts.model import (
@@ -99,6 +105,18 @@ class AlertingMetrics:
             "spinewatch_drift_messages", "Drift messages recorded, by outcome.", ["outcome"],
             registry=registry,
         )  # fmt: skip
+        self.rejected = Counter(
+            "spinewatch_drift_messages_rejected",
+            "Drift messages dead-lettered unread: unsigned, bad_signature or unknown_key.",
+            ["reason"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "spinewatch_api_requests_refused",
+            "API requests refused for want of an identity (401), by reason.",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class AlertingService:
@@ -285,9 +303,11 @@ class AlertingService:
             self.metrics.firing.labels(severity).set(count)
 
     # -- HTTP -------------------------------------------------------------
-    def http_app(self, checks: Callable[[], list[Check]] = list) -> web.Application:
+    def http_app(
+        self, identities: Identities, checks: Callable[[], list[Check]] = list
+    ) -> web.Application:
         self._checks = checks
-        app = web.Application()
+        app = web.Application(middlewares=[identities.middleware(self._refused)])
         app.router.add_get("/alerts", self._list)
         app.router.add_post("/alerts/{fingerprint}/ack", self._ack)
         app.router.add_get("/metrics", self._metrics)
@@ -298,18 +318,26 @@ class AlertingService:
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(a) for a in await self.store.alerts()])
 
+    def _refused(self, refusal: Refusal) -> None:
+        self.metrics.refused.labels(refusal.value).inc()
+
     async def _ack(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):  # not JSON, or not UTF-8
-            body = None
-        who = body.get("by") if isinstance(body, dict) else None
-        if not isinstance(who, str) or not 1 <= len(who) <= 64:
+        caller = request[CALLER]
+        # Who acknowledged is the identity, never what a body says: a body
+        # (the old {"by": ...}) is refused rather than silently overruled.
+        if (await request.read()).strip() not in (b"", b"{}"):
             return web.json_response(
-                {"error": 'body must be {"by": "<on-call name or code>"}', "field": "by"},
+                {
+                    "error": "send no body: the acknowledgement is recorded under your "
+                    "authenticated identity",
+                    "field": "<body>",
+                },
                 status=400,
             )
-        outcome = await self.acknowledge(request.match_info["fingerprint"], who)
+        fingerprint = request.match_info["fingerprint"]
+        outcome = await self.acknowledge(fingerprint, caller.user)
+        if outcome != "not_firing":
+            log.info("alert %s acknowledged by %s (%s)", fingerprint, caller.user, caller.via)
         status = 404 if outcome == "not_firing" else 200
         return web.json_response({"outcome": outcome}, status=status)
 

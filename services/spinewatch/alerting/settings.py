@@ -1,15 +1,33 @@
-"""Typed settings of the alerting service (environment prefix `SPINEWATCH_ALERTING_`)."""
+"""Typed settings of the alerting service (environment prefix `SPINEWATCH_ALERTING_`).
+
+Besides the Kafka security fields (`adapters/kafka_security.py`,
+`SPINEWATCH_ALERTING_KAFKA_SECURITY_PROTOCOL`...), two concern identities:
+
+* `signing_key` (and `signing_previous_keys`): the workers' key, with
+  which every drift message must verify before it can page anyone
+  (`adapters/message_signing.py`); the service does not start without it.
+* who may use the HTTP API (`alerting/identities.py`): `credentials_file`
+  (bearer tokens, each mapped to a named on-call user), and/or a trusted
+  reverse proxy's user header (`trusted_proxy_header`), believed only from
+  `trusted_proxies`. With neither, every API request is refused (401):
+  paging goes on, acknowledging waits until an identity source is set.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
+from spinewatch.adapters.message_signing import Keyring, SigningSecret
 from spinewatch.contracts.topics import Topology
 from spinewatch.runtime.settings_env import StrictEnvSettings
 
 
-class AlertingSettings(StrictEnvSettings):
+class AlertingSettings(StrictEnvSettings, KafkaSecurity):
     """Every `SPINEWATCH_ALERTING_*` variable must name a field (see settings_env)."""
 
     model_config = SettingsConfigDict(
@@ -21,6 +39,28 @@ class AlertingSettings(StrictEnvSettings):
         default="spinewatch",
         pattern=r"^[a-z][a-z0-9-]{2,48}$",
         description="The engine's app id: drift topic {app_id}-drift, audit {app_id}-alerts.",
+    )
+    signing_key: SigningSecret | None = Field(
+        default=None,
+        description="The workers' SPINEWATCH_SIGNING_KEY: drift messages must verify with it. "
+        "Required.",
+    )
+    signing_previous_keys: tuple[SigningSecret, ...] = Field(
+        default=(), max_length=8, description="Keys still accepted during a rotation (JSON list)."
+    )
+    credentials_file: Path | None = Field(
+        default=None,
+        description="TOML [[token]] tables: id, sha256, user (spinewatch token new --user).",
+    )
+    trusted_proxy_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="A reverse proxy's authenticated-user header, e.g. X-Forwarded-User.",
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Addresses or networks (CIDR) of the proxies whose header is believed.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
     redis_timeout_s: float = Field(default=2.0, gt=0, le=30)
@@ -59,7 +99,34 @@ class AlertingSettings(StrictEnvSettings):
             raise ValueError("configure at least one receiver (alertmanager, webhook or audit)")
         if self.retry_max_s < self.retry_base_s:
             raise ValueError("retry_max_s must be >= retry_base_s")
+        if self.signing_previous_keys and self.signing_key is None:
+            raise ValueError("signing_previous_keys needs signing_key")
+        if self.signing_key is not None:
+            Keyring.from_secrets(self.signing_key, self.signing_previous_keys)  # distinct keys
+        if (self.trusted_proxy_header is None) != (not self.trusted_proxies):
+            raise ValueError(
+                "trusted_proxy_header and trusted_proxies go together: the header is believed "
+                "only from the proxies named"
+            )
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError("each trusted proxy must be an IP address or network") from None
+        return values
+
+    @property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(value, strict=False) for value in self.trusted_proxies)
+
+    @property
+    def deadletter_topic(self) -> str:
+        return Topology(self.app_id).deadletter
 
     @property
     def drift_topic(self) -> str:

@@ -1,11 +1,12 @@
 """The demo's alerting part: what on-call staff receive, a line per transition.
 
 A throwaway redis-server holds the alert state; the alerting service reads
-the drift topic the demo's worker wrote and delivers to a webhook served
-here on loopback (standing in for a pager or a Slack channel) and to the
-audit topic. The demo prints each webhook message as it arrives: the
-drifting site's alert fired once and, once its chart is back in control,
-resolved; every sentinel event paged on its own.
+the drift topic the demo's worker wrote (verifying each message with the
+run's signing key) and delivers to a webhook served here on loopback
+(standing in for a pager or a Slack channel) and to the audit topic. The
+demo prints each webhook message as it arrives: the drifting site's alert
+fired once and, once its chart is back in control, resolved; every
+sentinel event paged on its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from spinewatch.alerting.process import running_alerting
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.devservers.redis import EmbeddedRedis
 from spinewatch.devservers.tansu import free_port
+from spinewatch.engine.settings import Settings
 from spinewatch.errors import RedisUnavailable
+from spinewatch.runtime.credentials import issue_token
 
 QUIET_S = 2.0  # no new message and an empty outbox for this long: all delivered
 TIMEOUT_S = 45.0
@@ -41,7 +44,7 @@ class _Webhook:
         return web.Response(status=200)
 
 
-async def print_alerts(brokers: str, app_id: str, out: TextIO) -> None:
+async def print_alerts(brokers: str, worker: Settings, out: TextIO) -> None:
     with tempfile.TemporaryDirectory(prefix="spinewatch-redis-") as workdir:
         redis = EmbeddedRedis(Path(workdir))
         try:
@@ -50,12 +53,25 @@ async def print_alerts(brokers: str, app_id: str, out: TextIO) -> None:
             print(f"\nAlerting skipped: {exc}", file=out)
             return
         try:
-            await _run(brokers, app_id, redis.url, out)
+            await _run(brokers, worker, redis.url, _credentials(Path(workdir)), out)
         finally:
             redis.stop()
 
 
-async def _run(brokers: str, app_id: str, redis_url: str, out: TextIO) -> None:
+def _credentials(workdir: Path) -> Path:
+    """One on-call user, so the API has an identity source (nobody acknowledges in the demo)."""
+    issued = issue_token()
+    path = workdir / "alerting-credentials.toml"
+    path.write_text(
+        f'[[token]]\nid = "{issued.token_id}"\nsha256 = "{issued.sha256}"\nuser = "demo-oncall"\n'
+    )
+    return path
+
+
+async def _run(
+    brokers: str, worker: Settings, redis_url: str, credentials: Path, out: TextIO
+) -> None:
+    app_id = worker.app_id
     webhook = _Webhook()
     app = web.Application()
     app.router.add_post("/hook", webhook.handle)
@@ -65,6 +81,10 @@ async def _run(brokers: str, app_id: str, redis_url: str, out: TextIO) -> None:
     settings = AlertingSettings(
         kafka_brokers=brokers,
         app_id=app_id,
+        # The worker's key and Kafka security: the same deployment.
+        signing_key=worker.signing_key,
+        credentials_file=credentials,
+        **worker.kafka_security.model_dump(),
         redis_url=redis_url,
         key_prefix=app_id,
         webhook_urls=(f"http://127.0.0.1:{webhook.port}/hook",),

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.contracts.drift import DriftSignalled
 from spinewatch.demo.synthetic.cohort import Event, SiteProfile
 from spinewatch.domain.drift.events import pending
@@ -65,7 +66,9 @@ async def print_drift(
         for item in pending(site_id, site, settings.drift_resolve_after_cases)
         if not item.resolved
     }
-    signals = await _published_signals(brokers, settings.drift_topic, expected)
+    signals = await _published_signals(
+        brokers, settings.kafka_security, settings.drift_topic, expected
+    )
     readings = list(engine.drift.readings(active))
     print(
         f"\nDrift charts per site: risk-adjusted Bernoulli CUSUM for odds x"
@@ -118,9 +121,13 @@ def _print_signal(signal: DriftSignalled, out: TextIO) -> None:
     )
 
 
-async def _published_signals(brokers: str, topic: str, expected: set[str]) -> list[DriftSignalled]:
+async def _published_signals(
+    brokers: str, security: KafkaSecurity, topic: str, expected: set[str]
+) -> list[DriftSignalled]:
     """Read the drift topic until every signal the charts hold has been published."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=brokers, enable_auto_commit=False, **security.aiokafka_kwargs()
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]

@@ -24,7 +24,10 @@ import uuid
 from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
+from spinewatch.adapters.message_signing import new_secret
 from spinewatch.baselines import load_catalog
 from spinewatch.demo.alerting import print_alerts
 from spinewatch.demo.drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
@@ -66,6 +69,9 @@ async def _demo(out: TextIO) -> int:
         # The demo is a throwaway run by design, so it asks for the embedded
         # broker explicitly (a worker without brokers refuses to start).
         settings = settings.model_copy(update={"embedded_broker": True})
+    if settings.signing_key is None:
+        # One key for this run's worker and alerting service (its topics are its own).
+        settings = settings.model_copy(update={"signing_key": SecretStr(new_secret())})
     sites = with_drifting_site(default_sites(DEMO_PROCEDURES))
     cohort = generate_cohort(DEMO_SEED, sites)
     began = drift_start(cohort.events, next(s for s in sites if s.site_id == DRIFTING_SITE))
@@ -75,19 +81,23 @@ async def _demo(out: TextIO) -> int:
         print(f"spinewatch demo: {where} broker at {brokers}", file=out)
         async with running_worker(settings, brokers) as worker:
             print(f"  worker up; Prometheus metrics at {worker.metrics.url}/metrics", file=out)
-            await _stream(brokers, settings.events_topic, cohort, out)
+            await _stream(brokers, settings.kafka_security, settings.events_topic, cohort, out)
             await _wait_until_processed(worker, cohort)
             series = await asyncio.to_thread(_scrape_series_count, worker.metrics.url)
             _print_counts(worker, cohort, series, out)
             _print_table(worker, out)
             await print_drift(worker, brokers, sites, began, out)
-            await print_alerts(brokers, settings.app_id, out)
+            await print_alerts(brokers, settings, out)
     print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
     return 0
 
 
-async def _stream(brokers: str, topic: str, cohort: SyntheticCohort, out: TextIO) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=brokers, linger_ms=5)
+async def _stream(
+    brokers: str, security: KafkaSecurity, topic: str, cohort: SyntheticCohort, out: TextIO
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=brokers, linger_ms=5, **security.aiokafka_kwargs()
+    )
     await producer.start()
     try:
         sent = [await producer.send(topic, value) for value in cohort.deliveries]

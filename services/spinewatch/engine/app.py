@@ -10,6 +10,14 @@ Two agents, each a few lines; the steps they call are in `stream_steps`:
   partition and appends what was new to the segments table, whose changelog
   is the durable state.
 
+Both internal topics the worker writes are signed: every fact batch and
+every drift message carries an HMAC of the deployment's key
+(`adapters/message_signing.py`), and `apply` dead-letters a batch whose
+signature does not verify, so that writing to the facts topic does not
+bypass validation. Every Kafka client of the app (faust's consumer,
+producer and topic admin) authenticates as the settings' `kafka_*`
+security fields say (`adapters/kafka_security.py`).
+
 Neither raises for a message: the failure policy (`spinewatch.runtime.failures`)
 dead-letters it. Both run inside the supervisor's `running` block, which
 counts a crash and faust's restart of the agent, and both report each
@@ -35,6 +43,7 @@ import faust
 from faust.types import StreamT
 
 from spinewatch import patches
+from spinewatch.adapters.message_signing import Keyring, SignedTopic, TopicKind
 from spinewatch.adapters.stream_health import StreamHealth
 from spinewatch.contracts.topics import SEGMENTS_TABLE
 from spinewatch.engine.ingest_pool import IngestPool
@@ -63,6 +72,7 @@ def create_app(
     brokers: str,
     *,
     tansu_compat: bool,
+    keyring: Keyring,
     supervisor: Supervisor,
     health: StreamHealth,
 ) -> Streams:
@@ -76,16 +86,18 @@ def create_app(
     events = app.topic(settings.events_topic, value_type=bytes, value_serializer="raw")
     facts = _keyed_topic(app, settings.facts_topic)
     deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
-    drift = _keyed_topic(app, settings.drift_topic)
+    drift = SignedTopic(_keyed_topic(app, settings.drift_topic), keyring, TopicKind.DRIFT)
     segments = _segment_table(app, settings)
     supervisor.watch("ingest")
     supervisor.watch("apply")
-    ingest_step = IngestStep(engine, pool, facts, deadletter, health=health)
+    signed_facts = SignedTopic(facts, keyring, TopicKind.FACTS)
+    ingest_step = IngestStep(engine, pool, signed_facts, deadletter, health=health)
     apply_step = ApplyStep(
         engine,
         segments,
         deadletter,
         lambda: active_partitions(app, settings),
+        keyring=keyring,
         health=health,
         max_value_bytes=settings.deadletter_max_bytes,
     )
@@ -186,6 +198,8 @@ def _faust_config(settings: Settings, brokers: str, tansu_compat: bool) -> dict[
         "web_bind": "127.0.0.1",
         "web_port": settings.web_port,
         "logging_config": None,
+        # TLS and SASL (None: PLAINTEXT); faust hands them to each aiokafka client.
+        "broker_credentials": settings.faust_credentials(),
     }
     if tansu_compat:
         config["producer_max_batch_size"] = SINGLE_RECORD_BATCH_BYTES

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from spinewatch.adapters.http import MetricsServer
 from spinewatch.adapters.kafka_admin import ensure_topics
 from spinewatch.adapters.kafka_lag import LagProbe
+from spinewatch.adapters.kafka_security import KafkaSecurity
+from spinewatch.adapters.message_signing import Keyring
 from spinewatch.adapters.stream_health import StreamHealth, probing
 from spinewatch.baselines import load_catalog
 from spinewatch.devservers.tansu import EmbeddedBroker
@@ -31,7 +33,7 @@ from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
 from spinewatch.engine.stream_steps import publish_outbox
-from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable
+from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable, SigningKeyMissing
 from spinewatch.runtime.health import Check
 from spinewatch.runtime.lifetime import tune_gc
 from spinewatch.runtime.supervisor import Heartbeat, LoopBody, Supervisor
@@ -54,6 +56,44 @@ def require_broker(settings: Settings) -> None:
     """
     if settings.kafka_brokers is None and not settings.embedded_broker:
         raise BrokerNotConfigured(NO_BROKER)
+
+
+NO_SIGNING_KEY = (
+    "no signing key for the internal topics: set SPINEWATCH_SIGNING_KEY to at least 32 "
+    'random bytes of text (e.g. the output of `python -c "import secrets; '
+    'print(secrets.token_urlsafe(32))"`), the same in every worker and in the alerting '
+    "service's SPINEWATCH_ALERTING_SIGNING_KEY"
+)
+
+
+def require_signing_key(settings: Settings) -> None:
+    """Refuse configured brokers without a signing key.
+
+    Without it anyone able to write the facts or drift topic could change
+    the metrics or page on-call staff. The throwaway embedded broker gets a
+    key of the process alone (`signing_keyring`).
+    """
+    if settings.signing_key is None and not settings.embedded_broker:
+        raise SigningKeyMissing(NO_SIGNING_KEY)
+
+
+def signing_keyring(settings: Settings) -> Keyring:
+    """The keys fact batches and drift messages are signed and verified with."""
+    require_signing_key(settings)
+    if settings.signing_key is not None:
+        return Keyring.from_secrets(settings.signing_key, settings.signing_previous_keys)
+    # No other process reads the embedded broker's internal topics (the
+    # demo, which runs its alerting service too, sets a key and hands it on).
+    log.info("embedded broker: internal topics signed with a key of this process")
+    return Keyring.generated()
+
+
+def kafka_security(settings: Settings) -> KafkaSecurity:
+    """The Kafka clients' security settings; a weak but valid choice is warned about once."""
+    security = settings.kafka_security
+    for risk in security.risks():
+        log.warning("%s", risk)
+    return security
 
 
 def tansu_compat(settings: Settings) -> bool:
@@ -104,7 +144,8 @@ async def running_worker(
     settings: Settings, brokers: str, startup_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningWorker]:
     """Start one worker on the current event loop; stop it on exit."""
-    await ensure_topics(brokers, settings.topics.names(), settings.partitions)
+    keyring, security = signing_keyring(settings), kafka_security(settings)
+    await ensure_topics(brokers, settings.topics.names(), settings.partitions, security=security)
     tune_gc(settings.gc_young_threshold)
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -132,6 +173,7 @@ async def running_worker(
         pool,
         brokers,
         tansu_compat=tansu_compat(settings),
+        keyring=keyring,
         supervisor=supervisor,
         health=stream,
     )
@@ -140,7 +182,9 @@ async def running_worker(
     metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
     worker = RunningWorker(settings, engine, app, metrics, supervisor, gave_up)
     metrics.checks, metrics.extra = supervisor.checks, worker.health
-    probe = LagProbe(brokers, settings.app_id, (settings.events_topic, settings.facts_topic))
+    probe = LagProbe(
+        brokers, settings.app_id, (settings.events_topic, settings.facts_topic), security=security
+    )
     supervisor.spawn(
         "lag-probe", probing(probe, stream, settings.probe_interval_s), stale_after_s=None
     )

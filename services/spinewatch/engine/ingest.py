@@ -35,13 +35,13 @@ from pydantic import TypeAdapter, ValidationError
 from spinewatch.adapters.state_codec import encode_facts
 from spinewatch.contracts import Event, parse_event
 from spinewatch.domain.outcomes.facts import Fact, fact_of
+from spinewatch.errors import FieldError, InvalidEvent
 from spinewatch.runtime.dead_letters import (
     DEFAULT_MAX_VALUE_BYTES,
     DeadLetter,
     MessageOrigin,
     dead_letter,
 )
-from spinewatch.errors import FieldError, InvalidEvent
 from spinewatch.runtime.failures import (
     InputLimits,
     RejectReason,

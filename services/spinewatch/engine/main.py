@@ -8,7 +8,8 @@ that an orchestrator restarts it.
 exits 0 when it answers 200 (for container health checks and scripts).
 
 Bad settings (a value outside its rule, an unknown `SPINEWATCH_*`
-variable, brokers and the embedded broker both), a missing broker, and a
+variable, brokers and the embedded broker both, incoherent Kafka security
+settings), a missing broker, brokers without a signing key, and a
 faust-streaming or aiokafka release the patches were not tested with
 (`spinewatch.patches`) end start-up with a message and exit code 2, before
 anything is started.
@@ -25,9 +26,20 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from spinewatch import patches
-from spinewatch.engine.bootstrap import kafka_brokers, require_broker, running_worker, tansu_compat
+from spinewatch.engine.bootstrap import (
+    kafka_brokers,
+    require_broker,
+    require_signing_key,
+    running_worker,
+    tansu_compat,
+)
 from spinewatch.engine.settings import Settings
-from spinewatch.errors import BrokerNotConfigured, PatchVersionMismatch, UnknownSetting
+from spinewatch.errors import (
+    BrokerNotConfigured,
+    PatchVersionMismatch,
+    SigningKeyMissing,
+    UnknownSetting,
+)
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging as configure_private_logging
 from spinewatch.runtime.settings_env import describe_settings_error
@@ -79,10 +91,11 @@ def main(check_only: bool, embedded_broker: bool = False) -> int:
         return check(settings)
     try:
         require_broker(settings)
+        require_signing_key(settings)
         # Before anything starts: patches of faust/aiokafka internals run only
         # on the versions they were tested with (spinewatch.patches).
         patches.check_versions(tansu_compat=tansu_compat(settings))
-    except (BrokerNotConfigured, PatchVersionMismatch) as exc:
+    except (BrokerNotConfigured, SigningKeyMissing, PatchVersionMismatch) as exc:
         print(f"spinewatch worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)

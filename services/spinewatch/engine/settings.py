@@ -14,6 +14,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
+from spinewatch.adapters.message_signing import Keyring, SigningSecret
 from spinewatch.baselines import seeds
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.engine.ingest import IngestLimits
@@ -33,7 +35,9 @@ DEFAULT_DRIFT_METRICS = (
 )
 
 
-class Settings(StrictEnvSettings):
+class Settings(StrictEnvSettings, KafkaSecurity):
+    """The worker's settings; the `kafka_*` security fields come from `KafkaSecurity`."""
+
     model_config = SettingsConfigDict(env_prefix="SPINEWATCH_", frozen=True, extra="forbid")
     # Under SPINEWATCH_ but not the worker's: the alerting service's, the
     # gateway's and the replay's own namespaces (each checks its own), the
@@ -61,6 +65,17 @@ class Settings(StrictEnvSettings):
         default="spinewatch",
         pattern=r"^[a-z][a-z0-9-]{2,48}$",
         description="Consumer group id, and the prefix of every topic name.",
+    )
+    # -- signatures on the internal topics (see adapters/message_signing.py) ----------------
+    signing_key: SigningSecret | None = Field(
+        default=None,
+        description="Signs fact batches and drift messages (>= 32 bytes; the alerting "
+        "service needs it too). Required with kafka_brokers; the embedded broker generates one.",
+    )
+    signing_previous_keys: tuple[SigningSecret, ...] = Field(
+        default=(),
+        max_length=8,
+        description="Keys still accepted, never used to sign: a rotation's old key (JSON list).",
     )
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1, le=256)
     store: Literal["memory://", "rocksdb://"] = "memory://"
@@ -100,7 +115,7 @@ class Settings(StrictEnvSettings):
         description="Tansu work-arounds; unset means on exactly when embedded_broker is.",
     )
 
-    # -- failing input (see runtime/failures.py and engine/dead_letters.py) ----------------
+    # -- failing input (see runtime/failures.py and runtime/dead_letters.py) ----------------
     max_message_bytes: int = Field(
         default=8 << 20,
         ge=1024,
@@ -174,6 +189,10 @@ class Settings(StrictEnvSettings):
     def _one_broker_choice(self) -> Settings:
         if self.embedded_broker and self.kafka_brokers is not None:
             raise ValueError("set either kafka_brokers or embedded_broker, not both")
+        if self.signing_previous_keys and self.signing_key is None:
+            raise ValueError("signing_previous_keys needs signing_key (the key that signs)")
+        if self.signing_key is not None:
+            Keyring.from_secrets(self.signing_key, self.signing_previous_keys)  # distinct keys
         return self
 
     @field_validator("drift_metrics")

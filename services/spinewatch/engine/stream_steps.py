@@ -3,10 +3,12 @@
 * `IngestStep`: triage a batch of inbound messages (in the ingest pool),
   write its dead letters and wait for the broker's acknowledgement, only
   then count it, and forward the fact batches.
-* `ApplyStep`: apply one fact batch; a batch that cannot be applied is
-  dead-lettered (`unreadable_facts`, or `internal_error` after which the
-  partitions' state is rebuilt from the changelog, since an exception may
-  have left it half-applied).
+* `ApplyStep`: verify one fact batch's signature, then apply it; a batch
+  that fails verification is dead-lettered unapplied (`unsigned`,
+  `bad_signature`, `unknown_key`: written by something without the
+  deployment's key), one that cannot be applied too (`unreadable_facts`,
+  or `internal_error` after which the partitions' state is rebuilt from
+  the changelog, since an exception may have left it half-applied).
 * `publish_outbox`: the drift monitor's messages, acknowledged one by one;
   whatever is not acknowledged when the loop stops goes back to the outbox.
 
@@ -22,8 +24,13 @@ from typing import Any
 from faust.types import EventT
 
 from spinewatch.adapters.acked_send import Outgoing, send_all
+from spinewatch.adapters.message_signing import Keyring, TopicKind, fault_error
 from spinewatch.adapters.state_codec import UnreadableState
 from spinewatch.adapters.stream_health import StreamHealth
+from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.ingest_pool import IngestPool
+from spinewatch.engine.outcomes import OutcomeEngine
+from spinewatch.errors import FieldError
 from spinewatch.runtime.dead_letters import (
     DEFAULT_MAX_VALUE_BYTES,
     DeadLetter,
@@ -31,10 +38,6 @@ from spinewatch.runtime.dead_letters import (
     dead_letter,
     shrunk,
 )
-from spinewatch.engine.drift_monitor import DriftMonitor
-from spinewatch.engine.ingest_pool import IngestPool
-from spinewatch.engine.outcomes import OutcomeEngine
-from spinewatch.errors import FieldError
 from spinewatch.runtime.failures import FailurePolicy, RejectReason, internal_error
 
 log = logging.getLogger(__name__)
@@ -89,11 +92,13 @@ class ApplyStep:
         deadletter: Any,
         active_partitions: Callable[[], set[int]],
         *,
+        keyring: Keyring,
         health: StreamHealth,
         policy: FailurePolicy | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.engine = engine
+        self.keyring = keyring
         self.segments = segments
         self.max_value_bytes = max_value_bytes
         self.deadletter = deadletter
@@ -104,31 +109,42 @@ class ApplyStep:
     async def __call__(self, event: EventT[Any]) -> None:
         origin = _origin(event)
         raw = _value(event)
-        try:
-            self.engine.apply(self.segments, origin.partition, origin.offset, raw)
-        except Exception as exc:
-            await self._reject(raw, origin, exc)
+        message = event.message
+        # Before anything is decoded: a forged batch must not reach the state.
+        fault = self.keyring.verify(TopicKind.FACTS, message.key, raw, message.headers)
+        if fault is not None:
+            await self._reject(raw, origin, fault, fault_error(fault), "not signed by a worker")
+        else:
+            try:
+                self.engine.apply(self.segments, origin.partition, origin.offset, raw)
+            except Exception as exc:
+                await self._failed(raw, origin, exc)
         self.health.processed(origin.topic, origin.partition, origin.offset)
 
-    async def _reject(self, raw: bytes, origin: MessageOrigin, exc: Exception) -> None:
+    async def _failed(self, raw: bytes, origin: MessageOrigin, exc: Exception) -> None:
         if isinstance(exc, UnreadableState):  # decoding failed: nothing was applied
             reason = RejectReason.UNREADABLE_FACTS
             error = FieldError("<root>", reason.value, "not a fact batch this release reads")
         else:
             reason, error = RejectReason.INTERNAL_ERROR, internal_error(exc)
+        await self._reject(raw, origin, reason, error, type(exc).__name__)
+        if reason is RejectReason.INTERNAL_ERROR:
+            # The exception may have left records or totals half-updated;
+            # the changelog holds exactly what was applied.
+            self.engine.rebuild(self.segments.items(), self.active_partitions())
+
+    async def _reject(
+        self, raw: bytes, origin: MessageOrigin, reason: RejectReason, error: FieldError, why: str
+    ) -> None:
         log.error(
             "fact batch at %s[%d] offset %d dead-lettered (%s: %s)",
-            origin.topic, origin.partition, origin.offset, reason.value, type(exc).__name__,
+            origin.topic, origin.partition, origin.offset, reason.value, why,
         )  # fmt: skip
         letter = dead_letter(
             raw, [error], reason.value, origin, max_value_bytes=self.max_value_bytes
         )
         await write_dead_letters(self.deadletter, [letter], self.policy)
         self.engine.metrics.fact_batches_dead_lettered.labels(reason.value).inc()
-        if reason is RejectReason.INTERNAL_ERROR:
-            # The exception may have left records or totals half-updated;
-            # the changelog holds exactly what was applied.
-            self.engine.rebuild(self.segments.items(), self.active_partitions())
 
 
 async def write_dead_letters(

@@ -9,7 +9,8 @@ The rule for each way a message can fail, wherever it fails:
 |                                         | contract violation                 |              |
 | triage (ingest, per message)            | any other exception (a bug, a      | DEAD_LETTER  |
 |                                         | crashed child process)             | internal_error |
-| apply (per fact batch)                  | unreadable batch, any exception    | DEAD_LETTER  |
+| apply (per fact batch)                  | unsigned or badly signed batch,    | DEAD_LETTER  |
+|                                         | unreadable batch, any exception    |              |
 | writing a dead letter, a fact batch,    | broker refused or timed out        | RETRY, with  |
 | a drift message; recording a drift      |                                    | capped       |
 | message in Redis                        |                                    | backoff      |
@@ -53,6 +54,11 @@ class RejectReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     # A fact batch on the internal topic that this release cannot apply.
     UNREADABLE_FACTS = "unreadable_facts"
+    # A fact batch or drift message whose signature does not verify
+    # (adapters/message_signing.py): written by something without the key.
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
 
 
 class Stage(StrEnum):
