@@ -55,6 +55,8 @@ def build_producer(settings: GatewaySettings) -> AIOKafkaProducer:
         # answer (503) and what the client does agree about as nearly as can be.
         request_timeout_ms=timeout_ms,
         max_request_size=max(1 << 20, settings.max_body_bytes * 2),
+        # TLS and SASL as the settings' kafka_* fields say (adapters/kafka_security.py).
+        **settings.kafka_security.aiokafka_kwargs(),
     )
 
 
@@ -80,7 +82,10 @@ class EventProducer:
             try:
                 await client.start()
                 await ensure_topics(
-                    self.settings.kafka_brokers, [self.topic], self.settings.partitions
+                    self.settings.kafka_brokers,
+                    [self.topic],
+                    self.settings.partitions,
+                    security=self.settings.kafka_security,
                 )
             except BaseException as exc:  # the broker is away: readiness says so, we retry
                 await stop_client(client)  # a start cut short has opened connections

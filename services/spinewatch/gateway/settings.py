@@ -2,6 +2,8 @@
 
 Checked at start-up like the other services' (`settings_env.StrictEnvSettings`):
 a value against its rule, every `SPINEWATCH_GATEWAY_*` variable by name.
+Kafka TLS and SASL are the `kafka_*` fields of `adapters/kafka_security.py`
+(`SPINEWATCH_GATEWAY_KAFKA_SECURITY_PROTOCOL`, `..._KAFKA_SASL_MECHANISM`...).
 
 Idempotency retention (`idempotency_retention_s`, default 7 days): hospital
 interface engines (Mirth/NextGen Connect, Rhapsody, Cloverleaf) retry a
@@ -22,6 +24,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.runtime.settings_env import StrictEnvSettings
 
@@ -31,7 +34,7 @@ DAY_S = 86_400
 MIN_PSEUDONYM_KEY_BYTES = 32
 
 
-class GatewaySettings(StrictEnvSettings):
+class GatewaySettings(StrictEnvSettings, KafkaSecurity):
     """Every `SPINEWATCH_GATEWAY_*` variable must name a field (see settings_env)."""
 
     model_config = SettingsConfigDict(env_prefix="SPINEWATCH_GATEWAY_", frozen=True, extra="forbid")
