@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGINT, SIGKILL
 from typing import Any
 
 import pytest
@@ -168,9 +168,13 @@ async def run_to_end(command: list[str], env: dict[str, str]) -> tuple[int, dict
 
 
 async def interrupt_midway(
-    command: list[str], env: dict[str, str], state: Path, total: int, how: signal.Signals
+    command: list[str],
+    env: dict[str, str],
+    state: Path,
+    total: int,
+    stop: Callable[[asyncio.subprocess.Process], None],
 ) -> tuple[int, dict[str, Any]]:
-    """Start the replay, send `how` once a third of the file is confirmed; its state then."""
+    """Start the replay, `stop` it once a third of the file is confirmed: its exit code and state."""
     process = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -183,7 +187,7 @@ async def interrupt_midway(
 
         seen = await wait_until(confirmed, lambda n: n >= total // 3, 60, "partial progress")
         assert seen < total, "the replay finished before it could be interrupted"
-        process.send_signal(how)
+        stop(process)
         await asyncio.wait_for(process.communicate(), scaled(60))
     finally:
         if process.returncode is None:
@@ -269,9 +273,9 @@ async def test_to_kafka_killed_and_resumed_counts_each_event_once(
     before = await engine_totals(deployment)
 
     code, killed = await interrupt_midway(
-        command, dict(os.environ), state, len(replayed.lines), signal.SIGKILL
+        command, dict(os.environ), state, len(replayed.lines), lambda p: p.send_signal(SIGKILL)
     )
-    assert code == -signal.SIGKILL
+    assert code == -SIGKILL
     assert 0 < killed["confirmed"] < len(replayed.lines)
 
     code, summary = await run_to_end(command, dict(os.environ))
@@ -325,7 +329,7 @@ async def test_through_the_gateway_interrupted_and_resumed_counts_each_event_onc
     before = await engine_totals(deployment)
 
     code, stopped = await interrupt_midway(
-        command, dict(os.environ), state, len(lines), signal.SIGINT
+        command, dict(os.environ), state, len(lines), lambda p: p.send_signal(SIGINT)
     )
     assert code == 130
     assert 0 < stopped["confirmed"] < len(lines)

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from spinewatch.adapters.kafka_clients import started
 from spinewatch.errors import ReplayError, SinkUnavailable
@@ -78,30 +78,16 @@ class KafkaSink:
         attempt = 0
         since = time.monotonic()
         while pending:
-            failed: list[tuple[Outgoing, BaseException]] = []
-            acks: list[tuple[Outgoing, Any]] = []
-            for item in pending:
-                try:
-                    ack = await self.producer.send(self.topic, item.payload, item.key)
-                    acks.append((item, ack))
-                except KafkaError as exc:
-                    failed.append((item, exc))
-            for item, ack in acks:
-                try:
-                    await ack
-                except KafkaError as exc:
-                    failed.append((item, exc))
+            failed = await self._attempt(pending, deadline=since + self.give_up_after_s)
             if len(failed) < len(pending):
                 since = time.monotonic()  # the broker is taking records: not stuck
             pending = [item for item, _ in failed]
             if not pending:
                 break
             first = failed[0][1]
-            if not getattr(first, "retriable", False) and not isinstance(
-                first, asyncio.TimeoutError
-            ):
+            if not _transient(first):
                 raise ReplayError(f"the broker refused an event: {type(first).__name__}")
-            if time.monotonic() - since > self.give_up_after_s:
+            if time.monotonic() - since >= self.give_up_after_s:
                 raise SinkUnavailable(
                     f"the broker did not acknowledge {len(pending)} events for "
                     f"{self.give_up_after_s:g} s (last: {type(first).__name__})"
@@ -115,6 +101,57 @@ class KafkaSink:
             await asyncio.sleep(delay)
         return [_ACCEPTED] * len(items)
 
+    async def _attempt(
+        self, items: Sequence[Outgoing], deadline: float
+    ) -> list[tuple[Outgoing, BaseException]]:
+        """Send each item; the ones not acknowledged by `deadline`, with why.
+
+        aiokafka retries a broker that went away by itself until its request
+        timeout, so the wait is bounded here: the give-up time is ours.
+        """
+        failed: list[tuple[Outgoing, BaseException]] = []
+        acks: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        for item in items:
+            try:
+                send = self.producer.send(self.topic, item.payload, item.key)
+                acks.append((item, await asyncio.wait_for(send, _left(deadline))))
+            except (KafkaError, TimeoutError) as exc:
+                failed.append((item, exc))
+        if acks:
+            await asyncio.wait([ack for _, ack in acks], timeout=_left(deadline))
+        for item, ack in acks:
+            if not ack.done():
+                # Still in the producer: it may yet land (a duplicate downstream,
+                # harmless); its outcome is read, never left unretrieved.
+                ack.add_done_callback(_retrieve)
+                failed.append((item, TimeoutError()))
+            elif ack.cancelled():
+                failed.append((item, asyncio.CancelledError()))
+            elif (problem := ack.exception()) is not None:
+                failed.append((item, problem))
+        return failed
+
+
+def _left(deadline: float) -> float:
+    return max(0.001, deadline - time.monotonic())
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled():
+        ack.exception()
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth sending again: the broker may take it later (aiokafka marks most such errors).
+
+    A record that expired in the producer's queue (KafkaTimeoutError: no
+    broker took it within the request timeout) is not marked retriable by
+    aiokafka, but it is exactly what a broker that went away looks like.
+    """
+    if isinstance(exc, KafkaTimeoutError | TimeoutError | asyncio.CancelledError):
+        return True
+    return bool(getattr(exc, "retriable", False))
+
 
 @contextlib.asynccontextmanager
 async def kafka_sink(
@@ -126,7 +163,10 @@ async def kafka_sink(
     """A started sink on `topic`, checked to exist; the producer stopped however the block ends."""
     running = False
     try:
-        async with started(build_producer(brokers, security)) as producer:
+        # The request timeout bounds how long stopping the producer waits to
+        # flush records no broker takes: a replay that gave up ends then.
+        timeout_s = min(30.0, give_up_after_s)
+        async with started(build_producer(brokers, security, timeout_s)) as producer:
             running = True
             try:
                 await asyncio.wait_for(producer.partitions_for(topic), give_up_after_s)
