@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's `tests` package
 
+from spinewatch.adapters.message_signing import new_secret
 from spinewatch.devservers.tansu import EmbeddedBroker, free_port
 from spinewatch.engine.settings import Settings
 from tests.fuzzing import fuzzed_messages
@@ -44,7 +45,7 @@ async def run(messages_wanted: int, seed: int) -> dict[str, Any]:
     async with EmbeddedBroker() as broker:
         settings = Settings(
             kafka_brokers=broker.bootstrap, tansu_compat=True, app_id="fuzz",
-            metrics_port=free_port(), web_port=free_port(),
+            metrics_port=free_port(), web_port=free_port(), signing_key=new_secret(),
         )  # fmt: skip
         readiness: Counter[int] = Counter()
         red_for: Counter[str] = Counter()

@@ -61,6 +61,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import Counter
 
 from spinewatch.adapters.kafka_admin import ensure_topics
+from spinewatch.adapters.message_signing import new_secret
 from spinewatch.contracts import parse_event
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.demo.synthetic.cohort import default_sites, generate_cohort
@@ -535,6 +536,9 @@ async def finishes(awaitable: Coroutine[Any, Any, object], timeout_s: float) -> 
     return False
 
 
+SIGNING_KEY = new_secret()  # this run's internal-topic key
+
+
 def bench_settings(bootstrap: str, app_id: str, tmp: Path, overrides: dict[str, str]) -> Settings:
     # Field values from strings, exactly as the worker subprocess gets them.
     values: dict[str, Any] = {
@@ -547,6 +551,8 @@ def bench_settings(bootstrap: str, app_id: str, tmp: Path, overrides: dict[str, 
         "data_dir": tmp / app_id,
         # The benchmark's broker is its own embedded Tansu, reached by address.
         "tansu_compat": True,
+        # Fact batches are signed and verified, as in production.
+        "signing_key": SIGNING_KEY,
     }
     return Settings.model_validate(values | overrides)
 
@@ -698,6 +704,7 @@ async def bench_rss(
         "SPINEWATCH_SESSION_TIMEOUT_S": "3",
         "SPINEWATCH_DATA_DIR": str(tmp / app_id),
         "SPINEWATCH_TANSU_COMPAT": "true",  # the benchmark's own embedded Tansu
+        "SPINEWATCH_SIGNING_KEY": SIGNING_KEY,
     }
     env |= {f"SPINEWATCH_{name.upper()}": value for name, value in overrides.items()}
     stderr_path = tmp / f"{app_id}.stderr"
