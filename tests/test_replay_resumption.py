@@ -1,4 +1,4 @@
-"""`spinewatch replay`: the ledger, the counting rule, the gateway client, the exit codes.
+"""`spinewatch replay`: the ledger, the counting rule and the gateway client.
 
 Unit tests of pure logic. The counting rule is exercised with an
 in-memory stand-in for the gateway's idempotency (a dict of event_id ->
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -333,61 +332,3 @@ async def test_the_gateway_client_gives_up_when_nothing_answers() -> None:
 
     with pytest.raises(SinkUnavailable, match=r"gave no answer for 0\.3 s"):
         await _send(f"http://127.0.0.1:{free_port()}", _outgoing(1), give_up=0.3)
-
-
-# --- the command: usage and input errors exit 2 before anything is sent -------------------
-
-
-def test_usage_and_input_errors_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from spinewatch.cli.main import main  # noqa: PLC0415
-
-    monkeypatch.delenv("SPINEWATCH_REPLAY_TOKEN", raising=False)
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(sample_messages()[0] + b"\n")
-    unreachable = f"127.0.0.1:{_closed_port()}"
-
-    assert main(["replay", str(path), "--to", "kafka"]) == 2
-    assert "--brokers" in capsys.readouterr().err
-    assert main(["replay", str(path), "--to", "gateway", "--url", "http://127.0.0.1:1"]) == 2
-    assert "needs a token" in capsys.readouterr().err
-    assert (
-        main(["replay", str(tmp_path / "absent.jsonl"), "--to", "kafka", "--brokers", "x:1"]) == 2
-    )
-    assert "no such file" in capsys.readouterr().err
-    bad_csv = tmp_path / "export.csv"
-    bad_csv.write_text("event_type,patient_name\n")
-    assert main(["replay", str(bad_csv), "--to", "kafka", "--brokers", unreachable]) == 2
-    assert "header column 2" in capsys.readouterr().err
-
-    # No broker at that address: exit 3, and the state is kept for the same command.
-    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable, "--quiet"]) == 3
-    assert "no broker answered" in capsys.readouterr().err
-    state = json.loads((tmp_path / "events.jsonl.replay-state.json").read_bytes())
-    assert state["sink"] == f"kafka {unreachable} topic spinewatch-events"
-    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable, "--restart"]) == 3
-    capsys.readouterr()
-    monkeypatch.setenv("SPINEWATCH_REPLAY_TOKN", "x")
-    assert main(["replay", str(path), "--to", "kafka", "--brokers", unreachable]) == 2
-    assert "SPINEWATCH_REPLAY_TOKEN" in capsys.readouterr().err  # the closest setting
-
-
-def _closed_port() -> int:
-    from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
-
-    return free_port()
-
-
-def test_the_replays_variables_do_not_stop_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One shell may run a worker and a replay: each namespace is checked by its owner."""
-    from spinewatch.engine.settings import Settings  # noqa: PLC0415
-    from spinewatch.replay.settings import ReplaySettings  # noqa: PLC0415
-
-    for name in list(os.environ):
-        if name.upper().startswith("SPINEWATCH_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("SPINEWATCH_REPLAY_TOKEN", "swt_x")
-    monkeypatch.setenv("SPINEWATCH_GATEWAY_KAFKA_BROKERS", "127.0.0.1:9")
-    assert Settings().app_id == "spinewatch"
-    assert ReplaySettings().token is not None

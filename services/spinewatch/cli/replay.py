@@ -22,7 +22,9 @@ and the pseudonym key: --pseudonym-key-file or SPINEWATCH_REPLAY_PSEUDONYM_KEY;
 through the gateway it is sent whole to /fhir/r4, --site-id optional).
 
 secrets never on the command line: the gateway token from --token-file or
-SPINEWATCH_REPLAY_TOKEN.
+SPINEWATCH_REPLAY_TOKEN; Kafka TLS/SASL from SPINEWATCH_REPLAY_KAFKA_*
+(SECURITY_PROTOCOL, SASL_MECHANISM, SASL_USERNAME, SASL_PASSWORD, SSL_CAFILE,
+SSL_CERTFILE, SSL_KEYFILE, SSL_KEY_PASSWORD, SSL_CHECK_HOSTNAME).
 
 {csv_help}
 

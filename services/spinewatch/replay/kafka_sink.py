@@ -20,12 +20,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from spinewatch.adapters.kafka_clients import started
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.errors import ReplayError, SinkUnavailable
 from spinewatch.replay.records import Outcome, Outgoing, Status
 from spinewatch.runtime.failures import FailurePolicy
@@ -35,14 +36,8 @@ log = logging.getLogger(__name__)
 _ACCEPTED = Outcome(Status.ACCEPTED)
 
 
-class ClientSecurity(Protocol):
-    """TLS/SASL of a Kafka client (`adapters/kafka_security.KafkaSecurity`)."""
-
-    def aiokafka_kwargs(self) -> dict[str, Any]: ...
-
-
 def build_producer(
-    brokers: str, security: ClientSecurity | None = None, request_timeout_s: float = 30.0
+    brokers: str, security: KafkaSecurity | None = None, request_timeout_s: float = 30.0
 ) -> AIOKafkaProducer:
     """The replay's one Kafka client: every setting of it is here."""
     return AIOKafkaProducer(
@@ -158,7 +153,7 @@ async def kafka_sink(
     brokers: str,
     topic: str,
     give_up_after_s: float,
-    security: ClientSecurity | None = None,
+    security: KafkaSecurity | None = None,
 ) -> AsyncIterator[KafkaSink]:
     """A started sink on `topic`, checked to exist; the producer stopped however the block ends."""
     running = False

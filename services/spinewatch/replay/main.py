@@ -82,7 +82,10 @@ class ReplayOptions:
         return f"gateway {self.url}"
 
 
-def run_replay(options: ReplayOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_replay(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    # Looked up at each call, not bound at import: the streams may be replaced.
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     ready = _ready(options, err)
     if isinstance(ready, int):
         return ready
@@ -205,7 +208,12 @@ async def _send(
     with ProgressBar(bar_on, err) as bar:
         if options.brokers is not None and options.to == "kafka":
             topic = Topology(options.app_id).events
-            async with kafka_sink(options.brokers, topic, options.give_up_after_s) as kafka:
+            security = settings.kafka_security
+            for risk in security.risks():
+                print(f"spinewatch replay: warning: {risk}", file=err)
+            async with kafka_sink(
+                options.brokers, topic, options.give_up_after_s, security
+            ) as kafka:
                 await replay(inputs, kafka, ledger, bar, options.batch_size)
             return
         if options.url is None or token is None:  # pragma: no cover - checked before

@@ -1,12 +1,15 @@
-"""Secrets of `spinewatch replay`, from `SPINEWATCH_REPLAY_*` variables.
+"""Secrets and Kafka security of `spinewatch replay`, from `SPINEWATCH_REPLAY_*` variables.
 
 Secrets never come from the command line: a process's arguments are
 visible to every user of the machine (`ps`). The gateway token comes from
 `--token-file` or `SPINEWATCH_REPLAY_TOKEN`; the FHIR pseudonym key from
 `--pseudonym-key-file` or `SPINEWATCH_REPLAY_PSEUDONYM_KEY` (the same key
 the gateway uses, as UTF-8 text, so both doors give a patient the same
-pseudonym). Every variable in the namespace must name a setting, as for
-the services.
+pseudonym); Kafka TLS and SASL from the `kafka_*` fields of
+`adapters/kafka_security.py` (`SPINEWATCH_REPLAY_KAFKA_SECURITY_PROTOCOL`,
+`SPINEWATCH_REPLAY_KAFKA_SASL_MECHANISM`...), checked as a whole before
+anything is read. Every variable in the namespace must name a setting, as
+for the services.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.errors import ReplayError
 from spinewatch.runtime.settings_env import StrictEnvSettings
 
@@ -23,7 +27,7 @@ ENV_PREFIX = "SPINEWATCH_REPLAY_"
 MIN_PSEUDONYM_KEY_BYTES = 32
 
 
-class ReplaySettings(StrictEnvSettings):
+class ReplaySettings(StrictEnvSettings, KafkaSecurity):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     token: SecretStr | None = None
