@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -39,6 +40,7 @@ from spinewatch.contracts.drift import (
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.devservers.tansu import free_port
 from spinewatch.domain.alerts import model as alert_model
+from spinewatch.errors import CredentialsError
 from spinewatch.runtime.credentials import CredentialStore, issue_token
 from tests.support import scaled, wait_until
 
@@ -328,6 +330,30 @@ async def test_a_proxy_user_header_is_believed_only_from_the_trusted_proxy(
             async with http.post(url, headers={"X-Forwarded-User": "dr-proxy"}) as ok:
                 assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
         assert (await service.store.alert(FINGERPRINT)).acknowledged_by == "dr-proxy"  # type: ignore[union-attr]
+
+
+def test_identity_settings_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    def settings(**fields: Any) -> AlertingSettings:
+        return AlertingSettings(kafka_brokers="127.0.0.1:9", **fields)
+
+    with pytest.raises(ValidationError, match="go together"):
+        settings(trusted_proxy_header="X-Forwarded-User")
+    with pytest.raises(ValidationError, match="go together"):
+        settings(trusted_proxies=["10.0.0.1"])
+    with pytest.raises(ValidationError) as caught:
+        settings(trusted_proxy_header="X-Forwarded-User", trusted_proxies=["proxy-4711"])
+    assert "proxy-4711" not in str(caught.value.errors(include_input=False))
+    proxied = settings(trusted_proxy_header="X-Forwarded-User", trusted_proxies=["10.0.4.0/24"])
+    assert Identities.from_settings(proxied).configured
+    assert not Identities.from_settings(settings()).configured
+    # A user that is free text, not a code: the file is refused, naming the table and field.
+    bad = tmp_path / "credentials.toml"
+    issued = issue_token()
+    bad.write_text(
+        f'[[token]]\nid = "{issued.token_id}"\nsha256 = "{issued.sha256}"\nuser = "Dr Jones"\n'
+    )
+    with pytest.raises(CredentialsError, match=r"token\[0\]: user \(string_pattern_mismatch\)"):
+        Identities.from_settings(settings(credentials_file=bad))
 
 
 async def test_two_alerting_processes_page_once(redis_url: str) -> None:
