@@ -27,7 +27,6 @@ counts in `spinewatch_api_requests_refused_total{reason}`.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from pydantic import Field
 
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.runtime.credentials import CredentialStore, Grant, bearer_token
-
-log = logging.getLogger(__name__)
 
 # A staff identity or on-call code: lower-case letters, digits, '.', '_', '-'.
 USER_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -111,7 +108,7 @@ class Identities:
         if not self._from_trusted_proxy(request):
             return Refusal.UNTRUSTED_PROXY
         user = request.headers[self.proxy_header]
-        return Caller(user, "proxy") if _USER.match(user) else Refusal.INVALID_USER
+        return Caller(user, "proxy") if _USER.fullmatch(user) else Refusal.INVALID_USER
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         # The TCP peer itself, never a forwarded-for header (anyone can send one).
