@@ -99,10 +99,13 @@ class Ledger:
         return ledger
 
     def _start_afresh(self) -> None:
+        # The old state goes first: rejects and ids emptied under it would
+        # no longer match it. The new one is written with the first chunk,
+        # so a command refused before sending anything leaves no state.
+        self.state_path.unlink(missing_ok=True)
         for path in (self.rejects_path, self.ids_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")
-        self.save()
 
     def _resume(self) -> None:
         try:
