@@ -41,7 +41,7 @@ def _run(*args: str, cwd: Path) -> str:
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
     promtool = _tool("promtool")
     out = _run(promtool, "check", "rules", "rules.yml", cwd=DEPLOY / "prometheus")
-    assert "SUCCESS: 9 rules found" in out
+    assert "SUCCESS: 11 rules found" in out
     _run(promtool, "check", "config", "prometheus.yml", cwd=DEPLOY / "prometheus")
 
 
