@@ -7,7 +7,10 @@ The package is one room per concern, and imports point one way
     demo/ ........... the demo and its seeded synthetic cohorts
     engine/ ......... service: the outcomes worker (faust app, ingest, drift monitor)
     alerting/ ....... service: drift messages -> Redis -> Alertmanager and webhooks
+    gateway/ ........ service: authenticated HTTP and FHIR R4 intake of events
+    replay/ ......... service: backfill from JSON Lines, CSV and FHIR files, resumable
     adapters/ ....... ports to Kafka, Redis and HTTP
+    fhir/ ........... pure FHIR R4 -> event mapping, pseudonymised at the door
     patches/ ........ version-checked fixes of faust, aiokafka and Tansu behaviour
     devservers/ ..... embedded Tansu and Redis for the demo and the tests
     runtime/ ........ what every service shares: supervision, health, failure policy
@@ -15,9 +18,6 @@ The package is one room per concern, and imports point one way
     contracts/ ...... event contracts and the topic catalogue
     baselines/ ...... the cited literature catalog (package data)
     errors.py ....... the one exception tree
-
-A third service (the HTTP/FHIR gateway) gets its own room beside `engine/`
-and `alerting/`.
 """
 
 __version__ = "0.1.0"
