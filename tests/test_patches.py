@@ -17,6 +17,7 @@ import pytest
 from spinewatch import patches
 from spinewatch.devservers.tansu import free_port
 from spinewatch.errors import PatchVersionMismatch
+from tests.support import TEST_SIGNING_KEY
 
 DEADLINE_S = 60.0  # a refusal takes ~2 s; generous for a loaded 2-core machine
 
@@ -74,6 +75,8 @@ def test_worker_refuses_to_start_on_a_faust_release_the_patches_were_not_tested_
         # A broker that is never contacted: the refusal comes first.
         "SPINEWATCH_KAFKA_BROKERS": "127.0.0.1:9",
         "SPINEWATCH_METRICS_PORT": str(free_port()),
+        # Every other start-up requirement met, so only the versions can refuse.
+        "SPINEWATCH_SIGNING_KEY": TEST_SIGNING_KEY,
     }
     done = subprocess.run(
         [sys.executable, "-m", "spinewatch", "worker"],
