@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from spinewatch.gateway.auth import Refusal, SourceGrant, authorise, load_creden
 from spinewatch.gateway.intake import Candidate, Outcome, Result, examine
 from spinewatch.gateway.main import main as gateway_main
 from spinewatch.gateway.process import _listening_socket
+from spinewatch.gateway.producer import EventProducer
 from spinewatch.gateway.settings import GatewaySettings
 from tests.samples import sample_messages
 
@@ -144,3 +146,53 @@ def test_the_listening_socket_disables_nagle() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         sock.close()
+
+
+class _StubClient:
+    """aiokafka's `send`: a delivery future per record, or an error before sending."""
+
+    def __init__(self, fates: list[str]) -> None:
+        self.fates = fates
+        self.deliveries: list[asyncio.Future[object]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[object]:
+        fate = self.fates[len(self.deliveries)]
+        delivery: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        if fate == "too_large":
+            raise ValueError(value)  # the producer's refusal must not quote the record
+        if fate == "acked":
+            delivery.set_result(object())
+        elif fate == "refused":
+            delivery.set_exception(ConnectionError(value))
+        return delivery  # "silent": never answered
+
+
+async def test_a_record_is_written_only_when_the_broker_acknowledged_that_record(
+    tmp_path: Path,
+) -> None:
+    settings = GatewaySettings(
+        kafka_brokers="127.0.0.1:9092", credentials_file=tmp_path / "c.toml",
+        produce_timeout_s=0.2,
+    )  # fmt: skip
+    producer = EventProducer(settings)
+    client = _StubClient(["acked", "refused", "silent", "too_large", "acked"])
+    producer.client = cast(Any, client)
+    records = [(uuid.uuid4(), f"value-{i}".encode()) for i in range(5)]
+
+    fates = await producer.send_all(records)
+
+    assert fates[0] is None
+    assert fates[4] is None
+    assert [str(f) for f in fates[1:4]] == [
+        "the broker refused the write (ConnectionError)",
+        "no acknowledgement within the produce timeout",
+        "the broker refused the write (ValueError)",
+    ]
+    assert client.deliveries[2].cancelled(), "an unanswered record is abandoned"
+    assert producer._failing_since is None, "writes are getting through"
+    producer.client = cast(Any, _StubClient(["refused"]))
+    assert [str(f) for f in await producer.send_all(records[:1])] == [
+        "the broker refused the write (ConnectionError)"
+    ]
+    assert producer._failing_since is not None, "nothing got through: writes are failing"

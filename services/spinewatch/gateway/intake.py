@@ -7,8 +7,9 @@ One path for the single endpoint, the batch endpoint and FHIR bundles:
 2. authorise against the credential's source and sites -> `forbidden`;
 3. claim the event_id in Redis (`idempotency`) -> `duplicate`, `conflict`
    or `retry` (the same event is being written right now), or ours;
-4. write every claimed event concurrently, each with acks=all, and answer
-   `accepted` only for those the broker acknowledged; the others are
+4. write every claimed event (`EventProducer.send_all`: appended to the
+   producer's batches, acknowledgements awaited together, acks=all) and
+   answer `accepted` only for those the broker acknowledged; the others are
    released and answered `retry`, so nothing answered `accepted` is lost.
 
 What is written is the event's canonical JSON (the validated model dumped
@@ -18,7 +19,6 @@ digest that tells a duplicate from a conflict is taken of the same bytes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,10 +163,7 @@ class Intake:
             log.warning("gateway: idempotency claim failed (%s)", type(exc).__name__)
             return [_retry(c, STORE_DOWN_REASON) for c in candidates]
         ours = [c for c, claim in zip(candidates, claims, strict=True) if claim is Claim.NEW]
-        sent = await asyncio.gather(
-            *(self.producer.send(c.event.procedure_id, c.payload) for c in ours),
-            return_exceptions=True,
-        )
+        sent = await self.producer.send_all([(c.event.procedure_id, c.payload) for c in ours])
         written = {c.key for c, error in zip(ours, sent, strict=True) if error is None}
         failed = {c.key: e for c, e in zip(ours, sent, strict=True) if e is not None}
         await self._settle([c.key for c in ours if c.key in written], list(failed))
