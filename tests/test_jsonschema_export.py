@@ -25,6 +25,7 @@ from spinewatch.baselines.export import CATALOG_SCHEMA_FILE, json_schemas
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.cli.main import main
 from spinewatch.contracts import EVENT_MODELS
+from spinewatch.contracts.drift import DriftSentinel
 from spinewatch.contracts.export import DRIFT_MODELS, render, schema_file_name
 from tests.strategies import any_event, procedure_performed
 
@@ -138,3 +139,36 @@ def test_catalog_schema_rejects_unknown_keys_and_values() -> None:
         broken["baselines"][0] |= corrupt
         assert not CATALOG_VALIDATOR.is_valid(broken), corrupt
         assert not _loader_accepts(broken), corrupt
+
+
+SENTINEL_VALIDATOR = Draft202012Validator(
+    json.loads((COMMITTED / schema_file_name("drift.sentinel")).read_text()),
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+@pytest.mark.parametrize(
+    ("day", "in_range"),
+    [("1984-01-01", True), ("2099-12-31", True), ("1983-12-31", False), ("2100-01-01", False)],
+)
+def test_drift_dates_take_the_clinical_range_in_the_schema_as_in_the_model(
+    day: str, in_range: bool
+) -> None:
+    # A date has no offset, so its pattern states the range exactly.
+    message = {
+        "event_type": "drift.sentinel",
+        "schema_version": 1,
+        "sentinel_id": "6f1c1f64-2b1e-5d0a-9f5e-0c7a3b2d1e4f",
+        "site_id": "north",
+        "metric": "death_rate",
+        "procedure_type": "pvp",
+        "indication": "osteoporotic",
+        "occurred_on": day,
+    }
+    assert SENTINEL_VALIDATOR.is_valid(message) is in_range
+    try:
+        DriftSentinel.model_validate_json(json.dumps(message))
+    except ValidationError:
+        assert not in_range
+    else:
+        assert in_range

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from spinewatch.contracts.schema_rules import is_value, schema_rules, when
 
 # One config for every contract: immutable, no coercion of types (a VAS of
 # "7" is an error, not 7), unknown fields rejected.
@@ -94,8 +97,49 @@ def _within_clinical_dates(day: date) -> date:
     return day
 
 
-ClinicalInstant = Annotated[AwareDatetime, AfterValidator(_within_clinical_range)]
-ClinicalDate = Annotated[date, AfterValidator(_within_clinical_dates)]
+# The exported schemas restate the range as patterns, because JSON Schema
+# cannot compare dates, and because `format` is only an annotation in Draft
+# 2020-12 (most validators do not check it unless told to). An instant's
+# pattern is RFC 3339 with the written year bounded to 1983-2100, a
+# necessary condition: an offset (at most 23:59) moves the UTC instant by
+# less than a day, so whether 1983-12-31T23:00:00-02:00 lies in the range is
+# arithmetic left to the engine. It also excludes the leap second (":60"),
+# which RFC 3339 allows and the engine's parser rejects. A date has no
+# offset, so its pattern states the range exactly.
+CLINICAL_INSTANT_PATTERN = (
+    r"^(?:198[3-9]|199[0-9]|20[0-9]{2}|2100)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+CLINICAL_DATE_PATTERN = (
+    r"^(?:198[4-9]|199[0-9]|20[0-9]{2})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])$"
+)
+# What no pattern can say, listed in every event schema's description.
+CLINICAL_RANGE_RESIDUE = (
+    f"occurred_at and recorded_at lie in {CLINICAL_RANGE} (code {CLINICAL_DATE_OUT_OF_RANGE}): "
+    "the pattern bounds the written year to 1983-2100; within a day of either bound, "
+    "the UTC offset decides, and JSON Schema cannot do that arithmetic"
+)
+CALENDAR_DAY_RESIDUE = (
+    "a date's day exists in its month and year (2023-02-29 does not): the patterns allow "
+    "days 01-31; a validator that asserts format date-time (RFC 3339) checks it"
+)
+
+ClinicalInstant = Annotated[
+    AwareDatetime,
+    AfterValidator(_within_clinical_range),
+    Field(json_schema_extra={"pattern": CLINICAL_INSTANT_PATTERN}),
+]
+ClinicalDate = Annotated[
+    date,
+    AfterValidator(_within_clinical_dates),
+    Field(json_schema_extra={"pattern": CLINICAL_DATE_PATTERN}),
+]
+
+# A UUID as the engine reads it from a sender: the hyphenated hex form. The
+# pattern makes the schema check it even where `format: uuid` is not asserted.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+Uuid = Annotated[UUID, Field(json_schema_extra={"pattern": UUID_PATTERN})]
 
 # Standard SF-36 v1 raw-score ranges per domain (sum of item scores). Seed
 # 000's Table 2 reports raw scores (e.g. Bodily Pain 5.51 pre-operatively),
@@ -116,6 +160,21 @@ Sf36Domain = Annotated[float, Field(ge=0, le=100)]
 
 class Sf36Scores(Contract):
     """The eight SF-36 domain scores on one declared scale."""
+
+    # Mirrors _raw_score_within_domain_range.
+    model_config = ConfigDict(
+        json_schema_extra=schema_rules(
+            when(
+                is_value("scale", "raw"),
+                {
+                    "properties": {
+                        domain: {"minimum": low, "maximum": high}
+                        for domain, (low, high) in SF36_RAW_RANGES.items()
+                    }
+                },
+            )
+        )
+    )
 
     scale: Literal["raw", "transformed_0_100"]
     physical_functioning: Sf36Domain

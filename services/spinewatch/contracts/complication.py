@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import ConfigDict, ValidationInfo, field_validator
 
 from spinewatch.contracts.base import DaysSinceProcedure
-from spinewatch.contracts.envelope import EventEnvelope
+from spinewatch.contracts.envelope import EventEnvelope, event_schema_rules
+from spinewatch.contracts.schema_rules import is_value, when
 from spinewatch.contracts.vocabulary import (
     ComplicationCategory,
     Relatedness,
@@ -17,6 +18,17 @@ from spinewatch.contracts.vocabulary import (
 
 
 class ComplicationReported(EventEnvelope):
+    # Mirrors _death_is_fatal: fatal if and only if death.
+    model_config = ConfigDict(
+        json_schema_extra=event_schema_rules(
+            when(
+                is_value("category", ComplicationCategory.DEATH),
+                {"properties": {"severity": {"const": Severity.FATAL.value}}},
+                {"properties": {"severity": {"not": {"const": Severity.FATAL.value}}}},
+            )
+        )
+    )
+
     event_type: Literal["complication.reported"]
     category: ComplicationCategory
     severity: Severity

@@ -4,7 +4,11 @@ Inbound events (what hospital systems send) and the engine's outbound
 drift messages (what the alerting service reads). Non-Python producers and
 consumers validate against these files; the copies committed under
 `schemas/json-schema/` are checked by the test suite to match the models,
-and `schemas/asyncapi.yaml` refers to them by file name.
+and `schemas/asyncapi.yaml` refers to them by file name. They carry the
+contracts' cross-field rules as well (`if`/`then`, `not`, `contains`, stated
+next to each validator through `schema_rules`), and each event schema's
+description lists the rules JSON Schema cannot express, which only the
+engine checks.
 
 `document_json_schema` exports any other whole-document model the same way
 (the baseline catalog: the `spinewatch schemas` command adds it, since the

@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from spinewatch.contracts.base import Contract, OperatorRef, Sf36Scores, VasScore
-from spinewatch.contracts.envelope import EventEnvelope
+from spinewatch.contracts.envelope import EventEnvelope, event_schema_rules
+from spinewatch.contracts.schema_rules import (
+    each_item,
+    given,
+    is_value,
+    one_of,
+    schema_rules,
+    unique_by,
+    when,
+)
 from spinewatch.contracts.vocabulary import (
     Anesthesia,
     Approach,
@@ -36,7 +45,21 @@ class CementLeakage(Contract):
     symptomatic: bool
 
 
+# The level rule in JSON Schema, mirroring _leakage_needs_assessment: a
+# leakage needs an imaging that assessed the level, and a site appears once.
+_ASSESSED = [imaging for imaging in LeakageImaging if imaging is not LeakageImaging.NOT_ASSESSED]
+_LEVEL_RULES = (
+    when(
+        {"required": ["leakages"], "properties": {"leakages": {"minItems": 1}}},
+        one_of("leakage_imaging", _ASSESSED),
+    ),
+    {"properties": {"leakages": unique_by("site", LeakageSite)}},
+)
+
+
 class TreatedLevel(Contract):
+    model_config = ConfigDict(json_schema_extra=schema_rules(*_LEVEL_RULES))
+
     vertebra: Vertebra
     approach: Approach | None = None
     cement_volume_ml: CementVolumeMl | None = None
@@ -59,7 +82,28 @@ class TreatedLevel(Contract):
         return leakages
 
 
+_AUGMENTATION_LEVEL_FIELDS = ("approach", "cement_volume_ml", "leakage_imaging")
+_NO_CEMENT = (ProcedureType.RADIOTHERAPY, ProcedureType.TRANSARTERIAL_EMBOLIZATION)
+
+# Mirrors _levels_fit_the_procedure and _histology_needs_biopsy.
+_PROCEDURE_RULES = (
+    {"properties": {"levels": unique_by("vertebra", Vertebra)}},
+    when(
+        one_of("procedure_type", [p for p in ProcedureType if p.is_vertebral_augmentation]),
+        each_item("levels", given(*_AUGMENTATION_LEVEL_FIELDS)),
+    ),
+    when(
+        one_of("procedure_type", _NO_CEMENT),
+        each_item("levels", {"properties": {"cement_volume_ml": {"type": "null"}}}),
+    ),
+    when(given("histology"), is_value("biopsy_taken", True)),
+)
+
+
 class ProcedurePerformed(EventEnvelope):
+    # The validators below, restated for the exported JSON Schema.
+    model_config = ConfigDict(json_schema_extra=event_schema_rules(*_PROCEDURE_RULES))
+
     event_type: Literal["procedure.performed"]
     procedure_type: ProcedureType
     indication: Indication
@@ -110,7 +154,3 @@ class ProcedurePerformed(EventEnvelope):
         if histology is not None and info.data.get("biopsy_taken") is False:
             raise ValueError("histology given but biopsy_taken is false")
         return histology
-
-
-_AUGMENTATION_LEVEL_FIELDS = ("approach", "cement_volume_ml", "leakage_imaging")
-_NO_CEMENT = (ProcedureType.RADIOTHERAPY, ProcedureType.TRANSARTERIAL_EMBOLIZATION)

@@ -11,15 +11,23 @@ from __future__ import annotations
 from typing import Literal
 from uuid import UUID
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import ConfigDict, ValidationInfo, field_validator
 
-from spinewatch.contracts.envelope import EventEnvelope
+from spinewatch.contracts.base import Uuid
+from spinewatch.contracts.envelope import EventEnvelope, event_schema_rules
 from spinewatch.contracts.vocabulary import RetractionReason
 
 
 class EventRetracted(EventEnvelope):
+    # JSON Schema compares a value with constants, never with another field.
+    model_config = ConfigDict(
+        json_schema_extra=event_schema_rules(
+            engine_only=("target_event_id differs from event_id: an event cannot retract itself",)
+        )
+    )
+
     event_type: Literal["event.retracted"]
-    target_event_id: UUID
+    target_event_id: Uuid
     reason: RetractionReason
 
     @field_validator("target_event_id")
