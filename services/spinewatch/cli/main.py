@@ -4,7 +4,8 @@
                                         one of the baseline catalog
     spinewatch baselines [--json]       print the literature baseline catalog
     spinewatch baselines --verify       prove every figure against the seeds
-    spinewatch validate FILE|-          check NDJSON events, field by field
+    spinewatch validate FILE|-          check events as the worker would: one
+                                        event, a JSON array, or JSON Lines
     spinewatch worker [--check] [--embedded-broker]
                                         run an outcomes worker (settings from
                                         SPINEWATCH_* variables), or probe one
@@ -31,16 +32,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from spinewatch.baselines import load_catalog, verify_catalog
 from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
 from spinewatch.cli.replay import add_parser as add_replay_parser
-from spinewatch.contracts import parse_event
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
-from spinewatch.errors import ChartDesignError, InvalidEvent
+from spinewatch.errors import ChartDesignError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     baselines.add_argument("--seeds", type=Path, default=None, help="seed documents directory")
     baselines.set_defaults(run=_baselines)
 
-    validate = commands.add_parser("validate", help="validate newline-delimited JSON events")
-    validate.add_argument("file", help="NDJSON file, or - for standard input")
+    validate = commands.add_parser(
+        "validate", help="check events as the worker would, field by field"
+    )
+    validate.add_argument(
+        "file",
+        help="one event or JSON array (pretty-printed or not), or JSON Lines of them; "
+        "- for standard input",
+    )
     validate.set_defaults(run=_validate)
 
     worker = commands.add_parser("worker", help="run an outcomes worker until SIGTERM")
@@ -172,29 +177,14 @@ def _baselines(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        return _validate_lines(sys.stdin, sys.stdout)
-    with open(args.file, encoding="utf-8") as handle:
-        return _validate_lines(handle, sys.stdout)
+    # Imported here: it runs the worker's own triage (spinewatch.engine.ingest).
+    from spinewatch.cli.validate import run_validate  # noqa: PLC0415
 
-
-def _validate_lines(lines: TextIO, out: TextIO) -> int:
-    valid = invalid = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            parse_event(line)
-        except InvalidEvent as exc:
-            invalid += 1
-            report = [
-                {"field": e.location, "code": e.code, "message": e.message} for e in exc.errors
-            ]
-            print(json.dumps({"line": number, "errors": report}), file=out)
-        else:
-            valid += 1
-    print(f"{valid} valid, {invalid} invalid", file=sys.stderr)
-    return 1 if invalid else 0
+    try:
+        return run_validate(args.file, sys.stdout, sys.stderr)
+    except OSError as exc:
+        print(f"spinewatch validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
 
 
 def _worker(args: argparse.Namespace) -> int:
