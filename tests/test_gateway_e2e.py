@@ -39,16 +39,31 @@ from tests.gateways import (
 )
 from tests.probes import failing, health
 from tests.servers import redis_server
-from tests.support import consume, running_worker, scaled, scrape_async, sum_by, value, wait_until
+from tests.support import (
+    Sample,
+    consume,
+    outcome_samples,
+    running_worker,
+    scaled,
+    scrape_async,
+    sum_by,
+    value,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 GRANTS = {
     **TWO_SOURCES,
     "limited": SourceGrant(source="ris-limited", sites=("limited-a",), rate_per_minute=2),
+    # One hospital's two sites: the FHIR bundle to one, its native twin to the other.
+    "twins": SourceGrant(source="ris-twins", sites=("twin-fhir", "twin-native")),
 }
 MAX_BATCH = 20
 FHIR_BUNDLE = Path(__file__).parent.parent / "schemas" / "examples" / "fhir" / "bundle.json"
+# The same clinical content written by hand as native events (not derived
+# from the mapping): two procedures, five pain scores, one complication.
+FHIR_TWIN = FHIR_BUNDLE.with_name("bundle.equivalent.jsonl")
 NAME = "Jane Doe 1961-03-02"  # must never come back in an answer
 
 
@@ -360,6 +375,57 @@ async def test_a_fhir_bundle_is_written_once_and_a_later_observation_finds_its_p
     assert [r["status"] for r in unknown[2]["results"]] == ["rejected"], unknown
     assert unknown[2]["results"][0]["errors"][0]["type"] == "unknown_procedure"
     assert "never-sent" not in json.dumps(unknown[2])
+    await _worker_counts_every_accepted_event(deployment)
+
+
+async def test_a_fhir_bundle_gives_the_same_cohort_metrics_as_its_native_twin(
+    deployment: Deployment,
+) -> None:
+    gw = deployment.gateway
+    bundle = json.loads(FHIR_BUNDLE.read_text(encoding="utf-8"))
+    twin = [
+        json.loads(line) | {"source": "ris-twins", "site_id": "twin-native"}
+        for line in FHIR_TWIN.read_text(encoding="utf-8").splitlines()
+    ]
+    fhir = await gw.post(
+        "/fhir/r4?site_id=twin-fhir", bundle, by="twins",
+        headers={"Content-Type": "application/fhir+json"},
+    )  # fmt: skip
+    native = await gw.post("/v1/events/batch", twin, by="twins")
+    assert fhir[0] == 200, fhir
+    assert native[0] == 200, native
+    assert fhir[2]["accepted"] == native[2]["accepted"] == len(twin), (fhir, native)
+
+    def per_site(samples: dict[Sample, float], site: str) -> dict[Sample, float]:
+        """The site's cohort series, with the site label dropped."""
+        return {
+            (name, frozenset(kv for kv in labels if kv[0] != "site")): v
+            for (name, labels), v in outcome_samples(samples).items()
+            if ("site", site) in labels
+        }
+
+    async def both() -> tuple[dict[Sample, float], dict[Sample, float]]:
+        samples = await scrape_async(f"{deployment.worker_url}/metrics")
+        return per_site(samples, "twin-fhir"), per_site(samples, "twin-native")
+
+    def settled(pair: tuple[dict[Sample, float], dict[Sample, float]]) -> bool:
+        # Each: two patients at risk (PVP and PKP cohorts), the fracture
+        # counted, and the last pain score (PKP, month 6) in its VAS series.
+        return all(
+            sum_by(series, "spinewatch_outcome_denominator",
+                   metric="complication_rate", operator="all") == 2
+            and sum_by(series, "spinewatch_outcome_numerator",
+                       metric="new_vertebral_fracture_rate", operator="all") == 1
+            and sum_by(series, "spinewatch_vas_patients",
+                       metric="vas_score", timepoint="month_6", operator="all") == 1
+            for series in pair
+        )  # fmt: skip
+
+    from_fhir, from_native = await wait_until(both, settled, 60, "both twins counted")
+    assert from_fhir == from_native
+    # Not trivially equal: leakage, complications and VAS by timepoint are in it.
+    names = {name for name, _ in from_fhir}
+    assert len(from_fhir) >= 20, sorted(names)
     await _worker_counts_every_accepted_event(deployment)
 
 
