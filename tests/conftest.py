@@ -18,11 +18,11 @@ from typing import Any
 import hypothesis
 import pytest
 
-from spinewatch.devservers.tansu import EmbeddedBroker, free_port
+from spinewatch.devservers.tansu import EmbeddedBroker
 from spinewatch.engine.settings import Settings
 from tests import exit_watchdog, session_guard
 from tests.servers import Alertmanager, alertmanager, redis_server
-from tests.support import TEST_SIGNING_KEY, scaled, slowdown
+from tests.support import scaled, slowdown, worker_settings
 
 # Hypothesis fails an example slower than its deadline (200 ms by default):
 # a deadline like the others, so it stretches with SPINEWATCH_TEST_SLOWDOWN.
@@ -96,25 +96,7 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
     app_id = f"t{uuid.uuid4().hex[:12]}"
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "kafka_brokers": kafka_bootstrap,
-            "app_id": app_id,
-            "partitions": 4,
-            "metrics_port": free_port(),
-            "web_port": free_port(),
-            "session_timeout_s": scaled(3.0),
-            "stop_timeout_s": scaled(15.0),
-            "ingest_batch_within_s": 0.02,
-            # The session broker is Tansu, but reached through explicit
-            # kafka_brokers, so the default (on only with embedded_broker)
-            # would leave the work-arounds off: workers would linger in the
-            # group after stopping and recovery could skip changelog records
-            # (patches/tansu.py, points 1 and 2).
-            "tansu_compat": True,
-            "signing_key": TEST_SIGNING_KEY,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return worker_settings(kafka_bootstrap, app_id, **overrides)
 
     return make
 

@@ -175,6 +175,32 @@ async def wait_until(
     return result
 
 
+def worker_settings(bootstrap: str, app_id: str, **overrides: Any) -> Settings:
+    """A worker of a test deployment of its own (topics, group) on the session broker."""
+    # Imported here: unit tests need this module, not the engine's settings.
+    from spinewatch.devservers.tansu import free_port  # noqa: PLC0415
+    from spinewatch.engine.settings import Settings  # noqa: PLC0415
+
+    values: dict[str, Any] = {
+        "kafka_brokers": bootstrap,
+        "app_id": app_id,
+        "partitions": 4,
+        "metrics_port": free_port(),
+        "web_port": free_port(),
+        "session_timeout_s": scaled(3.0),
+        "stop_timeout_s": scaled(15.0),
+        "ingest_batch_within_s": 0.02,
+        # The session broker is Tansu, but reached through explicit
+        # kafka_brokers, so the default (on only with embedded_broker)
+        # would leave the work-arounds off: workers would linger in the
+        # group after stopping and recovery could skip changelog records
+        # (patches/tansu.py, points 1 and 2).
+        "tansu_compat": True,
+        "signing_key": TEST_SIGNING_KEY,
+    }
+    return Settings(**(values | overrides))
+
+
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings, brokers: str, startup_timeout_s: float = 60.0

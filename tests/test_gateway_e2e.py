@@ -27,7 +27,6 @@ import pytest
 import pytest_asyncio
 
 from spinewatch.devservers.tansu import free_port
-from spinewatch.engine.settings import Settings
 from spinewatch.gateway.auth import SourceGrant
 from tests.gateways import (
     TWO_SOURCES,
@@ -49,6 +48,7 @@ from tests.support import (
     sum_by,
     value,
     wait_until,
+    worker_settings,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -124,23 +124,8 @@ async def deployment(
     kafka_bootstrap: str, module_redis: str, credentials: Credentials
 ) -> AsyncIterator[Deployment]:
     app_id = f"g{uuid.uuid4().hex[:12]}"
-    # As the suite's `make_settings` builds them (a fixture of each test).
-    worker_values: dict[str, Any] = {
-        "kafka_brokers": kafka_bootstrap,
-        "app_id": app_id,
-        "partitions": 4,
-        "metrics_port": free_port(),
-        "web_port": free_port(),
-        "session_timeout_s": scaled(3.0),
-        "stop_timeout_s": scaled(15.0),
-        "ingest_batch_within_s": 0.02,
-        "ingest_processes": 0,  # one process fewer on a 2-core machine; validation inline
-        "tansu_compat": True,
-        "drift_metrics": (),
-    }
-    if "signing_key" in Settings.model_fields:
-        worker_values["signing_key"] = "gateway-tests-signing-key-0123456789abcdef"
-    worker_settings = Settings(**worker_values)
+    # One process fewer on a 2-core machine (validation inline); no charts.
+    worker = worker_settings(kafka_bootstrap, app_id, ingest_processes=0, drift_metrics=())
     settings = gateway_settings(
         kafka_bootstrap,
         module_redis,
@@ -150,11 +135,11 @@ async def deployment(
         pseudonym_key="gateway-tests-pseudonym-key-0123456789abcdef",
     )
     async with (
-        running_worker(worker_settings, kafka_bootstrap) as worker,
+        running_worker(worker, kafka_bootstrap) as running,
         running_gateway(settings, credentials) as gateway,
     ):
         yield Deployment(
-            gateway, worker.metrics.url, kafka_bootstrap, settings.events_topic, module_redis
+            gateway, running.metrics.url, kafka_bootstrap, settings.events_topic, module_redis
         )
 
 

@@ -29,8 +29,6 @@ import pytest_asyncio
 
 from spinewatch.contracts import parse_event
 from spinewatch.demo.synthetic.cohort import SiteProfile, default_sites, encode, generate_cohort
-from spinewatch.devservers.tansu import free_port
-from spinewatch.engine.settings import Settings
 from spinewatch.errors import InvalidEvent
 from spinewatch.gateway.auth import SourceGrant
 from tests.expectation import expected_counts, observed_counts
@@ -42,7 +40,14 @@ from tests.gateways import (
     write_credentials,
 )
 from tests.servers import redis_server
-from tests.support import running_worker, scaled, scrape_async, sum_by, wait_until
+from tests.support import (
+    running_worker,
+    scaled,
+    scrape_async,
+    sum_by,
+    wait_until,
+    worker_settings,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -79,30 +84,17 @@ async def deployment(
     kafka_bootstrap: str, module_redis: str, credentials: Credentials
 ) -> AsyncIterator[Deployment]:
     app_id = f"r{uuid.uuid4().hex[:12]}"
-    worker_values: dict[str, Any] = {
-        "kafka_brokers": kafka_bootstrap,
-        "app_id": app_id,
-        "partitions": 4,
-        "metrics_port": free_port(),
-        "web_port": free_port(),
-        "session_timeout_s": scaled(3.0),
-        "stop_timeout_s": scaled(15.0),
-        "ingest_batch_within_s": 0.02,
-        "ingest_processes": 0,  # one process fewer on a 2-core machine
-        "tansu_compat": True,
-        "drift_metrics": (),
-    }
-    if "signing_key" in Settings.model_fields:
-        worker_values["signing_key"] = "replay-tests-signing-key-0123456789abcdef"
+    # One process fewer on a 2-core machine (validation inline); no charts.
+    worker = worker_settings(kafka_bootstrap, app_id, ingest_processes=0, drift_metrics=())
     settings = gateway_settings(
         kafka_bootstrap, module_redis, credentials, app_id=app_id,
         max_batch_events=GATEWAY_MAX_BATCH, pseudonym_key=PSEUDONYM_KEY,
     )  # fmt: skip
     async with (
-        running_worker(Settings(**worker_values), kafka_bootstrap) as worker,
+        running_worker(worker, kafka_bootstrap) as running,
         running_gateway(settings, credentials) as gateway,
     ):
-        yield Deployment(kafka_bootstrap, app_id, worker.metrics.url, gateway)
+        yield Deployment(kafka_bootstrap, app_id, running.metrics.url, gateway)
 
 
 # --- the input file -----------------------------------------------------------------------

@@ -15,16 +15,13 @@ import asyncio
 import signal
 import sys
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
 from spinewatch.alerting.identities import Identities
 from spinewatch.alerting.process import running_alerting, signing_keyring
 from spinewatch.alerting.settings import AlertingSettings
-from spinewatch.errors import CredentialsError, SigningKeyMissing, UnknownSetting
+from spinewatch.errors import CredentialsError, SigningKeyMissing
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging
-from spinewatch.runtime.settings_env import describe_settings_error
+from spinewatch.runtime.settings_env import load_settings
 from spinewatch.runtime.supervisor import leave, until_stopped_or_given_up
 
 
@@ -44,16 +41,9 @@ def check(settings: AlertingSettings) -> int:
 
 
 def main(check_only: bool) -> int:
-    try:
-        # Every field, the brokers included, comes from the environment.
-        settings = AlertingSettings()
-    except UnknownSetting as exc:
-        print(f"spinewatch alerting: {exc}", file=sys.stderr)
-        return 2
-    except (ValidationError, SettingsError) as exc:
-        # Not str(exc): pydantic's message quotes the value, maybe a password.
-        message = describe_settings_error(exc, "SPINEWATCH_ALERTING_")
-        print(f"spinewatch alerting: invalid settings:\n{message}", file=sys.stderr)
+    # Every field, the brokers included, comes from the environment.
+    settings = load_settings(AlertingSettings, "SPINEWATCH_ALERTING_", "spinewatch alerting")
+    if settings is None:
         return 2
     if check_only:
         return check(settings)

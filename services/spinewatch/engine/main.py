@@ -22,9 +22,6 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
 from spinewatch import patches
 from spinewatch.engine.bootstrap import (
     kafka_brokers,
@@ -38,11 +35,10 @@ from spinewatch.errors import (
     BrokerNotConfigured,
     PatchVersionMismatch,
     SigningKeyMissing,
-    UnknownSetting,
 )
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging as configure_private_logging
-from spinewatch.runtime.settings_env import describe_settings_error
+from spinewatch.runtime.settings_env import load_settings
 from spinewatch.runtime.supervisor import leave, until_stopped_or_given_up
 
 
@@ -76,16 +72,14 @@ def check(settings: Settings) -> int:
 
 
 def main(check_only: bool, embedded_broker: bool = False) -> int:
-    try:
-        # The flag is one more source of the setting; with brokers also set
-        # the settings refuse the pair.
-        settings = Settings(embedded_broker=True) if embedded_broker else Settings()
-    except UnknownSetting as exc:
-        print(f"spinewatch worker: {exc}", file=sys.stderr)
-        return 2
-    except (ValidationError, SettingsError) as exc:
-        message = describe_settings_error(exc, "SPINEWATCH_")
-        print(f"spinewatch worker: invalid settings:\n{message}", file=sys.stderr)
+    # The flag is one more source of the setting; with brokers also set
+    # the settings refuse the pair.
+    settings = load_settings(
+        lambda: Settings(embedded_broker=True) if embedded_broker else Settings(),
+        "SPINEWATCH_",
+        "spinewatch worker",
+    )
+    if settings is None:
         return 2
     if check_only:
         return check(settings)

@@ -15,16 +15,13 @@ import asyncio
 import signal
 import sys
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
-from spinewatch.errors import CredentialsError, UnknownSetting
+from spinewatch.errors import CredentialsError
 from spinewatch.gateway.auth import load_credentials
 from spinewatch.gateway.process import running_gateway
 from spinewatch.gateway.settings import GatewaySettings
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging
-from spinewatch.runtime.settings_env import describe_settings_error
+from spinewatch.runtime.settings_env import load_settings
 from spinewatch.runtime.supervisor import leave, until_stopped_or_given_up
 
 ENV_PREFIX = "SPINEWATCH_GATEWAY_"
@@ -46,16 +43,9 @@ def check(settings: GatewaySettings) -> int:
 
 
 def main(check_only: bool) -> int:
-    try:
-        # Every field, the brokers and credentials file included, from the environment.
-        settings = GatewaySettings()
-    except UnknownSetting as exc:
-        print(f"spinewatch gateway: {exc}", file=sys.stderr)
-        return 2
-    except (ValidationError, SettingsError) as exc:
-        # Not str(exc): pydantic's message quotes the value, maybe a password.
-        message = describe_settings_error(exc, ENV_PREFIX)
-        print(f"spinewatch gateway: invalid settings:\n{message}", file=sys.stderr)
+    # Every field, the brokers and credentials file included, from the environment.
+    settings = load_settings(GatewaySettings, ENV_PREFIX, "spinewatch gateway")
+    if settings is None:
         return 2
     if check_only:
         return check(settings)

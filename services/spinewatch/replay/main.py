@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import aiohttp
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from spinewatch.contracts.topics import Topology
-from spinewatch.errors import ReplayError, SinkUnavailable, UnknownSetting
+from spinewatch.errors import ReplayError, SinkUnavailable
 from spinewatch.replay.gateway_sink import GatewaySink
 from spinewatch.replay.inputs import FhirOptions, prepare
 from spinewatch.replay.kafka_sink import kafka_sink
@@ -36,7 +34,7 @@ from spinewatch.replay.run import ReplayInput, replay
 from spinewatch.replay.settings import ENV_PREFIX, ReplaySettings, gateway_token, pseudonym_key
 from spinewatch.replay.sources import Format
 from spinewatch.runtime.log_privacy import configure_logging
-from spinewatch.runtime.settings_env import describe_settings_error
+from spinewatch.runtime.settings_env import load_settings
 
 EXIT_OK = 0
 EXIT_REJECTS = 1
@@ -119,13 +117,8 @@ def _ready(
     options: ReplayOptions, err: TextIO
 ) -> tuple[ReplaySettings, Ledger, list[ReplayInput], str | None] | int:
     """Settings, ledger, inputs and token; or the exit code of why not (nothing sent)."""
-    try:
-        settings = ReplaySettings()
-    except UnknownSetting as exc:
-        print(f"spinewatch replay: {exc}", file=err)
-        return EXIT_USAGE
-    except (ValidationError, SettingsError) as exc:
-        print(f"spinewatch replay: settings:\n{describe_settings_error(exc, ENV_PREFIX)}", file=err)
+    settings = load_settings(ReplaySettings, ENV_PREFIX, "spinewatch replay", err)
+    if settings is None:
         return EXIT_USAGE
     try:
         _check_options(options)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Any, ClassVar
+import sys
+from collections.abc import Callable
+from typing import IO, Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import (
@@ -121,3 +123,26 @@ def describe_settings_error(exc: ValidationError | SettingsError, env_prefix: st
         where = f"{env_prefix}{field.upper()} ({field})" if field else "settings"
         lines.append(f"  {where}: {error['msg']}")
     return "\n".join(lines)
+
+
+S = TypeVar("S")
+
+
+def load_settings(
+    build: Callable[[], S], env_prefix: str, command: str, err: IO[str] | None = None
+) -> S | None:
+    """Settings from the environment, or None after one message on stderr saying why.
+
+    The message names the variable (and the closest valid one for a typo)
+    and the rule, never the value. Every `spinewatch <command>` exits 2 on
+    None: a deployment with a bad setting fails at once, by name.
+    """
+    out = sys.stderr if err is None else err
+    try:
+        return build()
+    except UnknownSetting as exc:
+        print(f"{command}: {exc}", file=out)
+    except (ValidationError, SettingsError) as exc:
+        # Not str(exc): pydantic's message quotes the value, maybe a password.
+        print(f"{command}: invalid settings:\n{describe_settings_error(exc, env_prefix)}", file=out)
+    return None
