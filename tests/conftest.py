@@ -108,6 +108,13 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server shared by one test module (its deployment fixture)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
 @pytest.fixture
 def alertmanager_api(tmp_path: Path) -> Iterator[Alertmanager]:
     """A real Prometheus Alertmanager of this test's own."""

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ from tests.gateways import (
     write_credentials,
 )
 from tests.probes import failing, health
-from tests.servers import redis_server
 from tests.support import (
     Sample,
     consume,
@@ -106,12 +105,6 @@ class Deployment:
     bootstrap: str
     events_topic: str
     redis_url: str
-
-
-@pytest.fixture(scope="module")
-def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

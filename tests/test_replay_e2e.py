@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGINT, SIGKILL
@@ -39,7 +39,6 @@ from tests.gateways import (
     running_gateway,
     write_credentials,
 )
-from tests.servers import redis_server
 from tests.support import (
     running_worker,
     scaled,
@@ -65,12 +64,6 @@ class Deployment:
     app_id: str
     worker_url: str
     gateway: RunningGateway
-
-
-@pytest.fixture(scope="module")
-def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
