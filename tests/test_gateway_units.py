@@ -60,6 +60,7 @@ def test_token_requests_are_checked_before_a_token_is_issued(
         {"source": "ris-north", "sites": []},
         {"user": "alice", "source": "ris-north"},
         {"user": "Alice Smith"},
+        {"user": "alice\n"},  # `$` before a newline must not pass
     ):
         with pytest.raises(TokenRequestError):
             new_token(io.StringIO(), **bad)
