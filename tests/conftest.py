@@ -96,7 +96,9 @@ def make_settings(kafka_bootstrap: str) -> SettingsFactory:
     app_id = f"t{uuid.uuid4().hex[:12]}"
 
     def make(**overrides: Any) -> Settings:
-        return worker_settings(kafka_bootstrap, app_id, **overrides)
+        # A test may name its own app id (two deployments on one broker).
+        values = {"app_id": app_id} | overrides
+        return worker_settings(kafka_bootstrap, **values)
 
     return make
 
