@@ -176,6 +176,13 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         le=1_000_000,
         description="Target in-control run length per chart, in cases (levels or patients).",
     )
+    drift_arl0_months: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=1200.0,
+        description="False-alarm budget per chart: expected months between false alarms "
+        "at the site's own volume (domain/drift/budget.py says why 60).",
+    )
     drift_resolve_after_cases: int = Field(
         default=100,
         ge=1,
