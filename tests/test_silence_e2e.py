@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohor
 from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.servers import Alertmanager
-from tests.support import running_worker, scaled, scrape_async, value, wait_until
+from tests.support import consume, running_worker, scaled, scrape_async, value, wait_until
 from tests.test_alerting import Webhook
 
 pytestmark = pytest.mark.e2e
@@ -206,8 +207,19 @@ async def test_a_site_that_stops_sending_fires_the_silence_alert_and_resolves_on
                 # The site that never stopped never warned.
                 assert await running.service.store.alert("silence.steady") is None
                 assert _pages(webhook, "steady") == []
+                # Every delivery (the audit records included) made before stopping.
+                await wait_until(
+                    running.service.store.pending_deliveries, lambda n: n == 0, 30, "empty outbox"
+                )
     finally:
         await webhook.stop()
+    # The audit topic, the third receiver: the same two transitions (at least
+    # once: distinct transition ids, in order, are what happened).
+    records = await consume(kafka_bootstrap, alerting.alerts_topic, 10_000, timeout_s=3)
+    audit = [json.loads(r.value) for r in records if r.value]
+    quiet_audit = {a["id"]: a for a in audit if a["fingerprint"] == "silence.quiet"}
+    assert [a["transition"] for a in quiet_audit.values()] == ["firing", "resolved"]
+    assert not [a for a in audit if a["fingerprint"] == "silence.steady"]
 
 
 async def _async(probe: Any) -> Any:
