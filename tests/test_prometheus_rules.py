@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from spinewatch.domain.alerts.policy import SENTINEL_METRICS, severity_of
+from spinewatch.domain.alerts.silence import SILENCE_ALERT_NAME, SILENCE_METRIC
 from tests.support import scaled
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -41,7 +42,7 @@ def _run(*args: str, cwd: Path) -> str:
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
     promtool = _tool("promtool")
     out = _run(promtool, "check", "rules", "rules.yml", cwd=DEPLOY / "prometheus")
-    assert "SUCCESS: 11 rules found" in out
+    assert "SUCCESS: 12 rules found" in out
     _run(promtool, "check", "config", "prometheus.yml", cwd=DEPLOY / "prometheus")
 
 
@@ -80,3 +81,5 @@ def test_rule_severities_follow_the_severity_table() -> None:
     assert set(pattern.group(1).split("|")) == set(SENTINEL_METRICS)
     assert sentinel["labels"]["severity"] == "critical"
     assert all(severity_of(metric) == "critical" for metric in SENTINEL_METRICS)
+    (silence,) = [rule for rule in _rules() if rule["alert"] == SILENCE_ALERT_NAME]
+    assert silence["labels"]["severity"] == severity_of(SILENCE_METRIC)

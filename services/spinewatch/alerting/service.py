@@ -49,7 +49,8 @@ from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiv
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
 from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
+from spinewatch.alerting.silence import record_silence
+from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled, DriftSilence
 from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
@@ -61,9 +62,8 @@ from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
-_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel] = TypeAdapter(
-    DriftSignalled | DriftInControl | DriftSentinel
-)
+_DriftMessage = DriftSignalled | DriftInControl | DriftSentinel | DriftSilence
+_DRIFT_MESSAGE: TypeAdapter[_DriftMessage] = TypeAdapter(_DriftMessage)
 
 
 class AlertingMetrics:
@@ -170,7 +170,7 @@ class AlertingService:
         self.metrics.messages.labels(outcome).inc()
         return outcome
 
-    async def _record(self, message: DriftSignalled | DriftInControl | DriftSentinel) -> Outcome:
+    async def _record(self, message: _DriftMessage) -> Outcome:
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):
@@ -196,6 +196,16 @@ class AlertingService:
                 deliveries=self._deliveries(
                     str(message.sentinel_id), alert.fingerprint, "firing", now_ms
                 ),
+            )
+        elif isinstance(message, DriftSilence):
+            outcome = await record_silence(
+                self.store,
+                message,
+                self._deliveries,
+                now=now,
+                now_ms=now_ms,
+                resend_at_ms=resend_ms,
+                dashboard_url=self.settings.dashboard_url,
             )
         else:
             outcome = await self._in_control(message, now, now_ms)

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from spinewatch.contracts.base import ClinicalDate, Contract, SiteId
+from spinewatch.contracts.base import ClinicalDate, ClinicalInstant, Contract, SiteId
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 
 DRIFT_SCHEMA_VERSION = 1
@@ -123,3 +123,41 @@ class DriftSentinel(Contract):
     procedure_type: ProcedureType
     indication: Indication
     occurred_on: ClinicalDate = Field(description=f"Clinical date of the index procedure{_IN}.")
+
+
+class DriftSilence(Contract):
+    """A site's event stream went silent, or came back (`domain/drift/silence.py`).
+
+    Judged in wall-clock arrival time at the worker that owns the site: a
+    silent site sends nothing, so clinical time cannot tell. Names the site
+    and arrival instants, never a patient or a procedure.
+    """
+
+    event_type: Literal["drift.silence"]
+    schema_version: Literal[1]
+    silence_id: UUID = Field(
+        description="Deterministic id of the silence episode: a UUIDv5 of the site and the "
+        "arrival instant of its last event before the silence. With `status`, the "
+        "idempotency key of this message."
+    )
+    status: Literal["silent", "resumed"]
+    site_id: SiteId
+    last_event_at: ClinicalInstant | None = Field(
+        default=None,
+        description="Wall-clock instant the worker received the site's last event before "
+        "the silence; null on a resumption the worker did not see begin (it restarted, "
+        "or took the site over from another worker).",
+    )
+    resumed_at: ClinicalInstant | None = Field(
+        default=None, description="resumed: wall-clock instant the site's events came back."
+    )
+    usual_gap_s: float | None = Field(
+        default=None, gt=0, description="Mean seconds between the site's arrivals, as judged."
+    )
+    threshold_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Silent after this long: max(multiple x usual gap, the floor).",
+    )
+    multiple: float = Field(gt=0, description="The configured multiple of the usual gap.")
+    arrivals: int = Field(ge=0, description="Arrivals the usual gap was estimated from.")

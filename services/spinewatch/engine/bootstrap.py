@@ -32,6 +32,7 @@ from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
+from spinewatch.engine.silence_monitor import SilenceCollector, SilenceMonitor
 from spinewatch.engine.stream_steps import publish_outbox
 from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable, SigningKeyMissing
 from spinewatch.runtime.health import Check
@@ -157,7 +158,9 @@ async def running_worker(
         give_up_after_s=settings.give_up_after_s,
         on_give_up=lambda _reason: gave_up.set(),
     )
-    engine = OutcomeEngine(registry, drift=drift_monitor(settings))
+    engine = OutcomeEngine(
+        registry, drift=drift_monitor(settings), silence=SilenceMonitor(settings.silence_rule)
+    )
     limits = settings.ingest_limits
     pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes, limits)
     stream = StreamHealth(
@@ -291,3 +294,4 @@ def _register_outcome_metrics(
 
     registry.register(OutcomeCollector(engine, lambda: active_partitions(app, settings)))
     registry.register(DriftCollector(engine, lambda: active_partitions(app, settings)))
+    registry.register(SilenceCollector(engine.silence, lambda: active_partitions(app, settings)))

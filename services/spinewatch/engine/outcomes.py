@@ -22,6 +22,7 @@ from spinewatch.domain.outcomes.facts import Fact
 from spinewatch.domain.outcomes.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.ingest import IngestResult
+from spinewatch.engine.silence_monitor import SilenceMonitor
 from spinewatch.runtime.health import Check
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class OutcomeEngine:
         registry: CollectorRegistry,
         settle_after: int = 5_000,
         drift: DriftMonitor | None = None,
+        silence: SilenceMonitor | None = None,
     ) -> None:
         self.registry = registry
         # Dirty records a partition may hold before its totals are settled
@@ -117,6 +119,8 @@ class OutcomeEngine:
         self.skipped_segments: list[int] = []
         # Drift charts follow every settled change (none when no metric is monitored).
         self.drift = drift or DriftMonitor((), resolve_after_cases=1)
+        # Per-site heartbeats in arrival time (none watched unless given a rule).
+        self.silence = silence or SilenceMonitor(None)
 
     def count_ingested(self, result: IngestResult) -> None:
         """Add a triaged batch to the stream counters (once per batch, not per event)."""
@@ -199,6 +203,8 @@ class OutcomeEngine:
             if state is not None:
                 self._settle(partition, state)
         self.drift.refresh(active_partitions)
+        # Silences go out with the charts' messages, on the same topic.
+        self.drift.outbox.extend(self.silence.take(active_partitions))
 
     def _settle(self, partition: int, state: PartitionState) -> None:
         self.drift.track(partition, state, settle(state))

@@ -18,6 +18,7 @@ from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.adapters.message_signing import Keyring, SigningSecret
 from spinewatch.baselines import seeds
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
+from spinewatch.domain.drift.silence import SilenceRule
 from spinewatch.engine.ingest import IngestLimits
 from spinewatch.runtime.failures import InputLimits
 from spinewatch.runtime.settings_env import StrictEnvSettings
@@ -192,6 +193,32 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         default=1.0, gt=0, le=300, description="How often charts are refolded and published."
     )
 
+    # -- stream silence (see domain/drift/silence.py, which says why these defaults) --------
+    silence_watch: bool = Field(
+        default=True, description="Warn when a site's events stop; false turns it off."
+    )
+    silence_multiple: float = Field(
+        default=8.0,
+        ge=2.0,
+        le=1000.0,
+        description="Silent after this many usual gaps without an event (and the floor).",
+    )
+    silence_min_s: float = Field(
+        default=96 * 3600.0,
+        ge=0.0,
+        le=90 * 86_400.0,
+        description="Floor of the silence threshold in seconds: covers weekends and holidays.",
+    )
+    silence_min_arrivals: int = Field(
+        default=10, ge=2, le=1000, description="Arrivals held before a site's silence is judged."
+    )
+    silence_window_s: float = Field(
+        default=28 * 86_400.0,
+        gt=0.0,
+        le=365 * 86_400.0,
+        description="Trailing window of arrivals the usual gap is estimated from, in seconds.",
+    )
+
     @model_validator(mode="after")
     def _one_broker_choice(self) -> Settings:
         if self.embedded_broker and self.kafka_brokers is not None:
@@ -237,6 +264,17 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         if len(set(ratios)) != len(ratios):
             raise ValueError("each odds ratio once")
         return ratios
+
+    @property
+    def silence_rule(self) -> SilenceRule | None:
+        if not self.silence_watch:
+            return None
+        return SilenceRule(
+            self.silence_multiple,
+            self.silence_min_s,
+            self.silence_min_arrivals,
+            self.silence_window_s,
+        )
 
     @property
     def ingest_limits(self) -> IngestLimits:

@@ -119,6 +119,9 @@ class ApplyStep:
                 self.engine.apply(self.segments, origin.partition, origin.offset, raw)
             except Exception as exc:
                 await self._failed(raw, origin, exc)
+            else:
+                # The site's heartbeat: a verified, applied batch (duplicates too).
+                self.engine.silence.arrived(origin.partition, _site(message.key))
         self.health.processed(origin.topic, origin.partition, origin.offset)
 
     async def _failed(self, raw: bytes, origin: MessageOrigin, exc: Exception) -> None:
@@ -189,6 +192,11 @@ def _value(event: EventT[Any]) -> bytes:
     # like any empty message (invalid_json) instead of raising in triage.
     value = event.value
     return b"" if value is None else value
+
+
+def _site(key: Any) -> str:
+    # Fact batches are keyed by site id, as raw bytes.
+    return key.decode() if isinstance(key, bytes) else str(key)
 
 
 def _origin(event: EventT[Any]) -> MessageOrigin:

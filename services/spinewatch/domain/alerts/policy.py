@@ -33,6 +33,8 @@ SEVERITY_BY_METRIC: dict[str, Severity] = {
     "reoperation_rate": "warning",
     "vas_change_post_procedure": "warning",
     "vas_change_final": "warning",
+    # A site whose events stopped (domain/drift/silence.py): data, not harm.
+    "stream_silence": "warning",
 }
 
 

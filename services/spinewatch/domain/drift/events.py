@@ -23,6 +23,7 @@ from spinewatch.contracts.drift import (
     DriftInControl,
     DriftSentinel,
     DriftSignalled,
+    DriftSilence,
     StratumBaseline,
 )
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
@@ -41,7 +42,7 @@ from spinewatch.domain.outcomes.baseline_match import BaselineMatch
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
-DriftMessage = DriftSignalled | DriftInControl | DriftSentinel
+DriftMessage = DriftSignalled | DriftInControl | DriftSentinel | DriftSilence
 
 
 @dataclass(frozen=True, slots=True)
