@@ -51,7 +51,10 @@ _FOLLOWUP_RULES = (
 class FollowupRecorded(EventEnvelope):
     model_config = ConfigDict(json_schema_extra=event_schema_rules(*_FOLLOWUP_RULES))
 
-    schema_version: Literal[1, 2] = Field(
+    # Widens the envelope's Literal[1] for this event type only (mypy sees a
+    # narrowing violation; no code reads schema_version through the envelope
+    # type, and the other event types stay at version 1).
+    schema_version: Literal[1, 2] = Field(  # type: ignore[assignment]
         description="Contract major version: 2 adds neurological_status and pain_relief; "
         "1 is still read."
     )

@@ -105,7 +105,7 @@ def _field_error(err: ErrorDetails, document: _Document) -> FieldError:
 
 
 def _readable_versions(event_type: str | None) -> str:
-    """"version 1", or "versions 1, 2 of followup.recorded": what the engine reads."""
+    """What the engine reads: version 1, or versions 1, 2 of followup.recorded."""
     if event_type is None:
         return f"version {SCHEMA_VERSION}"
     versions = schema_versions(event_type)
