@@ -338,6 +338,21 @@ def test_a_version_2_follow_up_is_recomputed_not_added_as_a_delta() -> None:
     assert followup_delta(record) is None
 
 
+def test_vertebral_augmentation_keeps_neither_the_tallies_nor_their_cost() -> None:
+    patient = _Patient(random.Random(5), "unit-site", ProcedureType.PVP, deficit=False)
+    patient.procedure["levels"] = [
+        {"vertebra": "L2", "approach": "bipedicular", "cement_volume_ml": 4.0}
+        | {"leakage_imaging": "ct"}
+    ]
+    visit = patient.followup(91, NeurologicalStatus.UNCHANGED, PainRelief.COMPLETE, "month_3")
+    events = [patient.procedure, visit]
+    assert _outcome_tallies(_tally(events)) == {}
+    record = ProcedureRecord()
+    for event in events:
+        record = apply_event(record, parse_event(json.dumps(event)))
+    assert followup_delta(record) is not None  # the fast path, as for any PVP visit
+
+
 def test_the_rows_appear_only_for_the_three_treatments() -> None:
     catalog = load_catalog()
     for procedure in ProcedureType:

@@ -25,6 +25,7 @@ from spinewatch.domain.outcomes.facts import (
     LEVELS_TREATED,
     LEVELS_WITH_LEAKAGE,
     NEURO_DEFICIT_AT_PRESENTATION,
+    NEURO_OUTCOME_PROCEDURES,
     PATIENTS_ASSESSED_FOR_LEAKAGE,
     PATIENTS_WITH_LEAKAGE,
     PVP_ALONE_WITH_NEURO_DEFICIT,
@@ -46,6 +47,7 @@ __all__ = [
     "LEVELS_WITH_LEAKAGE",
     "NEURO_DEFICIT_AT_PRESENTATION",
     "NEURO_IMPROVED",
+    "NEURO_OUTCOME_PROCEDURES",
     "NEURO_RECOVERED",
     "NEURO_STATUS_REPORTED",
     "PAIN_AND_NEURO_REPORTED",
@@ -145,7 +147,8 @@ def contribution_of(record: ProcedureRecord) -> Contribution | None:
         tally[name] = tally.get(name, 0) + value
     _count_complications(tally, view, procedure.symptomatic_leak)
     _count_pain(tally, view, procedure.pre_vas)
-    _count_treatment_outcomes(tally, view)
+    if procedure.procedure_type in _OUTCOME_PROCEDURES:
+        _count_treatment_outcomes(tally, view)
     return Contribution(_aggregate_key(procedure), tally, procedure.occurred_at_us)
 
 
@@ -244,8 +247,6 @@ def followup_delta(record: ProcedureRecord) -> Tally | None:
     followup = record.facts[-1]
     if type(followup) is not FollowupFact:
         return None
-    if followup.neurological_status is not None or followup.pain_relief is not None:
-        return None  # may replace another visit's outcome (latest assessment wins)
     procedure: ProcedureFact | None = None
     for fact in record.facts[:-1]:
         kind = type(fact)
@@ -259,6 +260,10 @@ def followup_delta(record: ProcedureRecord) -> Tally | None:
             return None
     if procedure is None:
         return None
+    if procedure.procedure_type in _OUTCOME_PROCEDURES and (
+        followup.neurological_status is not None or followup.pain_relief is not None
+    ):
+        return None  # may replace another visit's outcome (latest assessment wins)
     delta: Tally = {}
     _count_followup(delta, followup, procedure.pre_vas)
     return delta
@@ -297,6 +302,9 @@ def pain_relief_tally(category: PainRelief | str) -> str:
     return f"pain_relief.{PainRelief(category).value}"
 
 
+# Where these outcomes are reported (report_metrics.OUTCOME_PROCEDURES): other
+# cohorts keep neither the tallies nor the cost of counting them.
+_OUTCOME_PROCEDURES = frozenset(procedure.value for procedure in NEURO_OUTCOME_PROCEDURES)
 _PAIN_RELIEF = {category.value: pain_relief_tally(category) for category in PainRelief}
 _NO_RELIEF = PainRelief.NONE.value
 _IMPROVEMENT = frozenset(s.value for s in NeurologicalStatus if s.counts_as_improvement)

@@ -26,6 +26,7 @@ from spinewatch.domain.outcomes.contribution import (
     LEVELS_ASSESSED_FOR_LEAKAGE,
     LEVELS_WITH_LEAKAGE,
     NEURO_IMPROVED,
+    NEURO_OUTCOME_PROCEDURES,
     NEURO_RECOVERED,
     NEURO_STATUS_REPORTED,
     PAIN_AND_NEURO_REPORTED,
@@ -200,11 +201,7 @@ RATE_METRICS: tuple[RateMetric, ...] = (
 # radiotherapy "complete remission / partial remission / no response" does
 # not say whether remission is of pain or of the lesion; it is set against
 # the pain-relief categories as the nearest recorded outcome (approximate).
-OUTCOME_PROCEDURES = (
-    ProcedureType.TRANSARTERIAL_EMBOLIZATION,
-    ProcedureType.DECOMPRESSION_LAMINECTOMY,
-    ProcedureType.RADIOTHERAPY,
-)
+OUTCOME_PROCEDURES = tuple(sorted(NEURO_OUTCOME_PROCEDURES))
 # (row, procedure) -> the catalog metric holding that treatment's figure.
 OUTCOME_CATALOG_METRICS: Mapping[tuple[str, ProcedureType], str] = {
     ("pain_relief_complete_rate", ProcedureType.TRANSARTERIAL_EMBOLIZATION): (
