@@ -226,11 +226,12 @@ def test_the_sweep_covers_every_cross_field_rule() -> None:
     counts = {t: sum(1 for rule in EVERY_RULE if rule[0] == t) for t in sorted(EVENT_MODELS)}
     # procedure: unique vertebrae, PVP/PKP levels, no cement, histology; SF-36
     # raw ranges; the level's leakage imaging and unique sites. follow-up:
-    # placed timepoints, something measured; SF-36. complication: death/fatal.
+    # placed timepoints, something measured, no version 2 field in version 1;
+    # SF-36. complication: death/fatal.
     assert counts == {
         "complication.reported": 1,
         "event.retracted": 0,
-        "followup.recorded": 3,
+        "followup.recorded": 4,
         "procedure.performed": 7,
     }
 
@@ -283,6 +284,10 @@ def _followup_measuring_nothing(event: Event) -> None:
     event["vas"] = None
 
 
+def _version_2_field_in_version_1(event: Event) -> None:
+    event["schema_version"] = 1
+
+
 def _death_not_fatal(event: Event) -> None:
     event["category"] = "death"
 
@@ -318,6 +323,8 @@ RULES = [
      ["pre_sf36", "bodily_pain"], "pre_sf36.bodily_pain"),
     ("followup.recorded.json", _final_followup_without_days, [], "days_since_procedure"),
     ("followup.recorded.json", _followup_measuring_nothing, [], "<root>"),
+    ("followup.recorded.v2.json", _version_2_field_in_version_1, ["neurological_status"],
+     "neurological_status"),
     ("complication.reported.json", _death_not_fatal, ["severity"], "severity"),
     ("complication.reported.json", _fatal_not_death, ["severity"], "severity"),
     ("procedure.performed.pkp.json", _year_out_of_range, ["occurred_at"], "occurred_at"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -36,8 +36,20 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+def latest_version(event_type: str) -> int:
+    """The newest schema version of an event or drift message type.
+
+    One document per type, named by its newest version: it validates every
+    version the engine reads (followup.recorded.v2 accepts version 1 events
+    too), so a producer still on an older version validates against it.
+    """
+    model = {**EVENT_MODELS, **DRIFT_MODELS}[event_type]
+    versions = get_args(model.model_fields["schema_version"].annotation)
+    return max((int(v) for v in versions), default=SCHEMA_VERSION)
+
+
 def schema_file_name(event_type: str) -> str:
-    return f"{event_type}.v{SCHEMA_VERSION}.schema.json"
+    return f"{event_type}.v{latest_version(event_type)}.schema.json"
 
 
 def event_json_schemas() -> dict[str, dict[str, Any]]:
@@ -48,7 +60,7 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
         schema = model.model_json_schema(mode="validation")
         documents[schema_file_name(event_type)] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"urn:spinewatch:event:{event_type}:v{SCHEMA_VERSION}",
+            "$id": f"urn:spinewatch:event:{event_type}:v{latest_version(event_type)}",
             **schema,
         }
     return documents

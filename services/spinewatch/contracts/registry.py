@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from enum import Enum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails, from_json
@@ -81,7 +81,8 @@ def _field_error(err: ErrorDetails, document: _Document) -> FieldError:
     loc = list(err["loc"])
     # A discriminated union prefixes locations with the matched tag
     # ("procedure.performed", "levels", 0, ...); the tag is not a field.
-    if loc and loc[0] in EVENT_MODELS:
+    event_type = loc[0] if loc and loc[0] in EVENT_MODELS else None
+    if event_type is not None:
         loc = loc[1:]
     kind = err["type"]
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -94,12 +95,30 @@ def _field_error(err: ErrorDetails, document: _Document) -> FieldError:
         return FieldError(
             "schema_version",
             "unsupported_schema_version",
-            f"unsupported schema_version; this consumer reads version {SCHEMA_VERSION}",
+            "unsupported schema_version; this consumer reads "
+            + _readable_versions(str(event_type) if event_type else None),
         )
     parts, withheld = _safe_location(loc, document)
     location = ".".join(parts) or ROOT
     message = f"{err['msg']} ({NAME_WITHHELD})" if withheld else err["msg"]
     return FieldError(location, kind, message)
+
+
+def _readable_versions(event_type: str | None) -> str:
+    """What the engine reads: version 1, or versions 1, 2 of followup.recorded."""
+    if event_type is None:
+        return f"version {SCHEMA_VERSION}"
+    versions = schema_versions(event_type)
+    if versions == (SCHEMA_VERSION,):
+        return f"version {SCHEMA_VERSION}"
+    return f"versions {', '.join(map(str, versions))} of {event_type}"
+
+
+@functools.cache
+def schema_versions(event_type: str) -> tuple[int, ...]:
+    """The schema versions the engine reads for an event type, oldest first."""
+    annotation = EVENT_MODELS[event_type].model_fields["schema_version"].annotation
+    return tuple(sorted(int(v) for v in get_args(annotation)))
 
 
 def _safe_location(loc: list[int | str], document: _Document) -> tuple[list[str], bool]:

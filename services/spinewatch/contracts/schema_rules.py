@@ -46,7 +46,7 @@ def one_of(name: str, values: Iterable[Enum | str]) -> Fragment:
     return {"required": [name], "properties": {name: {"enum": _values(values)}}}
 
 
-def is_value(name: str, value: Enum | str | bool) -> Fragment:
+def is_value(name: str, value: Enum | str | int) -> Fragment:
     """`name` is present and equals `value` (a condition for `when`)."""
     constant = value.value if isinstance(value, Enum) else value
     return {"required": [name], "properties": {name: {"const": constant}}}

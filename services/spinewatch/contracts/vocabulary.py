@@ -122,6 +122,42 @@ class AnalgesicUse(StrEnum):
     MORE = "more"
 
 
+class NeurologicalStatus(StrEnum):
+    """Neurological examination at follow-up, against the pre-procedure examination.
+
+    The seeds report neurological outcome as a change, not as a grade:
+    "neurological improvement in 7 of 10 patients", "70% of patients with
+    deficits improve after decompression" (seed 002), "Full neurological
+    recovery achieved in all 11 patients" (seed 004). A Frankel/ASIA grade
+    would also need the pre-procedure grade, which `procedure.performed`
+    does not carry (only `neurological_deficit_at_presentation`), so the
+    change itself is recorded. Follow-up schema version 2 and later.
+    """
+
+    RECOVERED = "recovered"  # the deficit resolved completely (also an improvement)
+    IMPROVED = "improved"  # better, with a residual deficit
+    UNCHANGED = "unchanged"  # includes "normal before, normal now"
+    WORSE = "worse"  # a deficit worsened, or a new one appeared
+
+    @property
+    def counts_as_improvement(self) -> bool:
+        return self in (NeurologicalStatus.RECOVERED, NeurologicalStatus.IMPROVED)
+
+
+class PainRelief(StrEnum):
+    """Pain relief at follow-up, against the pain that led to the procedure.
+
+    The seeds' categories: "complete resolution of back pain" (seeds
+    002/004, embolization), "pain relief" (seeds 002/004, decompression),
+    complete / partial / no response (seed 001, radiotherapy). Follow-up
+    schema version 2 and later.
+    """
+
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    NONE = "none"
+
+
 class ComplicationCategory(StrEnum):
     SYMPTOMATIC_CEMENT_LEAKAGE = "symptomatic_cement_leakage"
     PULMONARY_CEMENT_EMBOLISM = "pulmonary_cement_embolism"

@@ -65,6 +65,8 @@ _BY_EVENT_TYPE: Final = {
         "vas": Kind.FLOAT,
         "sf36": Kind.JSON,
         "analgesic_use": Kind.TEXT,
+        "neurological_status": Kind.TEXT,  # schema_version 2
+        "pain_relief": Kind.TEXT,  # schema_version 2
     },
     "complication.reported": {
         "category": Kind.TEXT,
@@ -92,7 +94,8 @@ empty cell is an absent field; row N counts the header as row 1):
                 duration_min, blood_loss_ml, pre_sf36 (a JSON object)
   followup.recorded
                 timepoint, days_since_procedure, vas, analgesic_use,
-                sf36 (a JSON object)
+                sf36 (a JSON object); with schema_version 2:
+                neurological_status, pain_relief
   complication.reported
                 category, severity, relatedness, days_after_procedure, vertebra
   event.retracted

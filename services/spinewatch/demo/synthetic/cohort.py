@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from spinewatch.contracts import Indication, ProcedureType
+from spinewatch.contracts.registry import schema_versions
 from spinewatch.demo.synthetic.calibration import CALIBRATION
 from spinewatch.demo.synthetic.events import random_uuid, seeded_stream, site_events
 from spinewatch.demo.synthetic.profiles import CaseMix, Event, SiteProfile
@@ -156,7 +157,7 @@ def _malformed(rng: random.Random, events: list[Event], count: int) -> list[byte
         if k % 3 == 0:  # schema violation: VAS as a string, an unknown timepoint
             event |= {"vas": str(event.get("vas", 5.0)), "timepoint": "month_2"}
         elif k % 3 == 1:  # a producer from the future
-            event["schema_version"] = 2
+            event["schema_version"] = 1 + max(schema_versions(event["event_type"]))
         raw = encode(event)
         out.append(raw[: len(raw) // 2] if k % 3 == 2 else raw)  # cut off in transit
     return out

@@ -16,12 +16,16 @@ from spinewatch.contracts import (
     ComplicationCategory,
     FollowupTimepoint,
     Indication,
+    NeurologicalStatus,
+    PainRelief,
     ProcedureType,
 )
 from spinewatch.domain.outcomes.facts import (
     LEVELS_ASSESSED_FOR_LEAKAGE,
     LEVELS_TREATED,
     LEVELS_WITH_LEAKAGE,
+    NEURO_DEFICIT_AT_PRESENTATION,
+    NEURO_OUTCOME_PROCEDURES,
     PATIENTS_ASSESSED_FOR_LEAKAGE,
     PATIENTS_WITH_LEAKAGE,
     PVP_ALONE_WITH_NEURO_DEFICIT,
@@ -41,6 +45,14 @@ __all__ = [
     "LEVELS_ASSESSED_FOR_LEAKAGE",
     "LEVELS_TREATED",
     "LEVELS_WITH_LEAKAGE",
+    "NEURO_DEFICIT_AT_PRESENTATION",
+    "NEURO_IMPROVED",
+    "NEURO_OUTCOME_PROCEDURES",
+    "NEURO_RECOVERED",
+    "NEURO_STATUS_REPORTED",
+    "PAIN_AND_NEURO_REPORTED",
+    "PAIN_RELIEF_AND_NEURO_IMPROVED",
+    "PAIN_RELIEF_REPORTED",
     "PATIENTS",
     "PATIENTS_ASSESSED_FOR_LEAKAGE",
     "PATIENTS_WITH_COMPLICATION",
@@ -58,6 +70,7 @@ __all__ = [
     "contribution_of",
     "followup_delta",
     "levels_with_leakage_at",
+    "pain_relief_tally",
     "patients_with",
     "vas_moments",
 ]
@@ -134,6 +147,8 @@ def contribution_of(record: ProcedureRecord) -> Contribution | None:
         tally[name] = tally.get(name, 0) + value
     _count_complications(tally, view, procedure.symptomatic_leak)
     _count_pain(tally, view, procedure.pre_vas)
+    if procedure.procedure_type in _OUTCOME_PROCEDURES:
+        _count_treatment_outcomes(tally, view)
     return Contribution(_aggregate_key(procedure), tally, procedure.occurred_at_us)
 
 
@@ -245,6 +260,10 @@ def followup_delta(record: ProcedureRecord) -> Tally | None:
             return None
     if procedure is None:
         return None
+    if procedure.procedure_type in _OUTCOME_PROCEDURES and (
+        followup.neurological_status is not None or followup.pain_relief is not None
+    ):
+        return None  # may replace another visit's outcome (latest assessment wins)
     delta: Tally = {}
     _count_followup(delta, followup, procedure.pre_vas)
     return delta
@@ -256,3 +275,82 @@ def _add_moments(tally: Tally, names: tuple[str, str, str], scaled: int) -> None
     tally[n] = 1
     tally[total] = scaled
     tally[squares] = scaled * scaled
+
+
+# --- outcomes of the other treatments (seeds 002/004, follow-up version 2) ------
+#
+# Seeds 002/004 report a series' result, not a visit's: "7 of 9 patients
+# achieved pain relief and neurological improvement", "3 of 4 ... complete
+# resolution of back pain", seed 001 "complete remission in 57%". So each
+# patient counts once, with the latest assessment that reports the measure
+# (latest by days since procedure, then by recording). Neurological
+# improvement is counted only for patients who presented with a deficit, as
+# in the seeds ("70% of patients with deficits improve after decompression"):
+# a patient without one cannot improve, and one whose procedure fact predates
+# the deficit tally (no NEURO_DEFICIT_AT_PRESENTATION) is left out rather
+# than guessed.
+
+PAIN_RELIEF_REPORTED = "pain_relief_reported"
+NEURO_STATUS_REPORTED = "neurological_status_reported.with_deficit"
+NEURO_IMPROVED = "neurological_improved.with_deficit"
+NEURO_RECOVERED = "neurological_recovered.with_deficit"
+PAIN_AND_NEURO_REPORTED = "pain_and_neurological_status_reported.with_deficit"
+PAIN_RELIEF_AND_NEURO_IMPROVED = "pain_relief_and_neurological_improvement.with_deficit"
+
+
+def pain_relief_tally(category: PainRelief | str) -> str:
+    return f"pain_relief.{PainRelief(category).value}"
+
+
+# Where these outcomes are reported (report_metrics.OUTCOME_PROCEDURES): other
+# cohorts keep neither the tallies nor the cost of counting them.
+_OUTCOME_PROCEDURES = frozenset(procedure.value for procedure in NEURO_OUTCOME_PROCEDURES)
+_PAIN_RELIEF = {category.value: pain_relief_tally(category) for category in PainRelief}
+_NO_RELIEF = PainRelief.NONE.value
+_IMPROVEMENT = frozenset(s.value for s in NeurologicalStatus if s.counts_as_improvement)
+_RECOVERED = NeurologicalStatus.RECOVERED.value
+# Nominal day of a fixed timepoint, to order visits; `final` and `other`
+# carry their own days since procedure.
+_NOMINAL_DAY = {
+    FollowupTimepoint.POST_PROCEDURE.value: 1,
+    FollowupTimepoint.WEEK_1.value: 7,
+    FollowupTimepoint.MONTH_1.value: 30,
+    FollowupTimepoint.MONTH_3.value: 91,
+    FollowupTimepoint.MONTH_6.value: 182,
+    FollowupTimepoint.MONTH_12.value: 365,
+}
+
+
+def _visit_order(followup: FollowupFact) -> tuple[int, int, bytes]:
+    day = followup.days_since_procedure
+    if day is None:
+        day = _NOMINAL_DAY.get(followup.timepoint, 0)
+    return (day, followup.recorded_at_us, followup.event_id)
+
+
+def _count_treatment_outcomes(tally: Tally, view: LiveView) -> None:
+    pain: FollowupFact | None = None
+    neuro: FollowupFact | None = None
+    for followup in view.followups.values():
+        if followup.pain_relief is not None and (
+            pain is None or _visit_order(followup) > _visit_order(pain)
+        ):
+            pain = followup
+        if followup.neurological_status is not None and (
+            neuro is None or _visit_order(followup) > _visit_order(neuro)
+        ):
+            neuro = followup
+    if pain is not None and pain.pain_relief is not None:
+        tally[PAIN_RELIEF_REPORTED] = 1
+        tally[_PAIN_RELIEF[pain.pain_relief]] = 1
+    if neuro is None or neuro.neurological_status is None:
+        return
+    if tally.get(NEURO_DEFICIT_AT_PRESENTATION) != 1:
+        return
+    improved = neuro.neurological_status in _IMPROVEMENT
+    tally[NEURO_STATUS_REPORTED] = 1
+    tally[NEURO_IMPROVED] = int(improved)
+    tally[NEURO_RECOVERED] = int(neuro.neurological_status == _RECOVERED)
+    if pain is not None and pain.pain_relief is not None:
+        tally[PAIN_AND_NEURO_REPORTED] = 1
+        tally[PAIN_RELIEF_AND_NEURO_IMPROVED] = int(improved and pain.pain_relief != _NO_RELIEF)

@@ -39,6 +39,16 @@ PATIENTS_WITH_LEAKAGE = "patients_with_leakage"
 PVP_ALONE_WITH_NEURO_DEFICIT = "pvp_alone_with_neurological_deficit"
 SUSPECTED_TUMOUR_PROCEDURES = "suspected_tumour_procedures"
 SUSPECTED_TUMOUR_WITHOUT_BIOPSY = "suspected_tumour_without_biopsy"
+# Kept only for the treatments whose neurological outcome is tracked (seeds
+# 002/004): the seeds' figures count patients who presented with a deficit.
+NEURO_DEFICIT_AT_PRESENTATION = "neurological_deficit_at_presentation"
+NEURO_OUTCOME_PROCEDURES = frozenset(
+    {
+        ProcedureType.TRANSARTERIAL_EMBOLIZATION,
+        ProcedureType.DECOMPRESSION_LAMINECTOMY,
+        ProcedureType.RADIOTHERAPY,
+    }
+)
 
 
 def levels_with_leakage_at(site: str) -> str:
@@ -70,6 +80,11 @@ class FollowupFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1
     timepoint: str
     vas: int | None  # thousandths
     analgesic_use: str | None
+    # Follow-up schema version 2 (seeds 002/004 outcomes). Trailing fields
+    # with defaults: a fact written before they existed still decodes.
+    days_since_procedure: int | None = None
+    neurological_status: str | None = None
+    pain_relief: str | None = None
 
 
 class ComplicationFact(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=2):
@@ -101,6 +116,9 @@ def fact_of(event: Event) -> Fact:
                 event.timepoint.value,
                 None if event.vas is None else round(event.vas * VAS_SCALE),
                 None if event.analgesic_use is None else event.analgesic_use.value,
+                event.days_since_procedure,
+                None if event.neurological_status is None else event.neurological_status.value,
+                None if event.pain_relief is None else event.pain_relief.value,
             )
         case ProcedurePerformed():
             intrinsic, symptomatic = _intrinsic_tallies(event)
@@ -167,6 +185,10 @@ def _intrinsic_tallies(
     if procedure.procedure_type is ProcedureType.PVP:
         tallies.append(
             (PVP_ALONE_WITH_NEURO_DEFICIT, int(procedure.neurological_deficit_at_presentation))
+        )
+    if procedure.procedure_type in NEURO_OUTCOME_PROCEDURES:
+        tallies.append(
+            (NEURO_DEFICIT_AT_PRESENTATION, int(procedure.neurological_deficit_at_presentation))
         )
     if procedure.indication.is_suspected_tumour:
         tallies.append((SUSPECTED_TUMOUR_PROCEDURES, 1))

@@ -17,6 +17,7 @@ from spinewatch.contracts.vocabulary import (
     ComplicationCategory,
     FollowupTimepoint,
     LeakageSite,
+    PainRelief,
     ProcedureType,
 )
 from spinewatch.domain.outcomes.contribution import (
@@ -24,6 +25,13 @@ from spinewatch.domain.outcomes.contribution import (
     ANALGESIC_SAME_OR_MORE_WEEK_1,
     LEVELS_ASSESSED_FOR_LEAKAGE,
     LEVELS_WITH_LEAKAGE,
+    NEURO_IMPROVED,
+    NEURO_OUTCOME_PROCEDURES,
+    NEURO_RECOVERED,
+    NEURO_STATUS_REPORTED,
+    PAIN_AND_NEURO_REPORTED,
+    PAIN_RELIEF_AND_NEURO_IMPROVED,
+    PAIN_RELIEF_REPORTED,
     PATIENTS,
     PATIENTS_ASSESSED_FOR_LEAKAGE,
     PATIENTS_WITH_COMPLICATION,
@@ -34,6 +42,7 @@ from spinewatch.domain.outcomes.contribution import (
     SUSPECTED_TUMOUR_PROCEDURES,
     SUSPECTED_TUMOUR_WITHOUT_BIOPSY,
     levels_with_leakage_at,
+    pain_relief_tally,
     patients_with,
 )
 
@@ -183,6 +192,68 @@ RATE_METRICS: tuple[RateMetric, ...] = (
         SUSPECTED_TUMOUR_PROCEDURES,
     ),
 )
+
+# --- outcomes of the other treatments (seeds 001/002/004) ----------------------
+#
+# Per patient, over the whole follow-up (latest assessment, see
+# `contribution`), so they meet the catalog's undated series figures. One row
+# per treatment: each procedure has its own catalog metric names. Seed 001's
+# radiotherapy "complete remission / partial remission / no response" does
+# not say whether remission is of pain or of the lesion; it is set against
+# the pain-relief categories as the nearest recorded outcome (approximate).
+OUTCOME_PROCEDURES = tuple(sorted(NEURO_OUTCOME_PROCEDURES))
+# (row, procedure) -> the catalog metric holding that treatment's figure.
+OUTCOME_CATALOG_METRICS: Mapping[tuple[str, ProcedureType], str] = {
+    ("pain_relief_complete_rate", ProcedureType.TRANSARTERIAL_EMBOLIZATION): (
+        "complete_pain_resolution_rate"  # seeds 002/004: 3 of 4
+    ),
+    ("pain_relief_complete_rate", ProcedureType.RADIOTHERAPY): (
+        "radiotherapy_complete_remission_rate"  # seed 001: 57% (approximate)
+    ),
+    ("pain_relief_partial_rate", ProcedureType.RADIOTHERAPY): (
+        "radiotherapy_partial_remission_rate"  # seed 001: 32% (approximate)
+    ),
+    ("pain_relief_none_rate", ProcedureType.RADIOTHERAPY): (
+        "radiotherapy_no_response_rate"  # seed 001: 11% (approximate)
+    ),
+    ("neurological_improvement_rate", ProcedureType.DECOMPRESSION_LAMINECTOMY): (
+        "neurological_improvement_rate"  # seed 002: 70%, 7 of 10
+    ),
+    ("neurological_full_recovery_rate", ProcedureType.DECOMPRESSION_LAMINECTOMY): (
+        "full_neurological_recovery_rate"  # seed 004: 11 of 11
+    ),
+    ("pain_relief_and_neurological_improvement_rate", ProcedureType.DECOMPRESSION_LAMINECTOMY): (
+        "pain_relief_and_neurological_improvement_rate"  # seeds 002/004: 7 of 9
+    ),
+}
+# Row name, numerator, denominator.
+_OUTCOME_RATES = (
+    *(
+        (f"pain_relief_{category.value}_rate", pain_relief_tally(category), PAIN_RELIEF_REPORTED)
+        for category in PainRelief
+    ),
+    ("neurological_improvement_rate", NEURO_IMPROVED, NEURO_STATUS_REPORTED),
+    ("neurological_full_recovery_rate", NEURO_RECOVERED, NEURO_STATUS_REPORTED),
+    (
+        "pain_relief_and_neurological_improvement_rate",
+        PAIN_RELIEF_AND_NEURO_IMPROVED,
+        PAIN_AND_NEURO_REPORTED,
+    ),
+)
+TREATMENT_OUTCOME_METRICS: tuple[RateMetric, ...] = tuple(
+    RateMetric(
+        name,
+        numerator,
+        denominator,
+        "patient",
+        None,
+        OUTCOME_CATALOG_METRICS.get((name, procedure)),
+        only_for=procedure,
+    )
+    for procedure in OUTCOME_PROCEDURES
+    for name, numerator, denominator in _OUTCOME_RATES
+)
+RATE_METRICS += TREATMENT_OUTCOME_METRICS
 
 VAS_SERIES: tuple[MeanMetric, ...] = (
     MeanMetric("vas_score", PRE_PROCEDURE, BaselineTimepoint.PRE_PROCEDURE.value),
