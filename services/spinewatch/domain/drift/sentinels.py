@@ -153,9 +153,10 @@ class SentinelWatch:
     ) -> None:
         """Compare the procedure's sentinels now with those found before."""
         tally = None if contribution is None else contribution.tally
-        known = self._live.get(procedure_id, {})
-        if not known and (tally is None or not any(map(tally.get, _SENTINEL_NAMES))):
+        held = self._live.get(procedure_id)
+        if held is None and (tally is None or not any(map(tally.get, _SENTINEL_NAMES))):
             return  # nearly every procedure: no sentinel complication, none before
+        known = held or {}
         history = None if record is None else sentinel_history(record)
         now: dict[str, tuple[int, str]] = {}
         if contribution is not None:
