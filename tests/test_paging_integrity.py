@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spinewatch.adapters.receivers import AlertmanagerReceiver, Receiver, WebhookReceiver
 from spinewatch.alerting.service import AlertingService
@@ -321,3 +323,75 @@ async def test_a_later_delivered_signal_with_an_earlier_onset_moves_the_onset_ba
         notes = alert.annotations
         assert notes["change_point"].startswith(f"estimated start {first.change_point_on} (case 1)")
         assert notes["latest_signal"].startswith(f"signalled {first.signalled_on} (case 12)")
+
+
+# --- any history: what stays paged is what the records say ----------------------------------
+
+
+class Pager:
+    """The alerting service's rules for sentinels (the Lua scripts), as a model."""
+
+    def __init__(self) -> None:
+        self.seen: set[uuid.UUID] = set()
+        self.state: dict[uuid.UUID, str] = {}  # sentinel id -> firing | withdrawal reason
+        self.pages = 0
+
+    def apply(self, message: DriftSentinel | DriftSentinelWithdrawn) -> None:
+        sid = message.sentinel_id
+        if isinstance(message, DriftSentinel):
+            again = self.state.get(sid) in ("procedure_voided", "procedure_corrected")
+            if sid not in self.seen or again:
+                self.seen.add(sid)
+                self.state[sid] = "firing"
+                self.pages += 1
+            return
+        if message.withdrawal_id in self.seen:
+            return
+        self.seen.add(message.withdrawal_id)
+        if self.state.get(sid) == "firing":
+            self.state[sid] = message.reason
+        elif sid not in self.state and message.reason == "retracted":
+            self.seen.add(sid)
+
+    def firing(self) -> set[uuid.UUID]:
+        return {sid for sid, state in self.state.items() if state == "firing"}
+
+
+Step = Literal["report", "retract", "void", "reinstate", "refresh"]
+
+
+@given(
+    st.lists(st.sampled_from(["report", "retract", "void", "reinstate", "refresh"]), max_size=30)
+)
+@settings(max_examples=200)
+def test_whatever_the_history_what_stays_paged_is_what_the_records_say(steps: list[Step]) -> None:
+    worker, case, pager = Worker(), Pathway("riverside", 0), Pager()
+    procedure = case.procedure()
+    live_reports: list[uuid.UUID] = []
+    versions, pending = [procedure.event_id], list[Event]([procedure])
+    for step in [*steps, "refresh"]:
+        if step == "report":
+            report = case.embolism()
+            live_reports.append(report.event_id)
+            pending.append(report)
+        elif step == "retract" and live_reports:
+            pending.append(case.retraction(live_reports.pop(0)))
+        elif step == "void" and versions:
+            pending += [case.retraction(v) for v in versions]
+            versions = []
+        elif step == "reinstate":
+            version = case.procedure()
+            versions.append(version.event_id)
+            pending.append(version)
+        elif step == "refresh" and pending:
+            for message in worker.send(*pending):
+                pager.apply(message)
+            pending = []
+    truth = {m.sentinel_id for m in worker.rebuilt() if isinstance(m, DriftSentinel)}
+    assert pager.firing() == truth
+    assert len(truth) == (1 if live_reports and versions else 0)
+    # A rebuilt worker's re-announcements change nothing and page nobody.
+    pages = pager.pages
+    for message in worker.rebuilt():
+        pager.apply(message)
+    assert (pager.firing(), pager.pages) == (truth, pages)
