@@ -94,11 +94,14 @@ class Alertmanager:
 
 
 @contextmanager
-def alertmanager(workdir: Path) -> Iterator[Alertmanager]:
-    """A real Prometheus Alertmanager, clustering off; yields its API client."""
+def alertmanager(workdir: Path, config_text: str = ALERTMANAGER_CONFIG) -> Iterator[Alertmanager]:
+    """A real Prometheus Alertmanager, clustering off; yields its API client.
+
+    `config_text`: its configuration (by default, no receiver at all).
+    """
     port = free_port()
     config = workdir / "alertmanager.yml"
-    config.write_text(ALERTMANAGER_CONFIG)
+    config.write_text(config_text)
     process = subprocess.Popen(  # noqa: S603 - our own binary path and arguments
         [_binary("prometheus-alertmanager"), f"--config.file={config}",
          f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",

@@ -38,13 +38,31 @@ if ARGV[1] == '0' then
 else
   fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
 end
-if not fresh then return 'duplicate' end
 local current = redis.call('GET', KEYS[2])
 local state = nil
 if current then state = cjson.decode(current) end
+if not fresh then
+  -- A sentinel withdrawn because its procedure was voided or moved pages
+  -- again when it is back (a retraction, for good, never comes back).
+  if ARGV[2] ~= 'sentinel' or not state or state.status ~= 'resolved'
+      or type(state.withdrawn_reason) ~= 'string' or state.withdrawn_reason == 'retracted' then
+    return 'duplicate'
+  end
+end
 if ARGV[2] == 'signal' then
   if state and state.status == 'firing' then
+    -- The same episode: no new page. The latest signal's annotations, but
+    -- the episode's earliest onset (change point) and a count of signals.
     local new = cjson.decode(ARGV[3])
+    local old = state.annotations
+    local count = (tonumber(old.signals_in_episode) or 1) + 1
+    if type(state.onset) == 'string' and type(new.onset) == 'string'
+        and state.onset <= new.onset then
+      new.annotations.change_point = old.change_point
+    else
+      state.onset = new.onset
+    end
+    new.annotations.signals_in_episode = tostring(count)
     state.signal_id = ARGV[4]
     state.annotations = new.annotations
     redis.call('SET', KEYS[2], cjson.encode(state))
@@ -65,6 +83,32 @@ else
 end
 for i = 10, #ARGV, 2 do
   redis.call('SET', ARGV[8] .. ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
+end
+return 'transition'
+"""
+
+# A sentinel's page withdrawn: resolved now, with the reason, atomically.
+# KEYS: seen (the withdrawal's id, kept for good), alert, outbox, seen of the
+# sentinel. ARGV: sentinel id, reason, annotations JSON, ends_at, now ms,
+# delivery key prefix, then (delivery id, delivery JSON) pairs.
+_WITHDRAW = """
+if not redis.call('SET', KEYS[1], '1', 'NX') then return 'duplicate' end
+local current = redis.call('GET', KEYS[2])
+if not current then
+  -- Never paged (or not yet recorded): a retracted sentinel never will be.
+  if ARGV[2] == 'retracted' then redis.call('SET', KEYS[4], '1', 'NX') end
+  return 'stale'
+end
+local state = cjson.decode(current)
+if state.status ~= 'firing' or state.signal_id ~= ARGV[1] then return 'stale' end
+state.status = 'resolved'
+state.ends_at = ARGV[4]
+state.withdrawn_reason = ARGV[2]
+state.annotations = cjson.decode(ARGV[3])
+redis.call('SET', KEYS[2], cjson.encode(state))
+for i = 7, #ARGV, 2 do
+  redis.call('SET', ARGV[6] .. ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
 end
 return 'transition'
@@ -104,6 +148,7 @@ class RedisAlertStore:
         self._record = redis.register_script(_RECORD)
         self._ack = redis.register_script(_ACK)
         self._claim = redis.register_script(_CLAIM)
+        self._withdraw = redis.register_script(_WITHDRAW)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -142,6 +187,33 @@ class RedisAlertStore:
         ]
         result = await self._record(keys=keys, args=args)
         return _text(result)  # type: ignore[return-value]
+
+    async def withdraw(
+        self,
+        message_id: str,
+        withdrawn: Alert,
+        *,
+        now_ms: int,
+        deliveries: list[tuple[str, dict[str, Any]]],
+    ) -> Outcome:
+        """Withdraw a firing sentinel alert (`withdrawn`: its state after); ids kept for good."""
+        args: list[Any] = [
+            withdrawn.signal_id,
+            withdrawn.withdrawn_reason or "",
+            json.dumps(withdrawn.annotations),
+            withdrawn.ends_at or "",
+            now_ms,
+            self._key("delivery", ""),
+        ]
+        for delivery_id, spec in deliveries:
+            args += [delivery_id, json.dumps(spec)]
+        keys = [
+            self._key("seen", message_id),
+            self._key("alert", withdrawn.fingerprint),
+            self._key("outbox"),
+            self._key("seen", withdrawn.signal_id),
+        ]
+        return _text(await self._withdraw(keys=keys, args=args))  # type: ignore[return-value]
 
     async def acknowledge(
         self, fingerprint: str, who: str, now_ms: int, deliveries: list[tuple[str, dict[str, Any]]]
@@ -213,6 +285,8 @@ def _alert(data: dict[str, Any]) -> Alert:
         starts_at=data["starts_at"],
         ends_at=data.get("ends_at") or None,
         acknowledged_by=data.get("acknowledged_by") or None,
+        onset=data.get("onset") or None,
+        withdrawn_reason=data.get("withdrawn_reason") or None,
     )
 
 

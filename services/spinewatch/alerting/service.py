@@ -50,20 +50,29 @@ from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_
 from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.alerting.silence import record_silence
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled, DriftSilence
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftSentinel,
+    DriftSentinelWithdrawn,
+    DriftSignalled,
+    DriftSilence,
+)
 from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
     alert_from_sentinel,
     alert_from_signal,
     resolved,
+    withdrawn,
 )
 from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
-_DriftMessage = DriftSignalled | DriftInControl | DriftSentinel | DriftSilence
-_DRIFT_MESSAGE: TypeAdapter[_DriftMessage] = TypeAdapter(_DriftMessage)
+DriftMessage = (
+    DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
+)
+_DRIFT_MESSAGE: TypeAdapter[DriftMessage] = TypeAdapter(DriftMessage)
 
 
 class AlertingMetrics:
@@ -170,7 +179,7 @@ class AlertingService:
         self.metrics.messages.labels(outcome).inc()
         return outcome
 
-    async def _record(self, message: _DriftMessage) -> Outcome:
+    async def _record(self, message: DriftMessage) -> Outcome:
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):
@@ -194,7 +203,7 @@ class AlertingService:
                 now_ms=now_ms,
                 resend_at_ms=now_ms,
                 deliveries=self._deliveries(
-                    str(message.sentinel_id), alert.fingerprint, "firing", now_ms
+                    await self._sentinel_transition_id(alert), alert.fingerprint, "firing", now_ms
                 ),
             )
         elif isinstance(message, DriftSilence):
@@ -207,6 +216,8 @@ class AlertingService:
                 resend_at_ms=resend_ms,
                 dashboard_url=self.settings.dashboard_url,
             )
+        elif isinstance(message, DriftSentinelWithdrawn):
+            outcome = await self._withdraw(message, now, now_ms)
         else:
             outcome = await self._in_control(message, now, now_ms)
         return outcome
@@ -229,6 +240,32 @@ class AlertingService:
             now_ms=now_ms + 1,
             resend_at_ms=now_ms,
             deliveries=self._deliveries(message_id, fp, "resolved", now_ms),
+        )
+
+    async def _sentinel_transition_id(self, alert: Alert) -> str:
+        """The sentinel id; a page again after a void or a move gets an id of its own,
+        so receivers that dedupe by id do not drop it (the Lua script decides)."""
+        held = await self.store.alert(alert.fingerprint)
+        if held is None or held.withdrawn_reason in (None, "retracted"):
+            return alert.signal_id
+        return f"{alert.signal_id}:again:{held.ends_at}"
+
+    async def _withdraw(
+        self, message: DriftSentinelWithdrawn, now: datetime, now_ms: int
+    ) -> Outcome:
+        """A sentinel's cause is gone: resolve its alert, tell every receiver why."""
+        fp = f"sentinel.{message.sentinel_id}"
+        current = await self.store.alert(fp)
+        if current is None:  # never paged: nobody to tell (the script remembers it)
+            current = Alert(fp, "firing", "critical", {}, {}, str(message.sentinel_id), "")
+        message_id = str(message.withdrawal_id)
+        # Due 1 ms after anything enqueued now, like a resolution: a page and
+        # its withdrawal read in one batch go out in that order.
+        return await self.store.withdraw(
+            message_id,
+            withdrawn(current, message, now),
+            now_ms=now_ms + 1,
+            deliveries=self._deliveries(message_id, fp, "withdrawn", now_ms),
         )
 
     async def acknowledge(self, fingerprint: str, who: str) -> Outcome:

@@ -161,3 +161,26 @@ class DriftSilence(Contract):
     )
     multiple: float = Field(gt=0, description="The configured multiple of the usual gap.")
     arrivals: int = Field(ge=0, description="Arrivals the usual gap was estimated from.")
+
+
+WithdrawalReason = Literal["retracted", "procedure_voided", "procedure_corrected"]
+
+
+class DriftSentinelWithdrawn(Contract):
+    """A paged sentinel event whose cause is gone: the page is withdrawn.
+
+    `retracted`: every report of the complication that paged was retracted
+    (or replaced by a new report, which pages under a new sentinel id);
+    `procedure_voided`: every version of the index procedure was retracted;
+    `procedure_corrected`: a correction moved the procedure to another site.
+    """
+
+    event_type: Literal["drift.sentinel_withdrawn"]
+    schema_version: Literal[1]
+    withdrawal_id: UUID = Field(
+        description="Deterministic: the idempotency key of this withdrawal."
+    )
+    sentinel_id: UUID = Field(description="The `drift.sentinel` whose page is withdrawn.")
+    site_id: SiteId
+    metric: str = Field(description="The rate the event counted in, e.g. death_rate.")
+    reason: WithdrawalReason

@@ -24,7 +24,13 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled, DriftSilence
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftSentinel,
+    DriftSentinelWithdrawn,
+    DriftSignalled,
+    DriftSilence,
+)
 from spinewatch.contracts.envelope import SCHEMA_VERSION
 from spinewatch.contracts.registry import EVENT_MODELS
 
@@ -33,6 +39,7 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.in_control": DriftInControl,
     "drift.sentinel": DriftSentinel,
     "drift.silence": DriftSilence,
+    "drift.sentinel_withdrawn": DriftSentinelWithdrawn,
 }
 
 

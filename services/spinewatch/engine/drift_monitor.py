@@ -27,6 +27,7 @@ from spinewatch.domain.drift.events import (
 from spinewatch.domain.drift.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
 from spinewatch.domain.outcomes.contribution import Contribution
 from spinewatch.domain.outcomes.partition import PartitionState
+from spinewatch.domain.outcomes.records import ProcedureRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +49,12 @@ class DriftMonitor:
         # Partitions rebuilt since their last refresh: history not re-announced.
         self._rebuilt: set[int] = set()
         self.outbox: list[tuple[str, DriftMessage]] = []
-        # Per partition: its records' contributions, and the procedures
-        # changed since the last refresh.
-        self._changed: dict[int, tuple[Mapping[bytes, Contribution], set[bytes]]] = {}
+        # Per partition: its records' contributions, the procedures changed
+        # since the last refresh, and the records (sentinel generations).
+        self._changed: dict[
+            int,
+            tuple[Mapping[bytes, Contribution], set[bytes], Mapping[bytes, ProcedureRecord]],
+        ] = {}
 
     def track(self, partition: int, state: PartitionState, changed: Collection[bytes]) -> None:
         """Note procedures whose contributions changed; their cases move on `refresh`.
@@ -64,7 +68,7 @@ class DriftMonitor:
         noted = self._changed.get(partition)
         if noted is None or noted[0] is not state.contributions:
             self._move_cases(partition)
-            noted = self._changed[partition] = (state.contributions, set())
+            noted = self._changed[partition] = (state.contributions, set(), state.records)
         noted[1].update(changed)
 
     def _move_cases(self, partition: int) -> None:
@@ -81,6 +85,10 @@ class DriftMonitor:
         self._changed = {}
         self._published = {p: self._published.get(p, set()) for p in states}
         for partition, state in states.items():
+            # Withdrawals too: one queued but unpublished when the previous
+            # owner stopped is not lost (the alerting service dedupes by id).
+            self.partitions[partition] = PartitionCharts(self.charts)
+            self.partitions[partition].recall_withdrawals(state.records)
             self.track(partition, state, state.contributions.keys())
         # An empty partition (a first start) has no history to hold back.
         self._rebuilt = {p for p, state in states.items() if state.records}
@@ -92,8 +100,8 @@ class DriftMonitor:
             charts = self.partitions.get(partition)
             if charts is None:
                 continue
-            # Every sentinel found, after a rebuild too: the alerting service
-            # keeps sentinel ids for good, so a re-announcement never re-pages.
+            # Every sentinel found or withdrawn, after a rebuild too: the
+            # alerting service dedupes by id, so a re-announcement never re-pages.
             for case in charts.take_sentinels():
                 self.outbox.append((case.site_id, sentinel_message(case)))
             moved = charts.refresh()

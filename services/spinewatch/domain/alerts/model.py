@@ -20,11 +20,11 @@ No patient or procedure identifier exists at this level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from spinewatch.contracts.drift import DriftSentinel, DriftSignalled
+from spinewatch.contracts.drift import DriftSentinel, DriftSentinelWithdrawn, DriftSignalled
 from spinewatch.domain.alerts.policy import Severity, severity_of
 
 ALERT_NAME = "SpinewatchDriftSignal"
@@ -32,7 +32,7 @@ SENTINEL_ALERT_NAME = "SpinewatchSentinelEvent"
 # A sentinel alert is one event, not a state: Alertmanager holds it this
 # long (no re-sends), on-call staff acknowledge it.
 SENTINEL_ACTIVE = timedelta(hours=24)
-Transition = Literal["firing", "resolved", "acknowledged"]
+Transition = Literal["firing", "resolved", "acknowledged", "withdrawn"]
 
 
 def fingerprint(site_id: str, metric: str, direction: str) -> str:
@@ -53,6 +53,11 @@ class Alert:
     starts_at: str  # RFC 3339
     ends_at: str | None = None
     acknowledged_by: str | None = None
+    # Drift alerts: the episode's onset as a sortable key (change point date,
+    # case number). Later signals of the episode keep the earliest onset.
+    onset: str | None = None
+    # Sentinel alerts: why the page was withdrawn (its cause is gone).
+    withdrawn_reason: str | None = None
 
 
 def alert_from_signal(
@@ -79,6 +84,7 @@ def alert_from_signal(
         annotations=_annotations(signal, dashboard_url),
         signal_id=str(signal.signal_id),
         starts_at=starts_at or rfc3339(now),
+        onset=f"{signal.change_point_on.isoformat()}|{signal.change_point_case_number:09d}",
     )
 
 
@@ -102,11 +108,19 @@ def _annotations(signal: DriftSignalled, dashboard_url: str) -> dict[str, str]:
         "summary": f"{signal.site_id}: {signal.metric} drifted ({signal.direction})",
         "observed_vs_baseline": observed,
         "citation": citations,
+        # The episode's first signal's; the alerting store keeps it while later
+        # signals of the episode update `latest_signal` (no new page).
         "change_point": (
             f"estimated start {signal.change_point_on} (case {signal.change_point_case_number}); "
             f"signalled {signal.signalled_on} (case {signal.case_number}), "
             f"CUSUM {signal.statistic:.2f} >= h {signal.limit:.2f}"
         ),
+        "latest_signal": (
+            f"signalled {signal.signalled_on} (case {signal.case_number}), "
+            f"CUSUM {signal.statistic:.2f} >= h {signal.limit:.2f}; this signal's estimated "
+            f"start {signal.change_point_on} (case {signal.change_point_case_number})"
+        ),
+        "signals_in_episode": "1",
         "dashboard": (
             f"{dashboard_url.rstrip('/')}?var-site={signal.site_id}&var-metric={signal.metric}"
         ),
@@ -152,16 +166,30 @@ def alert_from_sentinel(sentinel: DriftSentinel, now: datetime, dashboard_url: s
 
 
 def resolved(alert: Alert, now: datetime) -> Alert:
-    return Alert(
-        alert.fingerprint,
-        "resolved",
-        alert.severity,
-        alert.labels,
-        alert.annotations,
-        alert.signal_id,
-        alert.starts_at,
-        rfc3339(now),
-        alert.acknowledged_by,
+    return replace(alert, status="resolved", ends_at=rfc3339(now))
+
+
+WITHDRAWAL_REASONS = {
+    "retracted": "the complication report was retracted",
+    "procedure_voided": "the procedure was voided (every version retracted)",
+    "procedure_corrected": "a correction moved the procedure to another site",
+}
+
+
+def withdrawal_note(message: DriftSentinelWithdrawn) -> str:
+    """The annotation a withdrawn sentinel alert carries: why, for every receiver."""
+    return f"withdrawn: {WITHDRAWAL_REASONS[message.reason]}; the case no longer counts"
+
+
+def withdrawn(alert: Alert, message: DriftSentinelWithdrawn, now: datetime) -> Alert:
+    """A sentinel alert whose cause is gone: resolved now, with the reason."""
+    annotations = alert.annotations | {"withdrawn": withdrawal_note(message)}
+    return replace(
+        alert,
+        status="resolved",
+        ends_at=rfc3339(now),
+        annotations=annotations,
+        withdrawn_reason=message.reason,
     )
 
 
@@ -184,8 +212,15 @@ def alertmanager_payload(alert: Alert, now: datetime, resend_interval_s: float) 
 
 def webhook_payload(alert: Alert, transition: Transition) -> dict[str, Any]:
     """Slack-compatible `text`, with the structured alert beside it."""
-    mark = {"firing": "FIRING", "resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED"}[transition]
+    mark = {
+        "firing": "FIRING",
+        "resolved": "RESOLVED",
+        "acknowledged": "ACKNOWLEDGED",
+        "withdrawn": "WITHDRAWN",
+    }[transition]
     text = f"[{mark}] [{alert.severity}] {alert.annotations['summary']}"
+    if transition == "withdrawn":
+        text += f"\n{alert.annotations.get('withdrawn', 'withdrawn')}"
     if transition == "firing":
         text += (
             f"\n{alert.annotations['observed_vs_baseline']}\n{alert.annotations['change_point']}"
@@ -208,6 +243,7 @@ def audit_record(alert: Alert, transition: Transition) -> dict[str, Any]:
         "starts_at": alert.starts_at,
         "ends_at": alert.ends_at,
         "acknowledged_by": alert.acknowledged_by,
+        "withdrawn_reason": alert.withdrawn_reason,
     }
 
 

@@ -22,6 +22,7 @@ from uuid import UUID, uuid5
 from spinewatch.contracts.drift import (
     DriftInControl,
     DriftSentinel,
+    DriftSentinelWithdrawn,
     DriftSignalled,
     DriftSilence,
     StratumBaseline,
@@ -33,6 +34,7 @@ from spinewatch.domain.drift.site_charts import (
     AnyChart,
     CaseKey,
     SentinelCase,
+    SentinelWithdrawal,
     SignalAt,
     SiteCharts,
     Track,
@@ -42,7 +44,9 @@ from spinewatch.domain.outcomes.baseline_match import BaselineMatch
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
-DriftMessage = DriftSignalled | DriftInControl | DriftSentinel | DriftSilence
+DriftMessage = (
+    DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +227,48 @@ def clinical_date(key: CaseKey) -> date:
     return (_EPOCH + timedelta(microseconds=key[0])).date()
 
 
-def sentinel_message(case: SentinelCase) -> DriftSentinel:
-    """The drift-topic message for one sentinel event (same id however often found)."""
+def sentinel_id(site_id: str, category: str, procedure_id: bytes, generation: int) -> UUID:
+    """Generation 0 keeps the id sentinels had before withdrawals existed."""
+    key = f"{site_id}|{category}|{procedure_id.hex()}"
+    return uuid5(_NAMESPACE, key if generation == 0 else f"{key}|{generation}")
+
+
+def sentinel_message(
+    case: SentinelCase | SentinelWithdrawal,
+) -> DriftSentinel | DriftSentinelWithdrawn:
+    """The drift-topic message for one sentinel event or withdrawal (same id however
+    often found)."""
+    if isinstance(case, SentinelWithdrawal):
+        return withdrawal_message(case)
     procedure, indication = case.stratum
-    key = f"{case.site_id}|{case.category}|{case.procedure_id.hex()}"
     return DriftSentinel(
         event_type="drift.sentinel",
         schema_version=1,
-        sentinel_id=uuid5(_NAMESPACE, key),
+        sentinel_id=sentinel_id(case.site_id, case.category, case.procedure_id, case.generation),
         site_id=case.site_id,
         metric=f"{case.category}_rate",
         procedure_type=ProcedureType(procedure),
         indication=Indication(indication),
         occurred_on=clinical_date((case.occurred_at_us, case.procedure_id)),
+    )
+
+
+def withdrawal_message(withdrawal: SentinelWithdrawal) -> DriftSentinelWithdrawn:
+    withdrawn = sentinel_id(
+        withdrawal.site_id, withdrawal.category, withdrawal.procedure_id, withdrawal.generation
+    )
+    # A retraction is for good: one withdrawal per sentinel. A void or a move
+    # can be undone (the sentinel then pages again), and redone: its id says
+    # how many procedure versions were retracted by then.
+    detail: str = withdrawal.reason
+    if withdrawal.reason != "retracted":
+        detail += f"|{withdrawal.voided_versions}"
+    return DriftSentinelWithdrawn(
+        event_type="drift.sentinel_withdrawn",
+        schema_version=1,
+        withdrawal_id=uuid5(withdrawn, f"withdrawn|{detail}"),
+        sentinel_id=withdrawn,
+        site_id=withdrawal.site_id,
+        metric=f"{withdrawal.category}_rate",
+        reason=withdrawal.reason,
     )

@@ -37,8 +37,15 @@ from spinewatch.domain.drift.chart_fold import (
     fold,
 )
 from spinewatch.domain.drift.design import MonitoredChart, Outcome, Stratum
+from spinewatch.domain.drift.sentinels import (
+    SENTINEL_CATEGORIES,
+    SentinelCase,
+    SentinelWatch,
+    SentinelWithdrawal,
+)
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
-from spinewatch.domain.outcomes.contribution import VAS_SCALE, Contribution, Tally, patients_with
+from spinewatch.domain.outcomes.contribution import VAS_SCALE, Contribution, Tally
+from spinewatch.domain.outcomes.records import ProcedureRecord
 
 # Re-exported: the fold's value types are part of this module's surface.
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "Outcomes",
     "PartitionCharts",
     "SentinelCase",
+    "SentinelWithdrawal",
     "SignalAt",
     "SiteCharts",
     "Track",
@@ -225,32 +233,15 @@ def _differing(old: Outcomes, new: Outcomes) -> Iterator[int]:
     return (j for j, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
 
 
-# Procedure-related complications the seeds' series report none of: every
-# case is paged (domain/alerts/policy.SENTINEL_METRICS names their rates).
-SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
-_SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
-_SENTINEL_NAMES = tuple(name for _, name in _SENTINEL_TALLIES)
-
-
-@dataclass(frozen=True, slots=True)
-class SentinelCase:
-    site_id: str
-    category: str
-    procedure_id: bytes  # hashed into the message id, never sent
-    occurred_at_us: int
-    stratum: Stratum
-
-
 @dataclass(slots=True)
 class PartitionCharts:
     """The charts of every site in one partition (a site lives in one partition)."""
 
     charts: tuple[AnyChart, ...]
     sites: dict[str, SiteCharts] = field(default_factory=dict)
-    # Sentinel events found since the last `take_sentinels`, and per procedure
-    # the categories already found (a redelivery finds nothing new).
-    sentinels: list[SentinelCase] = field(default_factory=list)
-    _sentinel_seen: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    # Sentinel events found and withdrawn since the last `take_sentinels`
+    # (a redelivery finds nothing new; see `domain/drift/sentinels.py`).
+    sentinels: SentinelWatch = field(default_factory=SentinelWatch)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
     _outcomes: Callable[[Tally], Outcomes] = field(init=False)
 
@@ -258,17 +249,27 @@ class PartitionCharts:
         self._outcomes = outcome_reader(self.charts)
 
     def track(
-        self, contributions: Mapping[bytes, Contribution], procedure_ids: Iterable[bytes]
+        self,
+        contributions: Mapping[bytes, Contribution],
+        procedure_ids: Iterable[bytes],
+        records: Mapping[bytes, ProcedureRecord] | None = None,
     ) -> None:
-        """Bring the cases of these procedures up to date with their contributions."""
+        """Bring the cases of these procedures up to date with their contributions.
+
+        With `records`, a sentinel's generation (retracted reports) is read
+        from its record; without, every sentinel is generation 0.
+        """
         case_of, sites, outcomes = self._case_of, self.sites, self._outcomes
+        follow = self.sentinels.follow
         for procedure_id in procedure_ids:
             contribution = contributions.get(procedure_id)
             previous = case_of.get(procedure_id)
+            record = None if records is None else records.get(procedure_id)
             if contribution is None:  # voided, or its procedure not known yet
                 if previous is not None:
                     del case_of[procedure_id]
                     sites[previous[0]].remove(previous[1])
+                follow(procedure_id, None, record)
                 continue
             cohort = contribution.key[0]
             site, key = placed = (cohort.site_id, (contribution.occurred_at_us, procedure_id))
@@ -281,32 +282,14 @@ class PartitionCharts:
             if charts is None:
                 charts = sites[site] = SiteCharts(self.charts)
             charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally)))
-            self._find_sentinels(procedure_id, contribution, cohort.stratum)
+            follow(procedure_id, contribution, record)
 
-    def _find_sentinels(
-        self, procedure_id: bytes, contribution: Contribution, stratum: Stratum
-    ) -> None:
-        tally = contribution.tally
-        if not any(map(tally.get, _SENTINEL_NAMES)):
-            return  # nearly every procedure: no sentinel complication
-        found = frozenset(c for c, name in _SENTINEL_TALLIES if tally.get(name))
-        seen = self._sentinel_seen.get(procedure_id, frozenset())
-        for category in sorted(found - seen):
-            self.sentinels.append(
-                SentinelCase(
-                    contribution.cohort.site_id,
-                    category,
-                    procedure_id,
-                    contribution.occurred_at_us,
-                    stratum,
-                )
-            )
-        if found:
-            self._sentinel_seen[procedure_id] = seen | found
+    def recall_withdrawals(self, records: Mapping[bytes, ProcedureRecord]) -> None:
+        """After a rebuild: the withdrawals the records imply, announced again."""
+        self.sentinels.recall(records)
 
-    def take_sentinels(self) -> list[SentinelCase]:
-        taken, self.sentinels = self.sentinels, []
-        return taken
+    def take_sentinels(self) -> list[SentinelCase | SentinelWithdrawal]:
+        return self.sentinels.take()
 
     def refresh(self) -> list[str]:
         """Refold every site with changes; the sites whose charts moved."""
