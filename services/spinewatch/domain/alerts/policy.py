@@ -27,6 +27,7 @@ SENTINEL_METRICS: tuple[str, ...] = (
 SEVERITY_BY_METRIC: dict[str, Severity] = {
     **dict.fromkeys(SENTINEL_METRICS, "critical"),
     "cement_leakage_rate_per_level": "warning",
+    "cement_leakage_rate_per_patient": "warning",
     "symptomatic_cement_leakage_rate": "warning",
     "complication_rate": "warning",
     "radiculopathy_rate": "warning",

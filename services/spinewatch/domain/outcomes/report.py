@@ -25,10 +25,11 @@ from spinewatch.domain.outcomes.baseline_match import (
     BaselineMatch,
     PracticeRule,
     baseline_for,
+    cite,
     expected_zero_match,
     literature_groups,
-    metric_baseline,
 )
+from spinewatch.domain.outcomes.comparator_policy import resolve
 from spinewatch.domain.outcomes.contribution import Tally
 from spinewatch.domain.outcomes.report_metrics import (
     INTRA_PROCEDURE,
@@ -55,6 +56,7 @@ __all__ = [
     "RowKind",
     "Unit",
     "baseline_for",
+    "cite",
     "cohort_report",
     "literature_groups",
     "sum_tallies",
@@ -81,19 +83,23 @@ class ReportRow:
     baseline: BaselineMatch | None
     expected_zero: bool
     definition_id: str | None = None
+    # A published range or bound for the cohort (or its broader group): never
+    # a comparator, only what `range_position` flags against.
+    published_range: BaselineMatch | None = None
+    # The comparator policy's words: what was chosen and why, or why nothing.
+    comparator_note: str | None = None
 
     def range_position(self) -> RangePosition | None:
         """Where the rate stands against a published range (e.g. complications 1-10%).
 
         "above" or "below" only when the whole 95% interval lies outside the
-        range: the chart tests against the upper bound, and this flag says
-        separately that the cohort is outside what was published at all.
-        None when the baseline is not a range or there is no rate.
+        range; charts and p-values use the point estimate only, and this flag
+        says separately that the cohort is outside what was published at all.
+        None when there is no published range or no rate.
         """
-        baseline = self.baseline
+        baseline = self.published_range
         if (
             baseline is None
-            or baseline.value is not None
             or baseline.low is None
             or baseline.high is None
             or self.low is None
@@ -152,10 +158,14 @@ def _rate_row(
         raise ValueError(f"{metric.name}: {numerator} of {denominator} is not a proportion")
     rate = wilson_rate(numerator, denominator)
     baseline: BaselineMatch | None = None
+    published_range: BaselineMatch | None = None
+    note: str | None = None
     if metric.expected_zero:
         baseline = expected_zero_match(metric, procedure, indication)
-    else:
-        baseline = metric_baseline(catalog, metric, procedure, indication)
+    elif metric.catalog_metric is not None:
+        resolution = resolve(catalog, metric, procedure, indication)
+        baseline, published_range = resolution.match, resolution.published_range
+        note = resolution.reason if resolution.status != "charted" else resolution.basis
     return ReportRow(
         metric=metric.name,
         timepoint=metric.timepoint,
@@ -170,6 +180,8 @@ def _rate_row(
         baseline=baseline,
         expected_zero=metric.expected_zero,
         definition_id=metric.definition_id,
+        published_range=published_range,
+        comparator_note=note,
     )
 
 
