@@ -304,7 +304,7 @@ def test_a_chart_is_back_in_control_after_the_stated_number_of_quiet_cases() -> 
 
 def test_design_takes_the_largest_stratum_limit_and_skips_zero_baselines() -> None:
     catalog = load_catalog()
-    (chart,) = design_charts(catalog, ("cement_leakage_rate_per_level",), (2.0,), 5_000)
+    (chart,) = design_charts(catalog, ("radiculopathy_rate",), (2.0,), 5_000)
     limits = [design_for(r.p0, 2.0, 5_000).limit for r in chart.strata.values()]
     assert chart.design.limit == max(limits) > min(limits)
     assert chart.design.arl0 >= 5_000
