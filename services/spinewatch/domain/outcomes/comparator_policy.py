@@ -52,6 +52,10 @@ from spinewatch.domain.outcomes.report_metrics import RATE_METRICS, RateMetric
 
 Status = Literal["charted", "sentinel", "zero", "none"]
 
+# Statistic kinds that may be a comparator, and those only flagged against.
+POINT_ENTRY_KINDS = frozenset({"proportion", "share"})
+RANGE_ENTRY_KINDS = frozenset({"range", "bound"})
+
 _GROUP_NAMES = {
     "metastasis_or_myeloma": "cancer series (metastases and myeloma pooled)",
     "mixed": "mixed series",
