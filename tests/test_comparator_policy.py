@@ -47,8 +47,7 @@ def test_no_chart_p0_comes_from_a_range_or_bound_and_each_is_the_policy_table_s(
 ) -> None:
     by_id = {entry.id: entry for entry in catalog.baselines}
     table = {
-        (r.metric.name, r.procedure.value, r.indication.value): r
-        for r in policy_table(catalog)
+        (r.metric.name, r.procedure.value, r.indication.value): r for r in policy_table(catalog)
     }
     names = _chartable_metrics(catalog)
     # Every default drift metric is among them (the worker refuses one with nothing to chart).

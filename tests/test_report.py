@@ -217,7 +217,12 @@ LEAK_PATIENT = ("cement_leakage_rate_per_patient", "intra_procedure")
         ((PVP, MYELOMA), ("radiculopathy_rate", None), "s003.table1.cortet.radiculopathy", False),
         ((PVP, MYELOMA), LEAK_PATIENT, "s003.leakage.vp_vs_kp.vp", False),
         # The policy table picks Gangi's 187 patients over Cohen's 148 (both mixed).
-        ((PVP, OSTEOPOROTIC), ("radiculopathy_rate", None), "s003.table1.gangi.radiculopathy", False),
+        (
+            (PVP, OSTEOPOROTIC),
+            ("radiculopathy_rate", None),
+            "s003.table1.gangi.radiculopathy",
+            False,
+        ),
         ((PVP, METASTASIS), LEAK_PATIENT, "s003.leakage.vp_vs_kp.vp", False),
         (
             (PVP, METASTASIS),

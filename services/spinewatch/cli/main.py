@@ -39,10 +39,10 @@ from pathlib import Path
 from spinewatch.baselines import load_catalog, verify_catalog
 from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
-from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
 from spinewatch.cli.replay import add_parser as add_replay_parser
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
 from spinewatch.errors import ChartDesignError
 
 

@@ -40,7 +40,12 @@ from spinewatch.domain.drift.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.drift.cusum import ChartState, new_chart, observe_weighted
 from spinewatch.domain.outcomes.baseline_match import BaselineMatch
 from spinewatch.domain.outcomes.comparator_policy import resolve
-from spinewatch.domain.outcomes.report_metrics import RATE_METRICS, RateMetric, Unit
+from spinewatch.domain.outcomes.report_metrics import (
+    RATE_METRICS,
+    RateMetric,
+    Unit,
+    like_with_like,
+)
 from spinewatch.errors import ChartDesignError
 
 Stratum = tuple[str, str]  # (procedure type, indication) values
@@ -60,6 +65,10 @@ class StratumRisk:
     baseline: BaselineMatch
     # The policy's words for this stratum: exact, or which broader group.
     comparator_basis: str = "exact"
+    # (numerator, denominator) tallies when the comparator's series counted
+    # leakage on one modality: only levels assessed on it are charted (like
+    # with like). None: the metric's own tallies.
+    tallies: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +157,10 @@ def chartable_strata(catalog: BaselineCatalog, metric: RateMetric) -> dict[Strat
             if resolution.status != "charted" or match is None:
                 continue  # no point estimate, or a zero: reported, not charted
             p0, basis = chart_probability(match)
+            like = like_with_like(metric, match.detection)
+            tallies = (like.numerator_tally, like.denominator_tally) if like else None
             strata[(procedure.value, indication.value)] = StratumRisk(
-                p0, basis, match, resolution.basis
+                p0, basis, match, resolution.basis, tallies
             )
     return strata
 

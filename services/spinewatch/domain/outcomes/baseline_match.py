@@ -213,7 +213,9 @@ def entry_label(catalog: BaselineCatalog, entry: BaselineEntry) -> str:
     return f"{entry.study}, in {document}" if entry.study else document
 
 
-def match_of(catalog: BaselineCatalog, entry: BaselineEntry, *, exact_cohort: bool) -> BaselineMatch:
+def match_of(
+    catalog: BaselineCatalog, entry: BaselineEntry, *, exact_cohort: bool
+) -> BaselineMatch:
     """The comparison form of a catalog entry."""
     stat = entry.statistic
     value: float | None

@@ -234,7 +234,9 @@ def _resolve(
     if value <= 0.0:
         if metric.name in SENTINEL_METRICS:
             return resolution(
-                "sentinel", match, f"published 0 ({match.described}): every case is a sentinel, paged"
+                "sentinel",
+                match,
+                f"published 0 ({match.described}): every case is a sentinel, paged",
             )
         return resolution("zero", match, f"published 0 ({match.described}): not chartable")
     if value >= 1.0:

@@ -94,7 +94,9 @@ def render_policy(catalog: BaselineCatalog, policy: ComparatorPolicy | None = No
         "| " + " | ".join(_COLUMNS) + " |",
         "|" + "|".join(" --- " for _ in _COLUMNS) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(c) for c in _row(r)) + " |" for r in policy_table(catalog, policy)]
+    lines += [
+        "| " + " | ".join(_cell(c) for c in _row(r)) + " |" for r in policy_table(catalog, policy)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -131,9 +133,7 @@ def _cell(text: str) -> str:
 # --- checks of the hand-made choices ---------------------------------------------
 
 
-def policy_problems(
-    catalog: BaselineCatalog, policy: ComparatorPolicy | None = None
-) -> list[str]:
+def policy_problems(catalog: BaselineCatalog, policy: ComparatorPolicy | None = None) -> list[str]:
     """Every choice naming an entry that is missing, of the wrong kind, or another cohort's."""
     policy = policy or load_policy()
     metrics = {m.name: m for m in RATE_METRICS if m.catalog_metric and not m.expected_zero}
@@ -149,7 +149,10 @@ def policy_problems(
         except ValueError:
             problems.append(f"{where}: unknown procedure or indication")
             continue
-        problems += [f"{where}: {p}" for p in _choice_problems(catalog, choice, metric, procedure, indication)]
+        problems += [
+            f"{where}: {p}"
+            for p in _choice_problems(catalog, choice, metric, procedure, indication)
+        ]
     return problems
 
 

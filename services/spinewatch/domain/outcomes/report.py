@@ -33,12 +33,14 @@ from spinewatch.domain.outcomes.comparator_policy import resolve
 from spinewatch.domain.outcomes.contribution import Tally
 from spinewatch.domain.outcomes.report_metrics import (
     INTRA_PROCEDURE,
+    NOT_LIKE_WITH_LIKE,
     RATE_METRICS,
     RESPONDER_DEFINITION_ID,
     VAS_SERIES,
     MeanMetric,
     RateMetric,
     Unit,
+    like_with_like,
 )
 
 # Re-exported on purpose: callers import every report name from this module.
@@ -63,6 +65,9 @@ __all__ = [
 ]
 
 RowKind = Literal["rate", "mean"]
+
+# Leakage rows: their comparator's detection method decides what is counted.
+LEAKAGE_METRICS = "cement_leakage_rate"
 
 
 RangePosition = Literal["above", "within", "below"]
@@ -151,21 +156,24 @@ def _rate_row(
     indication: Indication,
     catalog: BaselineCatalog,
 ) -> ReportRow:
-    numerator = tally.get(metric.numerator_tally, 0)
-    denominator = tally.get(metric.denominator_tally, 0)
-    if not 0 <= numerator <= denominator:
-        # Contributions make this impossible; a report must not paper over it.
-        raise ValueError(f"{metric.name}: {numerator} of {denominator} is not a proportion")
-    rate = wilson_rate(numerator, denominator)
     baseline: BaselineMatch | None = None
     published_range: BaselineMatch | None = None
     note: str | None = None
+    counted = metric
     if metric.expected_zero:
         baseline = expected_zero_match(metric, procedure, indication)
     elif metric.catalog_metric is not None:
         resolution = resolve(catalog, metric, procedure, indication)
         baseline, published_range = resolution.match, resolution.published_range
         note = resolution.reason if resolution.status != "charted" else resolution.basis
+        if baseline is not None and metric.name.startswith(LEAKAGE_METRICS):
+            counted, note = _like_with_like(metric, baseline, note)
+    numerator = tally.get(counted.numerator_tally, 0)
+    denominator = tally.get(counted.denominator_tally, 0)
+    if not 0 <= numerator <= denominator:
+        # Contributions make this impossible; a report must not paper over it.
+        raise ValueError(f"{metric.name}: {numerator} of {denominator} is not a proportion")
+    rate = wilson_rate(numerator, denominator)
     return ReportRow(
         metric=metric.name,
         timepoint=metric.timepoint,
@@ -183,6 +191,21 @@ def _rate_row(
         published_range=published_range,
         comparator_note=note,
     )
+
+
+def _like_with_like(
+    metric: RateMetric, baseline: BaselineMatch, note: str
+) -> tuple[RateMetric, str]:
+    """Count only levels imaged as the comparator's series was, or say it cannot be checked."""
+    like = like_with_like(metric, baseline.detection)
+    if baseline.detection in (None, "not_stated"):
+        return metric, f"{note}; {NOT_LIKE_WITH_LIKE}"
+    if like is None:
+        return metric, (
+            f"{note}; the comparator counted leakage on {baseline.detection}, "
+            "and this rate cannot be restricted to it"
+        )
+    return like, f"{note}; like with like: only levels assessed on {baseline.detection} counted"
 
 
 def _mean_row(
