@@ -114,7 +114,7 @@ class DriftInControl(Contract):
 
 
 class DriftSentinel(Contract):
-    """A sentinel event: a complication the seeds' series report none of, paged on every case.
+    """A sentinel event: a catastrophic complication, paged on every case.
 
     One per (procedure, category), with a deterministic id; it names the
     cohort and the clinical date, never the patient or the procedure.

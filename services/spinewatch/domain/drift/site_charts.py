@@ -237,7 +237,7 @@ def _differing(old: Outcomes, new: Outcomes) -> Iterator[int]:
     return (j for j, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
 
 
-# Procedure-related complications the seeds' series report none of: every
+# Catastrophic procedure-related complications: every
 # case is paged (domain/alerts/policy.SENTINEL_METRICS names their rates).
 SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
 _SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
