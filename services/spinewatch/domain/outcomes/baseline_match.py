@@ -176,7 +176,7 @@ def literature_groups(procedure: ProcedureType, indication: Indication) -> list[
     return [(p, i) for p in procedures for i in indications]
 
 
-def _timepoint_fits(metric_timepoint: str | None, entry: BaselineEntry) -> bool:
+def timepoint_fits(metric_timepoint: str | None, entry: BaselineEntry) -> bool:
     entry_timepoint = entry.timepoint.value if entry.timepoint else None
     if metric_timepoint is None:
         # Over the whole follow-up: a figure with no timepoint, or the series'.
@@ -200,7 +200,7 @@ def baseline_for(
     """The published figure to compare with, or None when the literature has none."""
     for group in literature_groups(procedure, indication):
         for entry in comparators(catalog, catalog_metric, *group):
-            if entry.unit.value == unit and _timepoint_fits(timepoint, entry):
+            if entry.unit.value == unit and timepoint_fits(timepoint, entry):
                 exact = group == (procedure.value, indication.value)
                 return match_of(catalog, entry, exact_cohort=exact)
     return None

@@ -43,17 +43,18 @@ from spinewatch.baselines.policy import ComparatorChoice, ComparatorPolicy, load
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.alerts.policy import SENTINEL_METRICS
 from spinewatch.domain.outcomes.baseline_match import (
+    POINT_KINDS,
     BaselineMatch,
-    _timepoint_fits,
     literature_groups,
     match_of,
+    timepoint_fits,
 )
 from spinewatch.domain.outcomes.report_metrics import RATE_METRICS, RateMetric
 
 Status = Literal["charted", "sentinel", "zero", "none"]
 
 # Statistic kinds that may be a comparator, and those only flagged against.
-POINT_ENTRY_KINDS = frozenset({"proportion", "share"})
+POINT_ENTRY_KINDS = POINT_KINDS
 RANGE_ENTRY_KINDS = frozenset({"range", "bound"})
 
 _GROUP_NAMES = {
@@ -87,10 +88,9 @@ class Resolution:
             return f"none: {self.reason}"
         if self.match.exact_cohort:
             return "exact"
-        group = f"{self.match.literature_procedure}/{self.match.literature_indication}"
-        return f"approximate: {_GROUP_NAMES.get(self.match.literature_indication, group)}" + (
-            f" ({group})"
-        )
+        procedure, indication = self.match.literature_procedure, self.match.literature_indication
+        pooled = procedure if procedure == "vertebral_augmentation" else indication
+        return f"approximate: {_GROUP_NAMES.get(pooled, pooled)} ({procedure}/{indication})"
 
 
 def resolve(
@@ -164,7 +164,7 @@ def _fitting(
             and entry.metric == metric.catalog_metric
             and group in rank
             and entry.unit.value == metric.unit
-            and _timepoint_fits(metric.timepoint, entry)
+            and timepoint_fits(metric.timepoint, entry)
         ):
             found.append((rank[group], entry))
     return found

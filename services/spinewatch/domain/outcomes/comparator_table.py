@@ -18,9 +18,9 @@ from spinewatch.baselines.policy import ComparatorChoice, ComparatorPolicy, load
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.outcomes.baseline_match import (
     BaselineMatch,
-    _timepoint_fits,
     cite,
     literature_groups,
+    timepoint_fits,
 )
 from spinewatch.domain.outcomes.comparator_policy import (
     POINT_ENTRY_KINDS,
@@ -188,7 +188,7 @@ def _entry_problems(
         yield f"{entry.id} is not {role} ({entry.statistic.kind})"
     if entry.metric != metric.catalog_metric:
         yield f"{entry.id} measures {entry.metric}, not {metric.catalog_metric}"
-    if entry.unit.value != metric.unit or not _timepoint_fits(metric.timepoint, entry):
+    if entry.unit.value != metric.unit or not timepoint_fits(metric.timepoint, entry):
         yield f"{entry.id} counts per {entry.unit.value} at {entry.timepoint}: another unit or time"
     if (str(entry.procedure), str(entry.indication)) not in groups:
         yield f"{entry.id} is for {entry.procedure}/{entry.indication}, outside the cohort's groups"
