@@ -268,6 +268,11 @@ def test_messages_carry_the_signal_with_citations_and_stable_ids_but_no_identifi
     assert message.change_point_on <= message.signalled_on
     (baseline,) = message.baselines
     assert (baseline.baseline_id, baseline.seed[:3]) == ("s000.leakage.per_level", "000")
+    # Cited as series, year and seed with the quoted words, not only by id.
+    assert baseline.citation is not None
+    assert baseline.citation.startswith("PVP for vertebral hemangioma, 26-patient series, ")
+    assert "Pain Physician 2012 (seed 000)" in baseline.citation
+    assert baseline.quote in baseline.citation
     assert baseline.cases == message.cases_since_change
     text = message.model_dump_json()
     assert DriftSignalled.model_validate_json(text) == message
