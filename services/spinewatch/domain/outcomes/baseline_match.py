@@ -256,3 +256,19 @@ def _n_of(stat: object) -> int | None:
     if isinstance(stat, Share | MeanSd | Mean):
         return stat.n
     return None
+
+
+def metric_baseline(
+    catalog: BaselineCatalog, metric: RateMetric, procedure: ProcedureType, indication: Indication
+) -> BaselineMatch | None:
+    """The comparator policy's point estimate for a rate metric and cohort (or None).
+
+    Kept here for callers of the former lookup; the rules are in
+    `comparator_policy` (point estimates only, the policy table's choices).
+    """
+    # Imported here: comparator_policy builds on this module.
+    from spinewatch.domain.outcomes.comparator_policy import (  # noqa: PLC0415
+        metric_baseline as policy_baseline,
+    )
+
+    return policy_baseline(catalog, metric, procedure, indication)
