@@ -9,6 +9,7 @@ import pytest
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog, Proportion, Share
 from spinewatch.baselines.policy import ComparatorChoice, ComparatorPolicy, load_policy
+from spinewatch.cli.main import main
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.drift.design import chart_probability, design_charts, monitorable_metrics
 from spinewatch.domain.outcomes.baseline_match import cite
@@ -239,3 +240,8 @@ def test_a_zero_point_estimate_is_reported_not_charted(catalog: BaselineCatalog)
     (chart,) = design_charts(catalog, ("cement_leakage_rate_per_patient",), (2.0,), 200)
     assert ("pkp", "metastasis") not in chart.strata
     assert resolution.p0 is None
+
+
+def test_the_cli_prints_the_committed_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["baselines", "--policy"]) == 0
+    assert capsys.readouterr().out == (ROOT / POLICY_DOCUMENT).read_text(encoding="utf-8")
