@@ -189,6 +189,12 @@ def test_citations_name_author_or_series_year_and_seed(catalog: BaselineCatalog)
         "Weill 1996 (ref. 12), in Barbanti Bròdano et al., review (seed 003), "
         'Table I, Weill (1996) row: "2 pts (5%) death"'
     )
+    (row,) = [
+        r
+        for r in cohort_report({}, PVP, Indication.METASTASIS, catalog)
+        if r.metric == "death_rate"
+    ]
+    assert row.citation == cite(match)
     leak = monitorable_metrics()["cement_leakage_rate_per_level"]
     own = resolve(catalog, leak, PVP, Indication.HEMANGIOMA).match
     assert own is not None

@@ -94,6 +94,11 @@ class ReportRow:
     # The comparator policy's words: what was chosen and why, or why nothing.
     comparator_note: str | None = None
 
+    @property
+    def citation(self) -> str | None:
+        """The comparator as a reader cites it: author or series, year, seed, quote."""
+        return cite(self.baseline) if self.baseline is not None else None
+
     def range_position(self) -> RangePosition | None:
         """Where the rate stands against a published range (e.g. complications 1-10%).
 
