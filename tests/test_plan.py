@@ -43,17 +43,36 @@ def test_plan_json_for_seed_000_leakage(capsys: pytest.CaptureFixture[str]) -> N
     assert arl1 == pytest.approx(plan["arl1"])
 
 
-def test_a_published_range_is_charted_against_its_upper_bound(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_published_range_is_never_charted(capsys: pytest.CaptureFixture[str]) -> None:
+    # Seed 003 (Pilitis) gives complications in osteoporotic collapse only as
+    # 1-3%: no point estimate, so no chart, and the refusal says why.
+    code = main(
+        [
+            "plan", "--metric", "complication_rate", "--procedure", "pvp",
+            "--indication", "osteoporotic", "--volume", "20/month", "--arl0-cases", "1000",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no chartable comparator" in err
+    assert "1-3%" in err or "1%-3%" in err
+
+
+def test_plan_cites_author_year_and_seed(capsys: pytest.CaptureFixture[str]) -> None:
     plan = _plan(
         capsys,
-        "--metric", "complication_rate", "--procedure", "pvp", "--indication", "osteoporotic",
-        "--volume", "20/month", "--arl0-cases", "1000",
+        "--metric", "symptomatic_cement_leakage_rate", "--procedure", "pvp",
+        "--indication", "metastasis", "--volume", "20/month", "--arl0-cases", "1000",
     )  # fmt: skip
-    assert plan["p0_basis"] == "upper bound of the published range"
-    assert plan["p0"] == pytest.approx(0.03)  # seed 003: Pilitis, 1-3% in osteoporotic collapse
-    assert 1000 <= plan["arl0"] < 1050  # type: ignore[operator]
+    assert plan["p0_basis"] == "published value"
+    assert plan["p0"] == pytest.approx(3 / 37)  # Weill 1996: 3 of 37 patients
+    citation = plan["citation"]
+    assert isinstance(citation, dict)
+    assert citation["baseline_id"] == "s003.table1.weill.symptomatic_leakage"
+    assert citation["cite"].startswith(
+        "Weill 1996 (ref. 12), in Barbanti Bròdano et al., review (seed 003)"
+    )
+    assert "caused by cement leakage" in citation["cite"]
 
 
 def test_a_zero_baseline_is_a_sentinel_not_a_chart(capsys: pytest.CaptureFixture[str]) -> None:

@@ -216,10 +216,20 @@ LEAK_PATIENT = ("cement_leakage_rate_per_patient", "intra_procedure")
         ((PVP, MYELOMA), ("reoperation_rate", None), "s003.table1.cortet.reoperation", False),
         ((PVP, MYELOMA), ("radiculopathy_rate", None), "s003.table1.cortet.radiculopathy", False),
         ((PVP, MYELOMA), LEAK_PATIENT, "s003.leakage.vp_vs_kp.vp", False),
-        ((PVP, OSTEOPOROTIC), ("complication_rate", None), "s003.pilitis.osteoporotic", True),
-        ((PVP, OSTEOPOROTIC), ("radiculopathy_rate", None), "s001.cohen.nerve_root_pain", False),
-        ((PVP, OSTEOPOROTIC), LEAK_LEVEL, "s001.leakage.pvp_up_to_65", False),
-        ((PKP, OSTEOPOROTIC), LEAK_LEVEL, "s001.leakage.pkp_below_10", False),
+        # The policy table picks Gangi's 187 patients over Cohen's 148 (both mixed).
+        (
+            (PVP, OSTEOPOROTIC),
+            ("radiculopathy_rate", None),
+            "s003.table1.gangi.radiculopathy",
+            False,
+        ),
+        ((PVP, METASTASIS), LEAK_PATIENT, "s003.leakage.vp_vs_kp.vp", False),
+        (
+            (PVP, METASTASIS),
+            ("symptomatic_cement_leakage_rate", "intra_procedure"),
+            "s003.table1.weill.symptomatic_leakage",
+            True,
+        ),
         ((PKP, METASTASIS), LEAK_PATIENT, "s003.leakage.vp_vs_kp.kp", False),
     ],
 )
@@ -252,14 +262,27 @@ def test_baseline_values_are_read_from_each_kind_of_statistic(catalog: BaselineC
     assert (vas.value, vas.sd) == (7.4, 1.6)
     share = _baseline(_row(rows, "complication_rate"))
     assert (share.value, share.low, share.high) == (0.025, None, None)
-    # "up to 65%" (seed 001) spans 0..65%.
-    bound = _baseline(
-        _row(cohort_report({}, PVP, OSTEOPOROTIC, catalog), "cement_leakage_rate_per_level")
+    # "up to 65%" (seed 001) spans 0..65%, and is no point value: it is the
+    # published range of the row, never its baseline.
+    osteoporotic = cohort_report({}, PVP, OSTEOPOROTIC, catalog)
+    leak = _row(osteoporotic, "cement_leakage_rate_per_level")
+    assert leak.baseline is None
+    bound = leak.published_range
+    assert bound is not None
+    assert (bound.entry_id, bound.value, bound.low, bound.high) == (
+        "s001.leakage.pvp_up_to_65",
+        None,
+        0.0,
+        0.65,
     )
-    assert (bound.value, bound.low, bound.high) == (0.65, 0.0, 0.65)
+    assert leak.comparator_note is not None
+    assert "never charted as a point" in leak.comparator_note
     # A published range (seed 003: 1-3% in osteoporosis) has only its ends.
-    osteo = _baseline(_row(cohort_report({}, PVP, OSTEOPOROTIC, catalog), "complication_rate"))
-    assert (osteo.value, osteo.low, osteo.high) == (None, 0.01, 0.03)
+    osteo = _row(osteoporotic, "complication_rate")
+    assert osteo.baseline is None
+    assert osteo.published_range is not None
+    assert (osteo.published_range.value, osteo.published_range.low) == (None, 0.01)
+    assert osteo.published_range.high == 0.03
 
 
 def test_unit_mismatch_never_pairs_a_row_with_a_figure(catalog: BaselineCatalog) -> None:
@@ -313,15 +336,17 @@ def test_timepoint_must_match(catalog: BaselineCatalog) -> None:
 
 
 def test_no_figure_outside_the_procedure_or_its_pooled_groups(catalog: BaselineCatalog) -> None:
-    # PKP in hemangioma has no leakage figure, and PVP's "up to 65%" must not
-    # be borrowed for it.
+    # PKP in hemangioma has no leakage point estimate, and PVP's "up to 65%"
+    # must not be borrowed for it: PKP's own "less than 10%" is its range.
     row = _row(cohort_report({}, PKP, HEMANGIOMA, catalog), "cement_leakage_rate_per_level")
-    assert row.baseline is not None
-    assert row.baseline.entry_id == "s001.leakage.pkp_below_10"
+    assert row.baseline is None
+    assert row.published_range is not None
+    assert row.published_range.entry_id == "s001.leakage.pkp_below_10"
     for indication in Indication:
         for row in cohort_report({}, PKP, indication, catalog):
-            if row.baseline is not None and row.baseline.entry_id is not None:
-                assert row.baseline.literature_procedure in ("pkp", "vertebral_augmentation"), row
+            for match in (row.baseline, row.published_range):
+                if match is not None and match.entry_id is not None:
+                    assert match.literature_procedure in ("pkp", "vertebral_augmentation"), row
 
 
 def test_literature_groups_widen_indication_before_procedure() -> None:
@@ -520,13 +545,16 @@ def test_a_rate_outside_a_published_range_is_flagged_by_its_whole_interval(
     tally = {"patients": patients, "patients_with_complication": with_complication}
     rows = cohort_report(tally, ProcedureType.PVP, Indication.OSTEOPOROTIC, load_catalog())
     (row,) = [r for r in rows if r.metric == "complication_rate"]
-    assert row.baseline is not None
-    assert (row.baseline.entry_id, row.baseline.low, row.baseline.high) == (
+    # The range is only flagged against: there is no point comparator.
+    assert row.baseline is None
+    assert row.published_range is not None
+    assert (row.published_range.entry_id, row.published_range.low, row.published_range.high) == (
         "s003.pilitis.osteoporotic",
         0.01,
         0.03,
     )
     assert row.range_position() == position
-    # A point baseline is not a range: no flag.
-    (leakage,) = [r for r in rows if r.metric == "cement_leakage_rate_per_level"]
-    assert leakage.range_position() is None
+    # Radiculopathy has a point comparator and no published range: no flag.
+    (radiculopathy,) = [r for r in rows if r.metric == "radiculopathy_rate"]
+    assert radiculopathy.baseline is not None
+    assert radiculopathy.range_position() is None

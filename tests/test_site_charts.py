@@ -268,6 +268,11 @@ def test_messages_carry_the_signal_with_citations_and_stable_ids_but_no_identifi
     assert message.change_point_on <= message.signalled_on
     (baseline,) = message.baselines
     assert (baseline.baseline_id, baseline.seed[:3]) == ("s000.leakage.per_level", "000")
+    # Cited as series, year and seed with the quoted words, not only by id.
+    assert baseline.citation is not None
+    assert baseline.citation.startswith("PVP for vertebral hemangioma, 26-patient series, ")
+    assert "Pain Physician 2012 (seed 000)" in baseline.citation
+    assert baseline.quote in baseline.citation
     assert baseline.cases == message.cases_since_change
     text = message.model_dump_json()
     assert DriftSignalled.model_validate_json(text) == message
@@ -304,7 +309,7 @@ def test_a_chart_is_back_in_control_after_the_stated_number_of_quiet_cases() -> 
 
 def test_design_takes_the_largest_stratum_limit_and_skips_zero_baselines() -> None:
     catalog = load_catalog()
-    (chart,) = design_charts(catalog, ("cement_leakage_rate_per_level",), (2.0,), 5_000)
+    (chart,) = design_charts(catalog, ("radiculopathy_rate",), (2.0,), 5_000)
     limits = [design_for(r.p0, 2.0, 5_000).limit for r in chart.strata.values()]
     assert chart.design.limit == max(limits) > min(limits)
     assert chart.design.arl0 >= 5_000

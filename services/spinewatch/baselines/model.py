@@ -210,6 +210,11 @@ class Citation(Entity):
     )
 
 
+# How a series counted leakage: the contract's imaging values (LeakageImaging
+# without "not_assessed"), or "not_stated" when the seed does not say.
+Detection = Literal["fluoroscopy", "radiograph", "ct", "not_stated"]
+
+
 class BaselineEntry(Entity):
     id: str = Field(pattern=r"^s\d{3}\.[a-z0-9_.]+$")
     metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -226,18 +231,53 @@ class BaselineEntry(Entity):
         default=False,
         description="The comparator used for this metric and cohort when several exist.",
     )
+    detection: Detection | None = Field(
+        default=None,
+        description="Leakage figures: the imaging the series counted leakage on, as the "
+        "seed states it ('not_stated' when it does not).",
+    )
+    detection_quote: str | None = Field(
+        default=None,
+        min_length=8,
+        description="Verbatim phrase stating the detection method (required when stated).",
+    )
+
+    @model_validator(mode="after")
+    def _detection_quoted(self) -> Self:
+        stated = self.detection not in (None, "not_stated")
+        if stated and self.detection_quote is None:
+            raise ValueError(f"{self.id}: a stated detection method needs its detection_quote")
+        if not stated and self.detection_quote is not None:
+            raise ValueError(f"{self.id}: detection_quote given but no method stated")
+        return self
 
 
 class SeedDocument(Entity):
     file: str = Field(pattern=r"^\d{3}_[0-9a-f]{16}\.txt$")
     title: str
     kind: Literal["case_series", "review", "clinical_summary"]
+    citation: str | None = Field(
+        default=None,
+        description="Short label a clinician can cite: authors or series, year and seed, "
+        "e.g. 'Barbanti Bròdano et al., review (seed 003)'.",
+    )
+
+    @property
+    def label(self) -> str:
+        """The citation label, or the kind and seed number when none is recorded."""
+        return self.citation or f"{self.kind.replace('_', ' ')} (seed {self.file[:3]})"
 
 
 class BaselineCatalog(Entity):
     catalog_version: str = Field(pattern=r"^\d{4}\.\d{2}\.\d+$")
     seeds: tuple[SeedDocument, ...]
     baselines: tuple[BaselineEntry, ...]
+
+    def seed(self, file: str) -> SeedDocument | None:
+        return next((seed for seed in self.seeds if seed.file == file), None)
+
+    def entry(self, entry_id: str) -> BaselineEntry | None:
+        return next((entry for entry in self.baselines if entry.id == entry_id), None)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -93,6 +93,12 @@ def verify_catalog(catalog: BaselineCatalog, seeds_dir: Path) -> list[Provenance
 def _verify_entry(entry: BaselineEntry, library: SeedLibrary) -> Iterable[ProvenanceProblem]:
     source = entry.source
     quotes = [source.quote] + ([source.denominator_quote] if source.denominator_quote else [])
+    if entry.detection_quote is not None and not library.contains(
+        source.seed, entry.detection_quote
+    ):
+        yield ProvenanceProblem(
+            entry.id, f"detection quote not found in {source.seed}: {entry.detection_quote!r}"
+        )
     for quote in quotes:
         if not library.contains(source.seed, quote):
             yield ProvenanceProblem(entry.id, f"quote not found in {source.seed}: {quote!r}")

@@ -3,7 +3,10 @@
     spinewatch schemas --out DIR        write one JSON Schema per event type, and
                                         one of the baseline catalog
     spinewatch baselines [--json]       print the literature baseline catalog
-    spinewatch baselines --verify       prove every figure against the seeds
+    spinewatch baselines --verify       prove every figure against the seeds, and
+                                        check the comparator policy's choices
+    spinewatch baselines --policy       the resolved comparator policy (markdown:
+                                        schemas/baselines/COMPARATORS.md)
     spinewatch validate FILE|-          check events as the worker would: one
                                         event, a JSON array, or JSON Lines
     spinewatch worker [--check] [--embedded-broker]
@@ -39,6 +42,7 @@ from spinewatch.baselines.seeds import default_seeds_dir
 from spinewatch.cli.replay import add_parser as add_replay_parser
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
 from spinewatch.errors import ChartDesignError
 
 
@@ -65,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     baselines.add_argument("--json", action="store_true", help="the whole catalog as JSON")
     baselines.add_argument(
         "--verify", action="store_true", help="check every quote and figure against the seeds"
+    )
+    baselines.add_argument(
+        "--policy",
+        action="store_true",
+        help="the comparator of every metric, procedure and indication, as markdown",
     )
     baselines.add_argument("--seeds", type=Path, default=None, help="seed documents directory")
     baselines.set_defaults(run=_baselines)
@@ -159,11 +168,17 @@ def _baselines(args: argparse.Namespace) -> int:
         problems = verify_catalog(catalog, seeds_dir)
         for problem in problems:
             print(problem, file=sys.stderr)
+        choices = policy_problems(catalog)
+        for choice in choices:
+            print(f"comparator policy: {choice}", file=sys.stderr)
         print(
             f"{len(catalog.baselines)} baselines, {len(problems)} provenance problems "
-            f"(seeds: {seeds_dir})"
+            f"(seeds: {seeds_dir}); {len(choices)} comparator policy problems"
         )
-        return 1 if problems else 0
+        return 1 if problems or choices else 0
+    if args.policy:
+        sys.stdout.write(render_policy(catalog))
+        return 0
     if args.json:
         print(catalog.model_dump_json(indent=2))
         return 0

@@ -7,9 +7,10 @@ whose false-alarm rate meets the target (ARL0, in cases or in months at
 that volume), and reports the expected detection delay (ARL1), in cases
 and in months.
 
-A published range (e.g. complications 1-10%) is charted against its upper
-bound: the chart then answers "worse than the worst published figure",
-and the cohort report flags a rate outside the range separately. A
+The baseline is the comparator policy's point estimate for the cohort
+(`baselines/comparators.toml`, `spinewatch baselines --policy`): a range
+(e.g. complications 1-3% in osteoporotic collapse) is never charted, and a
+cohort with no point estimate is refused with the policy's reason. A
 baseline of zero (e.g. pulmonary cement embolism: none in the seeds' series)
 cannot be charted: every such event is a sentinel, paged on occurrence.
 """
@@ -24,7 +25,8 @@ from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.drift.arl import ChartDesign, calibrate, shifted_probability
 from spinewatch.domain.drift.design import P0Basis, chart_probability, monitorable_metrics
-from spinewatch.domain.outcomes.baseline_match import BaselineMatch, metric_baseline
+from spinewatch.domain.outcomes.baseline_match import BaselineMatch, cite
+from spinewatch.domain.outcomes.comparator_policy import resolve
 from spinewatch.domain.outcomes.report_metrics import RateMetric
 from spinewatch.errors import ChartDesignError
 
@@ -74,6 +76,7 @@ class ChartPlan:
                 "locator": source.locator,
                 "quote": source.quote,
                 "exact_cohort": self.baseline.exact_cohort,
+                "cite": cite(self.baseline),
             },
             "odds_ratio": self.design.odds_ratio,
             "h": self.design.limit,
@@ -104,11 +107,12 @@ def plan_chart(
         raise ChartDesignError(
             f"no chart for {metric_name!r}; choose from: {', '.join(monitorable_metrics())}"
         )
-    match = metric_baseline(catalog or load_catalog(), metric, procedure, indication)
-    if match is None:
+    resolution = resolve(catalog or load_catalog(), metric, procedure, indication)
+    match = resolution.match
+    if match is None or resolution.status != "charted":
         raise ChartDesignError(
-            f"the catalog has no baseline for {metric_name} in {procedure.value} / "
-            f"{indication.value}"
+            f"no chartable comparator for {metric_name} in {procedure.value} / "
+            f"{indication.value}: {resolution.reason}"
         )
     p0, basis = chart_probability(match)
     per_procedure = LEVELS_PER_PROCEDURE if metric.unit == "treated_level" else 1.0
@@ -132,14 +136,13 @@ def describe(plan: ChartPlan) -> str:
     design = plan.design
     worse = "deterioration" if design.odds_ratio > 1 else "improvement"
     shifted = shifted_probability(plan.p0, design.odds_ratio)
-    source = plan.baseline.source
     cohort = "" if plan.baseline.exact_cohort else " (a broader published group)"
     return "\n".join(
         [
             f"{plan.metric.name}, {plan.procedure.value} / {plan.indication.value}",
             f"  baseline p0 = {plan.p0:.1%} per {unit[:-1]} ({plan.p0_basis}): "
             f"{plan.baseline.entry_id}, {plan.baseline.described}{cohort}",
-            f'    seed {source.seed}, {source.locator}: "{source.quote}"',
+            f"    {cite(plan.baseline)}",
             f"  chart: risk-adjusted Bernoulli CUSUM for odds x{design.odds_ratio:g} "
             f"({worse}), h = {design.limit:.3f}",
             f"  false alarms: one every {design.arl0:,.0f} {unit} on average "

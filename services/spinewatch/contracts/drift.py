@@ -49,6 +49,11 @@ class StratumBaseline(Contract):
     locator: str
     quote: str
     exact_cohort: bool = Field(description="False: a broader published group stands in.")
+    citation: str | None = Field(
+        default=None,
+        description="Author or series, year and seed of the figure, with the quoted words "
+        "(e.g. 'Weill 1996 (ref. 12), in Barbanti Bròdano et al., review (seed 003), ...').",
+    )
     arl0_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
     arl1_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
 
@@ -109,7 +114,7 @@ class DriftInControl(Contract):
 
 
 class DriftSentinel(Contract):
-    """A sentinel event: a complication the seeds' series report none of, paged on every case.
+    """A sentinel event: a catastrophic complication, paged on every case.
 
     One per (procedure, category), with a deterministic id; it names the
     cohort and the clinical date, never the patient or the procedure.

@@ -34,6 +34,7 @@ from spinewatch.demo.drift import DRIFTING_SITE, drift_start, print_drift, with_
 from spinewatch.demo.synthetic.cohort import SyntheticCohort, default_sites, generate_cohort
 from spinewatch.domain.outcomes.aggregates import ALL, cohort_views
 from spinewatch.domain.outcomes.report import ReportRow, cohort_report
+from spinewatch.domain.outcomes.report_metrics import NOT_LIKE_WITH_LIKE
 from spinewatch.engine.bootstrap import RunningWorker, kafka_brokers, running_worker
 from spinewatch.engine.settings import Settings
 
@@ -183,10 +184,16 @@ def _line(row: ReportRow) -> str:
         sd = f" ± {row.sd:.1f}" if row.sd is not None else ""
         observed = f"{row.value or 0:.1f}{sd} (n={row.denominator})"
     baseline = "no published comparator"
+    if row.baseline is None and row.comparator_note:
+        baseline = f"no comparator: {row.comparator_note}"
     if row.baseline is not None:
         approx = "" if row.baseline.exact_cohort else " ~"
         cite = row.baseline.entry_id or f"{row.baseline.source.seed} {row.baseline.source.locator}"
         baseline = f"{row.baseline.described}{approx} ({cite})"
+        if row.comparator_note and NOT_LIKE_WITH_LIKE in row.comparator_note:
+            baseline += f"  [{NOT_LIKE_WITH_LIKE}]"
+    if row.published_range is not None:
+        baseline += f"  [published range {row.published_range.described}]"
         position = row.range_position()
         if position in ("above", "below"):
             baseline += f"  << {position.upper()} the published range"

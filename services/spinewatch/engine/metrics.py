@@ -85,13 +85,16 @@ class _Families:
         self.vas_mean = cohort("spinewatch_vas_mean_score", "Mean VAS (0-10) of the series.")
         self.vas_sd = cohort("spinewatch_vas_sd_score", "Standard deviation of the VAS series.")
         self.baseline = baseline(
-            "spinewatch_baseline_value", "Literature baseline (proportion, or VAS mean)."
+            "spinewatch_baseline_value",
+            "Literature point estimate compared with (proportion, or VAS mean).",
         )
         self.baseline_low = baseline(
-            "spinewatch_baseline_low_value", "Lower end of a published range or bound."
+            "spinewatch_baseline_low_value",
+            "Lower end of a published range or bound (flagged against, never charted).",
         )
         self.baseline_high = baseline(
-            "spinewatch_baseline_high_value", "Upper end of a published range or bound."
+            "spinewatch_baseline_high_value",
+            "Upper end of a published range or bound (flagged against, never charted).",
         )
 
     def all(self) -> Iterator[Metric]:
@@ -112,6 +115,7 @@ class OutcomeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = _Families()
         baselines: dict[tuple[str, str, str, str], BaselineMatch] = {}
+        ranges: dict[tuple[str, str, str, str], BaselineMatch] = {}
         views = cohort_views(self._engine.totals(self._active_partitions()))
         for view, tally in sorted(views.items()):
             procedure, indication = view.procedure_type, view.indication
@@ -125,10 +129,14 @@ class OutcomeCollector(Collector):
                     row.timepoint or "",
                 ]
                 _add_row(families, labels, row)
+                key = (procedure.value, indication.value, row.metric, row.timepoint or "")
                 if row.baseline is not None:
-                    key = (procedure.value, indication.value, row.metric, row.timepoint or "")
                     baselines[key] = row.baseline
+                if row.published_range is not None:
+                    ranges[key] = row.published_range
         for key, match in sorted(baselines.items()):
+            _add_baseline(families, key, match)
+        for key, match in sorted(ranges.items()):
             _add_baseline(families, key, match)
         yield from families.all()
 
@@ -162,9 +170,9 @@ def _add_funnel(
     families: _Families, labels: list[str], events: int, trials: int, baseline: BaselineMatch
 ) -> None:
     try:
-        p0, _ = chart_probability(baseline)  # a range: against its upper bound, as charted
+        p0, _ = chart_probability(baseline)  # a point estimate only, as charted
     except ChartDesignError:
-        return  # a zero baseline: sentinel events, no funnel
+        return  # a zero baseline (sentinel events) or a rule: no funnel
     families.p_value.add_metric(labels, exceedance_p_value(events, trials, p0))
     for limits in _funnel(trials, p0):
         coverage = [*labels, f"{limits.coverage:g}"]

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from spinewatch.contracts.drift import DriftSentinel, DriftSentinelWithdrawn, DriftSignalled
-from spinewatch.domain.alerts.policy import Severity, severity_of
+from spinewatch.domain.alerts.policy import SENTINEL_SEED_FIGURES, Severity, severity_of
 
 ALERT_NAME = "SpinewatchDriftSignal"
 SENTINEL_ALERT_NAME = "SpinewatchSentinelEvent"
@@ -128,7 +128,7 @@ def _annotations(signal: DriftSignalled, dashboard_url: str) -> dict[str, str]:
 
 
 def alert_from_sentinel(sentinel: DriftSentinel, now: datetime, dashboard_url: str) -> Alert:
-    """Critical at the first case: the seeds' series report none of these events."""
+    """Critical at the first case: a catastrophic event, whatever its published rate."""
     labels = {
         "alertname": SENTINEL_ALERT_NAME,
         "severity": severity_of(sentinel.metric),
@@ -144,7 +144,9 @@ def alert_from_sentinel(sentinel: DriftSentinel, now: datetime, dashboard_url: s
     cohort = f"{sentinel.procedure_type.value} / {sentinel.indication.value}"
     annotations = {
         "summary": f"{sentinel.site_id}: {what} after {cohort} ({sentinel.occurred_on})",
-        "observed_vs_baseline": f"1 new case; the seeds' series report none ({what})",
+        "observed_vs_baseline": (
+            f"1 new case; {SENTINEL_SEED_FIGURES.get(sentinel.metric, 'a sentinel event')}"
+        ),
         "citation": (
             "sentinel rule: every procedure-related case is reviewed (domain/alerts/policy.py)"
         ),

@@ -6,12 +6,15 @@ weighed against its own stratum's baseline (risk adjustment), so a site
 treating more metastases is not flagged for their higher complication
 rate. Cases of a stratum with no figure are not charted.
 
-Ranges and zeros. A published range (complications 1-10%) is charted
-against its upper bound, so the chart answers "worse than the worst
-published figure"; the cohort report flags a rate outside the range
-separately. A baseline of 0 (no pulmonary embolism in the seeds' series)
-cannot be charted: every such event is a sentinel, paged on occurrence by
-the alerting service.
+Comparators. Each stratum's p0 is the point estimate the comparator
+policy names (`spinewatch.domain.outcomes.comparator_policy`, table in
+`baselines/comparators.toml`): a proportion or a share, never a range or a
+bound ("up to 65%" charted at 0.65 would only look for 79% leakage). A
+stratum whose seeds give only a range, or nothing, is not charted; the
+cohort report flags a rate outside a published range separately. A
+baseline of 0 (no pulmonary embolism in the seeds' series) cannot be
+charted: every such event is a sentinel, paged on occurrence by the
+alerting service.
 
 The limit. Calibrating h on a mixture of strata is slow (the lattice of
 mixed weights is fine-grained: 7-20 s per chart) and the mixture a site
@@ -35,14 +38,21 @@ from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.drift.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.drift.cusum import ChartState, new_chart, observe_weighted
-from spinewatch.domain.outcomes.baseline_match import BaselineMatch, metric_baseline
-from spinewatch.domain.outcomes.report_metrics import RATE_METRICS, RateMetric, Unit
+from spinewatch.domain.outcomes.baseline_match import BaselineMatch
+from spinewatch.domain.outcomes.comparator_policy import resolve
+from spinewatch.domain.outcomes.report_metrics import (
+    RATE_METRICS,
+    RateMetric,
+    Unit,
+    like_with_like,
+)
 from spinewatch.errors import ChartDesignError
 
 Stratum = tuple[str, str]  # (procedure type, indication) values
 # A case's outcome on one chart: (events, trials) for a rate, a VAS change in points.
 Outcome = tuple[int, int] | float
-P0Basis = Literal["published value", "upper bound of the published range"]
+# Only a published point estimate (proportion or share) is ever a p0.
+P0Basis = Literal["published value"]
 Direction = Literal["worse", "better"]
 
 
@@ -53,6 +63,12 @@ class StratumRisk:
     p0: float
     basis: P0Basis
     baseline: BaselineMatch
+    # The policy's words for this stratum: exact, or which broader group.
+    comparator_basis: str = "exact"
+    # (numerator, denominator) tallies when the comparator's series counted
+    # leakage on one modality: only levels assessed on it are charted (like
+    # with like). None: the metric's own tallies.
+    tallies: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +128,13 @@ def monitorable_metrics() -> dict[str, RateMetric]:
 
 
 def chart_probability(match: BaselineMatch) -> tuple[float, P0Basis]:
-    """The probability a chart tests against: the value, or a range's upper bound."""
-    basis: P0Basis
-    if match.value is not None:
-        p0, basis = match.value, "published value"
-    elif match.high is not None:
-        p0, basis = match.high, "upper bound of the published range"
-    else:
-        raise ChartDesignError(f"baseline {match.entry_id} gives no proportion to chart")
+    """The probability a chart tests against: a published point estimate, nothing else."""
+    if not match.is_point_estimate or match.value is None:
+        raise ChartDesignError(
+            f"baseline {match.entry_id} is a {match.kind} ({match.described}), not a point "
+            "estimate: a range or bound is never charted"
+        )
+    p0 = match.value
     if p0 <= 0.0:
         raise ChartDesignError(
             f"baseline {match.entry_id} is 0 ({match.described}): every event is a sentinel "
@@ -127,24 +142,26 @@ def chart_probability(match: BaselineMatch) -> tuple[float, P0Basis]:
         )
     if p0 >= 1.0:
         raise ChartDesignError(f"baseline {match.entry_id} is {p0}: nothing to chart")
-    return p0, basis
+    return p0, "published value"
 
 
 def chartable_strata(catalog: BaselineCatalog, metric: RateMetric) -> dict[Stratum, StratumRisk]:
-    """Every augmentation stratum whose baseline for `metric` can be charted."""
+    """Every augmentation stratum the comparator policy gives a chartable point estimate."""
     strata: dict[Stratum, StratumRisk] = {}
     for procedure in ProcedureType:
         if not procedure.is_vertebral_augmentation:
             continue
         for indication in Indication:
-            match = metric_baseline(catalog, metric, procedure, indication)
-            if match is None:
-                continue
-            try:
-                p0, basis = chart_probability(match)
-            except ChartDesignError:
-                continue  # zero: a sentinel, not a chart
-            strata[(procedure.value, indication.value)] = StratumRisk(p0, basis, match)
+            resolution = resolve(catalog, metric, procedure, indication)
+            match = resolution.match
+            if resolution.status != "charted" or match is None:
+                continue  # no point estimate, or a zero: reported, not charted
+            p0, basis = chart_probability(match)
+            like = like_with_like(metric, match.detection)
+            tallies = (like.numerator_tally, like.denominator_tally) if like else None
+            strata[(procedure.value, indication.value)] = StratumRisk(
+                p0, basis, match, resolution.basis, tallies
+            )
     return strata
 
 

@@ -40,7 +40,7 @@ from spinewatch.domain.drift.site_charts import (
     Track,
 )
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
-from spinewatch.domain.outcomes.baseline_match import BaselineMatch
+from spinewatch.domain.outcomes.baseline_match import BaselineMatch, cite
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
@@ -194,6 +194,7 @@ def _stratum(
         locator=source.locator,
         quote=source.quote,
         exact_cohort=baseline.exact_cohort,
+        citation=cite(baseline),
         arl0_cases=arl0,
         arl1_cases=arl1,
         **figures,

@@ -1,7 +1,8 @@
 """Sentinel events of a partition: found, withdrawn when their cause goes, found again.
 
 A sentinel is one procedure-related pulmonary cement embolism, death or
-neurological deficit (the seeds' series report none: every case pages).
+neurological deficit: catastrophic, so every case pages and is reviewed
+(domain/alerts/policy.py gives the seeds' figures for each).
 Its identity is (site, category, procedure, generation), where the
 generation counts the procedure-related reports of that category that were
 retracted. The record is a grow-only set of facts, so a retraction is for
@@ -37,7 +38,7 @@ from spinewatch.domain.outcomes.contribution import Contribution, patients_with
 from spinewatch.domain.outcomes.facts import ComplicationFact, ProcedureFact, RetractionFact
 from spinewatch.domain.outcomes.records import ProcedureRecord
 
-# Procedure-related complications the seeds' series report none of: every
+# Catastrophic procedure-related complications: every
 # case is paged (domain/alerts/policy.SENTINEL_METRICS names their rates).
 SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
 _SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)

@@ -68,16 +68,23 @@ __all__ = [
 CHECKPOINT_EVERY = 256
 
 
-def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
+def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally, Stratum], Outcomes]:
     """A function from a procedure's tally to its outcome on each chart.
 
     Rate charts: (adverse events, trials), None when there is no trial (e.g.
     no level imaged for leakage). VAS charts: the paired change in points,
     None until both scores are known. Built once per partition: it runs for
-    every changed procedure, so the tally names are looked up in advance.
+    every changed procedure, so the tally names are looked up in advance. A
+    stratum whose comparator counted leakage on one modality reads that
+    modality's tallies (like with like, see `StratumRisk.tallies`).
     """
     rates = [
-        (j, c.metric.numerator_tally, c.metric.denominator_tally)
+        (
+            j,
+            c.metric.numerator_tally,
+            c.metric.denominator_tally,
+            {s: r.tallies for s, r in c.strata.items() if r.tallies is not None},
+        )
         for j, c in enumerate(charts)
         if isinstance(c, MonitoredChart)
     ]
@@ -86,10 +93,15 @@ def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally], Outcomes]:
     ]
     size = len(charts)
 
-    def outcomes(tally: Tally) -> Outcomes:
+    def outcomes(tally: Tally, stratum: Stratum) -> Outcomes:
         found: list[Outcome | None] = [None] * size
         get = tally.get
-        for j, numerator, denominator in rates:
+        for j, all_levels, all_trials, like_with_like in rates:
+            numerator, denominator = (
+                like_with_like.get(stratum, (all_levels, all_trials))
+                if like_with_like
+                else (all_levels, all_trials)
+            )
             trials = get(denominator, 0)
             if trials > 0:
                 events = get(numerator, 0)
@@ -243,7 +255,7 @@ class PartitionCharts:
     # (a redelivery finds nothing new; see `domain/drift/sentinels.py`).
     sentinels: SentinelWatch = field(default_factory=SentinelWatch)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
-    _outcomes: Callable[[Tally], Outcomes] = field(init=False)
+    _outcomes: Callable[[Tally, Stratum], Outcomes] = field(init=False)
 
     def __post_init__(self) -> None:
         self._outcomes = outcome_reader(self.charts)
@@ -281,7 +293,7 @@ class PartitionCharts:
             charts = sites.get(site)
             if charts is None:
                 charts = sites[site] = SiteCharts(self.charts)
-            charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally)))
+            charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally, cohort.stratum)))
             follow(procedure_id, contribution, record)
 
     def recall_withdrawals(self, records: Mapping[bytes, ProcedureRecord]) -> None:

@@ -9,7 +9,9 @@ readers of the same tallies always see the same comparator:
 * the seeds' own cohort (procedure, indication) is preferred; failing that, a
   broader published group is used (cancer series pooling metastases and
   myeloma, then "mixed" series, then PVP/PKP pooled as "vertebral
-  augmentation") and the match says it is only approximate;
+  augmentation") and the match says it is only approximate (for rate
+  metrics, `comparator_policy` applies these groups with the policy table:
+  point estimates only, ranges kept apart);
 * appropriateness signals have no published rate: the seeds state them as
   rules, so their expected value is zero and the rule itself is cited.
 
@@ -54,6 +56,29 @@ class BaselineMatch:
     literature_procedure: str
     literature_indication: str
     further_sources: tuple[Citation, ...] = ()
+    # The statistic's kind ("proportion", "share", "range", "bound", ...):
+    # only a proportion or a share is a point estimate a chart may test against.
+    kind: str = "rule"
+    # Author or series, year and seed, e.g. "Weill 1996 (ref. 12), in
+    # Barbanti Bròdano et al., review (seed 003)"; see `cite`.
+    label: str = ""
+    # Leakage figures: the imaging the series counted leakage on, or "not_stated".
+    detection: str | None = None
+    n: int | None = None  # the figure's denominator (or n), when printed
+
+    @property
+    def is_point_estimate(self) -> bool:
+        return self.kind in POINT_KINDS and self.value is not None
+
+
+POINT_KINDS = frozenset({"proportion", "share"})
+
+
+def cite(match: BaselineMatch) -> str:
+    """A citation a clinician can read: who, when, which seed, and the quoted words."""
+    source = match.source
+    who = match.label or f"seed {source.seed[:3]}"
+    return f'{who}, {source.locator}: "{source.quote}"'
 
 
 # --- practice rules with an expected value of zero ------------------------------
@@ -110,6 +135,7 @@ def expected_zero_match(
 ) -> BaselineMatch:
     """The practice rule behind an appropriateness signal, as an expected value of 0."""
     rule = PRACTICE_RULES[metric.name]
+    seed = rule.sources[0].seed[:3]
     return BaselineMatch(
         entry_id=None,
         described="expected 0",
@@ -122,6 +148,7 @@ def expected_zero_match(
         literature_procedure=procedure.value,
         literature_indication=indication.value,
         further_sources=rule.sources[1:],
+        label=f"practice rule (seed {seed})",
     )
 
 
@@ -149,7 +176,7 @@ def literature_groups(procedure: ProcedureType, indication: Indication) -> list[
     return [(p, i) for p in procedures for i in indications]
 
 
-def _timepoint_fits(metric_timepoint: str | None, entry: BaselineEntry) -> bool:
+def timepoint_fits(metric_timepoint: str | None, entry: BaselineEntry) -> bool:
     entry_timepoint = entry.timepoint.value if entry.timepoint else None
     if metric_timepoint is None:
         # Over the whole follow-up: a figure with no timepoint, or the series'.
@@ -173,13 +200,23 @@ def baseline_for(
     """The published figure to compare with, or None when the literature has none."""
     for group in literature_groups(procedure, indication):
         for entry in comparators(catalog, catalog_metric, *group):
-            if entry.unit.value == unit and _timepoint_fits(timepoint, entry):
+            if entry.unit.value == unit and timepoint_fits(timepoint, entry):
                 exact = group == (procedure.value, indication.value)
-                return _match(entry, exact_cohort=exact)
+                return match_of(catalog, entry, exact_cohort=exact)
     return None
 
 
-def _match(entry: BaselineEntry, *, exact_cohort: bool) -> BaselineMatch:
+def entry_label(catalog: BaselineCatalog, entry: BaselineEntry) -> str:
+    """'Weill 1996 (ref. 12), in Barbanti Bròdano et al., review (seed 003)'."""
+    seed = catalog.seed(entry.source.seed)
+    document = seed.label if seed else f"seed {entry.source.seed[:3]}"
+    return f"{entry.study}, in {document}" if entry.study else document
+
+
+def match_of(
+    catalog: BaselineCatalog, entry: BaselineEntry, *, exact_cohort: bool
+) -> BaselineMatch:
+    """The comparison form of a catalog entry."""
     stat = entry.statistic
     value: float | None
     low = high = sd = None
@@ -191,8 +228,8 @@ def _match(entry: BaselineEntry, *, exact_cohort: bool) -> BaselineMatch:
         value = stat.mean
     elif isinstance(stat, ValueRange):
         value, low, high = None, stat.low, stat.high
-    else:  # a Bound, the last kind of the union
-        value = stat.value
+    else:  # a Bound, the last kind of the union: never a point value
+        value = None
         # "up to 65%" spans 0..65%; "more than 50%" spans 50..100%.
         low, high = (0.0, stat.value) if stat.comparator in ("<", "<=") else (stat.value, 1.0)
     return BaselineMatch(
@@ -206,20 +243,32 @@ def _match(entry: BaselineEntry, *, exact_cohort: bool) -> BaselineMatch:
         exact_cohort=exact_cohort,
         literature_procedure=str(entry.procedure),
         literature_indication=str(entry.indication),
+        kind=stat.kind,
+        label=entry_label(catalog, entry),
+        detection=entry.detection,
+        n=_n_of(stat),
     )
+
+
+def _n_of(stat: object) -> int | None:
+    if isinstance(stat, Proportion):
+        return stat.denominator
+    if isinstance(stat, Share | MeanSd | Mean):
+        return stat.n
+    return None
 
 
 def metric_baseline(
     catalog: BaselineCatalog, metric: RateMetric, procedure: ProcedureType, indication: Indication
 ) -> BaselineMatch | None:
-    """`baseline_for` with the catalog metric, unit and timepoint a rate metric names."""
-    if metric.catalog_metric is None:
-        return None
-    return baseline_for(
-        catalog,
-        metric.catalog_metric,
-        procedure,
-        indication,
-        unit=metric.unit,
-        timepoint=metric.timepoint,
+    """The comparator policy's point estimate for a rate metric and cohort (or None).
+
+    Kept here for callers of the former lookup; the rules are in
+    `comparator_policy` (point estimates only, the policy table's choices).
+    """
+    # Imported here: comparator_policy builds on this module.
+    from spinewatch.domain.outcomes.comparator_policy import (  # noqa: PLC0415
+        metric_baseline as policy_baseline,
     )
+
+    return policy_baseline(catalog, metric, procedure, indication)

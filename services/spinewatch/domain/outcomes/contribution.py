@@ -35,6 +35,8 @@ from spinewatch.domain.outcomes.facts import (
     FollowupFact,
     ProcedureFact,
     RetractionFact,
+    levels_assessed_with,
+    levels_leaking_on,
     levels_with_leakage_at,
 )
 from spinewatch.domain.outcomes.records import LiveView, ProcedureRecord
@@ -69,6 +71,8 @@ __all__ = [
     "Tally",
     "contribution_of",
     "followup_delta",
+    "levels_assessed_with",
+    "levels_leaking_on",
     "levels_with_leakage_at",
     "pain_relief_tally",
     "patients_with",

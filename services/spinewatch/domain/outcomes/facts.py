@@ -55,6 +55,16 @@ def levels_with_leakage_at(site: str) -> str:
     return f"{LEVELS_WITH_LEAKAGE}.{site}"
 
 
+def levels_assessed_with(imaging: str) -> str:
+    """Levels checked for leakage on one modality (fluoroscopy, radiograph, CT)."""
+    return f"{LEVELS_ASSESSED_FOR_LEAKAGE}.{imaging}"
+
+
+def levels_leaking_on(imaging: str) -> str:
+    """Levels with leakage seen on one modality: a series counts like with like."""
+    return f"{LEVELS_WITH_LEAKAGE}_on.{imaging}"
+
+
 # Event ids are the UUID's 16 bytes: less than half the memory of the text
 # form, no formatting cost per event, and the same order as the text form.
 EventId = bytes
@@ -162,11 +172,17 @@ def _intrinsic_tallies(
     assessed = leaked = 0
     symptomatic = False
     by_site: dict[str, int] = {}
+    # Per modality too: CT finds more leaks than fluoroscopy, so a rate is
+    # only compared with a series that counted on the same imaging.
+    by_imaging: dict[str, int] = {}
     for level in procedure.levels:
         imaging = level.leakage_imaging
         if imaging is None or imaging is LeakageImaging.NOT_ASSESSED:
             continue
         assessed += 1
+        seen, found = _IMAGING_TALLIES[imaging]
+        by_imaging[seen] = by_imaging.get(seen, 0) + 1
+        by_imaging[found] = by_imaging.get(found, 0) + bool(level.leakages)
         if level.leakages:
             leaked += 1
             for leak in level.leakages:
@@ -177,6 +193,7 @@ def _intrinsic_tallies(
         tallies.append((LEVELS_ASSESSED_FOR_LEAKAGE, assessed))
         tallies.append((LEVELS_WITH_LEAKAGE, leaked))
         tallies.extend(sorted(by_site.items()))
+        tallies.extend(sorted(by_imaging.items()))
         tallies.append((PATIENTS_ASSESSED_FOR_LEAKAGE, 1))
         tallies.append((PATIENTS_WITH_LEAKAGE, int(leaked > 0)))
     # Pitfalls the seeds name, each with an expected rate of zero. Seeds
@@ -197,3 +214,8 @@ def _intrinsic_tallies(
 
 
 _LEAKAGE_SITE_TALLY = {site: levels_with_leakage_at(site.value) for site in LeakageSite}
+_IMAGING_TALLIES = {
+    imaging: (levels_assessed_with(imaging.value), levels_leaking_on(imaging.value))
+    for imaging in LeakageImaging
+    if imaging is not LeakageImaging.NOT_ASSESSED
+}

@@ -25,19 +25,22 @@ from spinewatch.domain.outcomes.baseline_match import (
     BaselineMatch,
     PracticeRule,
     baseline_for,
+    cite,
     expected_zero_match,
     literature_groups,
-    metric_baseline,
 )
+from spinewatch.domain.outcomes.comparator_policy import resolve
 from spinewatch.domain.outcomes.contribution import Tally
 from spinewatch.domain.outcomes.report_metrics import (
     INTRA_PROCEDURE,
+    NOT_LIKE_WITH_LIKE,
     RATE_METRICS,
     RESPONDER_DEFINITION_ID,
     VAS_SERIES,
     MeanMetric,
     RateMetric,
     Unit,
+    like_with_like,
 )
 
 # Re-exported on purpose: callers import every report name from this module.
@@ -55,12 +58,16 @@ __all__ = [
     "RowKind",
     "Unit",
     "baseline_for",
+    "cite",
     "cohort_report",
     "literature_groups",
     "sum_tallies",
 ]
 
 RowKind = Literal["rate", "mean"]
+
+# Leakage rows: their comparator's detection method decides what is counted.
+LEAKAGE_METRICS = "cement_leakage_rate"
 
 
 RangePosition = Literal["above", "within", "below"]
@@ -81,19 +88,28 @@ class ReportRow:
     baseline: BaselineMatch | None
     expected_zero: bool
     definition_id: str | None = None
+    # A published range or bound for the cohort (or its broader group): never
+    # a comparator, only what `range_position` flags against.
+    published_range: BaselineMatch | None = None
+    # The comparator policy's words: what was chosen and why, or why nothing.
+    comparator_note: str | None = None
+
+    @property
+    def citation(self) -> str | None:
+        """The comparator as a reader cites it: author or series, year, seed, quote."""
+        return cite(self.baseline) if self.baseline is not None else None
 
     def range_position(self) -> RangePosition | None:
         """Where the rate stands against a published range (e.g. complications 1-10%).
 
         "above" or "below" only when the whole 95% interval lies outside the
-        range: the chart tests against the upper bound, and this flag says
-        separately that the cohort is outside what was published at all.
-        None when the baseline is not a range or there is no rate.
+        range; charts and p-values use the point estimate only, and this flag
+        says separately that the cohort is outside what was published at all.
+        None when there is no published range or no rate.
         """
-        baseline = self.baseline
+        baseline = self.published_range
         if (
             baseline is None
-            or baseline.value is not None
             or baseline.low is None
             or baseline.high is None
             or self.low is None
@@ -145,17 +161,24 @@ def _rate_row(
     indication: Indication,
     catalog: BaselineCatalog,
 ) -> ReportRow:
-    numerator = tally.get(metric.numerator_tally, 0)
-    denominator = tally.get(metric.denominator_tally, 0)
+    baseline: BaselineMatch | None = None
+    published_range: BaselineMatch | None = None
+    note: str | None = None
+    counted = metric
+    if metric.expected_zero:
+        baseline = expected_zero_match(metric, procedure, indication)
+    elif metric.catalog_metric is not None:
+        resolution = resolve(catalog, metric, procedure, indication)
+        baseline, published_range = resolution.match, resolution.published_range
+        note = resolution.reason if resolution.status != "charted" else resolution.basis
+        if baseline is not None and metric.name.startswith(LEAKAGE_METRICS):
+            counted, note = _like_with_like(metric, baseline, note)
+    numerator = tally.get(counted.numerator_tally, 0)
+    denominator = tally.get(counted.denominator_tally, 0)
     if not 0 <= numerator <= denominator:
         # Contributions make this impossible; a report must not paper over it.
         raise ValueError(f"{metric.name}: {numerator} of {denominator} is not a proportion")
     rate = wilson_rate(numerator, denominator)
-    baseline: BaselineMatch | None = None
-    if metric.expected_zero:
-        baseline = expected_zero_match(metric, procedure, indication)
-    else:
-        baseline = metric_baseline(catalog, metric, procedure, indication)
     return ReportRow(
         metric=metric.name,
         timepoint=metric.timepoint,
@@ -170,7 +193,24 @@ def _rate_row(
         baseline=baseline,
         expected_zero=metric.expected_zero,
         definition_id=metric.definition_id,
+        published_range=published_range,
+        comparator_note=note,
     )
+
+
+def _like_with_like(
+    metric: RateMetric, baseline: BaselineMatch, note: str
+) -> tuple[RateMetric, str]:
+    """Count only levels imaged as the comparator's series was, or say it cannot be checked."""
+    like = like_with_like(metric, baseline.detection)
+    if baseline.detection in (None, "not_stated"):
+        return metric, f"{note}; {NOT_LIKE_WITH_LIKE}"
+    if like is None:
+        return metric, (
+            f"{note}; the comparator counted leakage on {baseline.detection}, "
+            "and this rate cannot be restricted to it"
+        )
+    return like, f"{note}; like with like: only levels assessed on {baseline.detection} counted"
 
 
 def _mean_row(

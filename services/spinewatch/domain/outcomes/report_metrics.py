@@ -16,6 +16,7 @@ from spinewatch.baselines.model import BaselineTimepoint
 from spinewatch.contracts.vocabulary import (
     ComplicationCategory,
     FollowupTimepoint,
+    LeakageImaging,
     LeakageSite,
     PainRelief,
     ProcedureType,
@@ -41,6 +42,8 @@ from spinewatch.domain.outcomes.contribution import (
     PVP_ALONE_WITH_NEURO_DEFICIT,
     SUSPECTED_TUMOUR_PROCEDURES,
     SUSPECTED_TUMOUR_WITHOUT_BIOPSY,
+    levels_assessed_with,
+    levels_leaking_on,
     levels_with_leakage_at,
     pain_relief_tally,
     patients_with,
@@ -108,6 +111,41 @@ def _never(
     return RateMetric(name, numerator, denominator, "patient", None, None, True, only_for)
 
 
+# Per-level leakage counted on one modality only, side by side in the report
+# (CT finds more than fluoroscopy). No seed states the modality its leakage
+# was counted on, so these rows have no comparator of their own; a
+# comparator that states one makes the overall row count like with like
+# (`like_with_like`).
+LEAKAGE_BY_IMAGING: Mapping[str, RateMetric] = {
+    imaging.value: RateMetric(
+        f"cement_leakage_rate_per_level_{imaging.value}",
+        levels_leaking_on(imaging.value),
+        levels_assessed_with(imaging.value),
+        "treated_level",
+        INTRA_PROCEDURE,
+        None,
+    )
+    for imaging in LeakageImaging
+    if imaging is not LeakageImaging.NOT_ASSESSED
+}
+PER_LEVEL_LEAKAGE = "cement_leakage_rate_per_level"
+
+
+def like_with_like(metric: RateMetric, detection: str | None) -> RateMetric | None:
+    """The modality-only metric to count when the comparator states its imaging.
+
+    None when the metric is not per-level leakage or the comparator's
+    detection method is not stated: then every assessed level counts, and
+    like-with-like cannot be checked.
+    """
+    if metric.name != PER_LEVEL_LEAKAGE or detection is None:
+        return None
+    return LEAKAGE_BY_IMAGING.get(detection)
+
+
+NOT_LIKE_WITH_LIKE = "comparator's detection method not stated: like-with-like cannot be checked"
+
+
 # A reaction to cement happens during injection; other complications are
 # counted over the whole follow-up.
 _PERI_PROCEDURAL = {ComplicationCategory.ALLERGIC_OR_HEMODYNAMIC_REACTION}
@@ -117,7 +155,7 @@ _NOT_ITEMISED = {ComplicationCategory.SYMPTOMATIC_CEMENT_LEAKAGE, ComplicationCa
 RATE_METRICS: tuple[RateMetric, ...] = (
     # Only levels (patients) whose imaging looked for leakage are denominators.
     RateMetric(
-        "cement_leakage_rate_per_level",
+        PER_LEVEL_LEAKAGE,
         LEVELS_WITH_LEAKAGE,
         LEVELS_ASSESSED_FOR_LEAKAGE,
         "treated_level",
@@ -143,6 +181,7 @@ RATE_METRICS: tuple[RateMetric, ...] = (
         )
         for site in LeakageSite
     ),
+    *LEAKAGE_BY_IMAGING.values(),
     # A leak that causes symptoms is a complication whatever the imaging, so
     # every patient is in the denominator.
     _per_patient(
