@@ -49,7 +49,12 @@ from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiv
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
 from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
+from spinewatch.contracts.drift import (
+    DriftCompleteness,
+    DriftInControl,
+    DriftSentinel,
+    DriftSignalled,
+)
 from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
@@ -61,8 +66,10 @@ from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
-_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel] = TypeAdapter(
-    DriftSignalled | DriftInControl | DriftSentinel
+# drift.completeness is informational (completeness figures, never paged):
+# read so that it is not counted invalid, and recorded as such.
+_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel | DriftCompleteness] = (
+    TypeAdapter(DriftSignalled | DriftInControl | DriftSentinel | DriftCompleteness)
 )
 
 
@@ -156,6 +163,9 @@ class AlertingService:
             self.metrics.invalid.inc()
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             log.error("invalid drift message skipped: %s", fields[:500])
+            return None
+        if isinstance(message, DriftCompleteness):
+            self.metrics.messages.labels("informational").inc()
             return None
         try:
             outcome = await self._record(message)

@@ -33,6 +33,8 @@ SEVERITY_BY_METRIC: dict[str, Severity] = {
     "reoperation_rate": "warning",
     "vas_change_post_procedure": "warning",
     "vas_change_final": "warning",
+    # A site missing follow-ups: its outcome figures lose their meaning.
+    "followup_completeness": "warning",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
+    DriftCompleteness,
     DriftInControl,
     DriftSentinel,
     DriftSignalled,
@@ -41,7 +42,8 @@ from spinewatch.domain.outcomes.baseline_match import BaselineMatch
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
-DriftMessage = DriftSignalled | DriftInControl | DriftSentinel
+# drift.completeness is built by the follow-up monitor, published beside these.
+DriftMessage = DriftSignalled | DriftInControl | DriftSentinel | DriftCompleteness
 
 
 @dataclass(frozen=True, slots=True)
