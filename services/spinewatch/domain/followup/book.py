@@ -64,10 +64,12 @@ class FollowupBook:
         self.cases: dict[str, dict[CaseKey, tuple[int, int]]] = {}
         self.charts: dict[str, SiteCharts] = {}
         self._steps: dict[str, float] = {}
+        self._first_close: dict[str, int] = {}  # per site: its earliest case's close
         self._placed: dict[bytes, list[tuple[str, CaseKey]]] = {}
         self._closing: list[tuple[int, bytes, int]] = []  # (close, procedure id, window index)
         self._records: Mapping[bytes, ProcedureRecord] = {}
         self._changed: set[bytes] = set()
+        self._clock_moved_back = False
 
     def track(self, records: Mapping[bytes, ProcedureRecord], changed: Collection[bytes]) -> None:
         """Note changed procedures; their plans and cases move on `refresh`."""
@@ -79,9 +81,11 @@ class FollowupBook:
         touched: set[str] = set()
         if self._changed:
             changed, self._changed = self._changed, set()
+            self._clock_moved_back = False
             for procedure_id in changed:
                 self._replan(procedure_id, touched)
-            self.watermark_us = max((p.latest_us for p in self.plans.values()), default=None)
+            if self._clock_moved_back:  # a retraction or correction took the latest instant
+                self.watermark_us = max((p.latest_us for p in self.plans.values()), default=None)
         if self.watermark_us is not None:
             self._close_until(self.watermark_us, touched)
             for site_id in list(self.cases):
@@ -94,8 +98,12 @@ class FollowupBook:
     def _replan(self, procedure_id: bytes, touched: set[str]) -> None:
         record = self._records.get(procedure_id)
         plan = None if record is None else plan_of(record)
-        if plan == self.plans.get(procedure_id):
+        old = self.plans.get(procedure_id)
+        if plan == old:
             return
+        watermark = self.watermark_us
+        if old is not None and watermark is not None and old.latest_us >= watermark:
+            self._clock_moved_back = True
         for site_id, key in self._placed.pop(procedure_id, ()):
             self._remove(site_id, key)
             touched.add(site_id)
@@ -103,6 +111,8 @@ class FollowupBook:
             self.plans.pop(procedure_id, None)
             return
         self.plans[procedure_id] = plan
+        if watermark is None or plan.latest_us > watermark:
+            self.watermark_us = plan.latest_us
         for index, window in enumerate(self.design.windows):
             close = closes_at(window, plan.procedure_us)
             heapq.heappush(self._closing, (close, procedure_id, index))
@@ -128,12 +138,20 @@ class FollowupBook:
 
     def _put(self, site_id: str, key: CaseKey, outcome: tuple[int, int]) -> None:
         self.cases.setdefault(site_id, {})[key] = outcome
+        first = self._first_close.get(site_id)
+        if first is None or key[0] < first:
+            self._first_close[site_id] = key[0]
         charts = self.charts.get(site_id)
         if charts is not None:
             charts.put(key, ChartCase(STRATUM, (outcome,)))
 
     def _remove(self, site_id: str, key: CaseKey) -> None:
-        self.cases.get(site_id, {}).pop(key, None)
+        cases = self.cases.get(site_id, {})
+        cases.pop(key, None)
+        if self._first_close.get(site_id) == key[0]:
+            self._first_close.pop(site_id)
+            if cases:
+                self._first_close[site_id] = min(cases)[0]
         charts = self.charts.get(site_id)
         if charts is not None:
             charts.remove(key)
@@ -141,9 +159,9 @@ class FollowupBook:
     def _redesign(self, site_id: str, touched: set[str]) -> None:
         """Design (or re-design) the site's chart when its volume left its step."""
         cases = self.cases[site_id]
-        if not cases or self.watermark_us is None:
+        first = self._first_close.get(site_id)
+        if not cases or first is None or self.watermark_us is None:
             return
-        first = min(cases)[0]
         months = (self.watermark_us - first) / DAY_US / MIN_HISTORY_DAYS
         if months < 1.0:
             return
