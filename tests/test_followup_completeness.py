@@ -199,8 +199,7 @@ def test_the_chart_is_the_bernoulli_cusum_over_closed_follow_ups_in_close_order(
     charts = book.charts["north"]
     chart = charts.charts[0]
     # By definition: every closed scheduled follow-up in order of its close.
-    watermark = book.watermark_us
-    assert watermark is not None
+    watermark = book.clocks["north"]
     cases = []
     for pid, record in records.items():
         plan = plan_of(record)

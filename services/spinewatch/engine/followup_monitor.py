@@ -8,8 +8,8 @@ exactly like the outcome charts' (same stable ids, same alerting path):
 
 * `drift.signalled` / `drift.in_control` of each site's completeness chart,
   naming the local target instead of a literature citation;
-* `drift.completeness`, one per site each time the partition's clinical
-  clock enters a new week (ISO, Monday 00:00 UTC), as of that Monday.
+* `drift.completeness`, one per site each time its clinical clock enters
+  a new week (ISO, Monday 00:00 UTC), as of that Monday.
 
 It also adds the pessimistic figures to the VAS charts' signals.
 """
@@ -62,7 +62,7 @@ class FollowupMonitor:
         self.books: dict[int, FollowupBook] = {}
         self._published: dict[int, set[UUID]] = {}
         self._rebuilt: set[int] = set()
-        self._reported_week: dict[int, int] = {}
+        self._reported_week: dict[str, int] = {}  # per site
         drift.annotate = self._annotate_vas
 
     def track(self, partition: int, state: PartitionState, changed: Collection[bytes]) -> None:
@@ -94,7 +94,7 @@ class FollowupMonitor:
                 self._queue(partition, book, sorted(book.charts), latest=True)
             elif moved:
                 self._queue(partition, book, moved, latest=False)
-            self._report(partition, book)
+            self._report(book)
 
     def _queue(self, partition: int, book: FollowupBook, sites: list[str], latest: bool) -> None:
         published = self._published.setdefault(partition, set())
@@ -124,16 +124,20 @@ class FollowupMonitor:
         )
         return message.model_copy(update={"local_target": target})
 
-    def _report(self, partition: int, book: FollowupBook) -> None:
-        """A completeness message per site when the clinical clock enters a new week."""
-        if book.watermark_us is None:
+    def _report(self, book: FollowupBook) -> None:
+        """A completeness message per site when its clinical clock enters a new week."""
+        entered = {
+            site_id: week
+            for site_id, clock in book.clocks.items()
+            if self._reported_week.get(site_id) != (week := week_start(clock))
+        }
+        if not entered:
             return
-        week = week_start(book.watermark_us)
-        if self._reported_week.get(partition) == week:
-            return
-        self._reported_week[partition] = week
-        as_of = (_EPOCH + timedelta(microseconds=week)).date()
-        for site_id, summaries in book.summaries(week):
+        self._reported_week.update(entered)
+        for site_id, summaries in book.summaries(week_start):
+            if site_id not in entered:
+                continue
+            as_of = (_EPOCH + timedelta(microseconds=entered[site_id])).date()
             report = DriftCompleteness(
                 event_type="drift.completeness",
                 schema_version=1,

@@ -23,7 +23,6 @@ from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.domain.drift.cusum import ChartState
 from spinewatch.domain.drift.design import chart_probability
-from spinewatch.domain.followup.pessimistic import with_pessimistic
 from spinewatch.domain.outcomes.aggregates import ALL, add_into, cohort_views
 from spinewatch.domain.outcomes.funnel import FunnelLimits, exceedance_p_value, funnel_limits
 from spinewatch.domain.outcomes.report import BaselineMatch, ReportRow, cohort_report
@@ -120,8 +119,7 @@ class OutcomeCollector(Collector):
             totals[cohort] = {**totals.get(cohort, {})}
             add_into(totals[cohort], lost)
         views = cohort_views(totals)
-        for view, cohort_tally in sorted(views.items()):
-            tally = with_pessimistic(cohort_tally)
+        for view, tally in sorted(views.items()):
             procedure, indication = view.procedure_type, view.indication
             for row in cohort_report(tally, procedure, indication, self._catalog):
                 labels = [

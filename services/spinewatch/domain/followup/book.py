@@ -1,17 +1,21 @@
-"""One partition's follow-up plans, its clock, and its sites' completeness charts.
+"""One partition's follow-up plans, its sites' clocks, and their completeness charts.
 
 The clock. A follow-up is overdue when its window closed "now"; to keep
-replays and rebuilds deterministic, "now" is the partition's clinical
+replays and rebuilds deterministic, "now" is the site's clinical
 watermark: the latest clinical instant its records show (a procedure's
 time, or a follow-up's recording time). The same records then give the
 same states, charts and signals whenever and however often they are
 replayed. A site that stops sending follow-ups but goes on operating moves
-the clock and its follow-ups go overdue; a site that stops sending
-anything stops its own clock (another site of the partition may still move
-it), which the stream-silence alert covers.
+its clock and its follow-ups go overdue; a site that stops sending
+anything stops its own clock, which the stream-silence alert covers.
 
-Cases enter a site's chart as the watermark passes their window's close
-(a heap of pending closes), so the bulk path pays one heap push per
+Per site, not per partition: in a backfill one site's events may be
+applied well ahead of another's in the same partition, and a shared clock
+then declared the lagging site's follow-ups missed before they were read
+(the end-to-end test caught a steady site signalled that way).
+
+Cases enter a site's chart as its clock passes their window's close (a
+heap of pending closes per site), so the bulk path pays one heap push per
 scheduled follow-up, and a refold is the checkpointed one of `SiteCharts`.
 
 Pure: no I/O, no wall clock.
@@ -20,7 +24,7 @@ Pure: no I/O, no wall clock.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from spinewatch.domain.drift.chart_fold import CaseKey, ChartCase
@@ -58,7 +62,7 @@ class FollowupBook:
     def __init__(self, design: CompletenessDesign) -> None:
         self.design = design
         self.plans: dict[bytes, ProcedurePlan] = {}
-        self.watermark_us: int | None = None
+        self.clocks: dict[str, int] = {}  # per site: its clinical watermark
         # Per site: every closed scheduled follow-up, as a chart case; and the
         # site's chart once its volume is known.
         self.cases: dict[str, dict[CaseKey, tuple[int, int]]] = {}
@@ -66,10 +70,11 @@ class FollowupBook:
         self._steps: dict[str, float] = {}
         self._first_close: dict[str, int] = {}  # per site: its earliest case's close
         self._placed: dict[bytes, list[tuple[str, CaseKey]]] = {}
-        self._closing: list[tuple[int, bytes, int]] = []  # (close, procedure id, window index)
+        # Per site: (close, procedure id, window index) not yet closed.
+        self._closing: dict[str, list[tuple[int, bytes, int]]] = {}
         self._records: Mapping[bytes, ProcedureRecord] = {}
         self._changed: set[bytes] = set()
-        self._clock_moved_back = False
+        self._clock_moved_back: set[str] = set()
 
     def track(self, records: Mapping[bytes, ProcedureRecord], changed: Collection[bytes]) -> None:
         """Note changed procedures; their plans and cases move on `refresh`."""
@@ -81,15 +86,15 @@ class FollowupBook:
         touched: set[str] = set()
         if self._changed:
             changed, self._changed = self._changed, set()
-            self._clock_moved_back = False
             for procedure_id in changed:
                 self._replan(procedure_id, touched)
             if self._clock_moved_back:  # a retraction or correction took the latest instant
-                self.watermark_us = max((p.latest_us for p in self.plans.values()), default=None)
-        if self.watermark_us is not None:
-            self._close_until(self.watermark_us, touched)
-            for site_id in list(self.cases):
-                self._redesign(site_id, touched)
+                self._reset_clocks(self._clock_moved_back)
+                self._clock_moved_back = set()
+        for site_id, clock in self.clocks.items():
+            self._close_until(site_id, clock, touched)
+        for site_id in list(self.cases):
+            self._redesign(site_id, touched)
         return [site for site in sorted(touched) if site in self.charts and self._refold(site)]
 
     def _refold(self, site_id: str) -> bool:
@@ -101,9 +106,8 @@ class FollowupBook:
         old = self.plans.get(procedure_id)
         if plan == old:
             return
-        watermark = self.watermark_us
-        if old is not None and watermark is not None and old.latest_us >= watermark:
-            self._clock_moved_back = True
+        if old is not None and old.latest_us >= self.clocks.get(old.site_id, 0):
+            self._clock_moved_back.add(old.site_id)
         for site_id, key in self._placed.pop(procedure_id, ()):
             self._remove(site_id, key)
             touched.add(site_id)
@@ -111,19 +115,36 @@ class FollowupBook:
             self.plans.pop(procedure_id, None)
             return
         self.plans[procedure_id] = plan
-        if watermark is None or plan.latest_us > watermark:
-            self.watermark_us = plan.latest_us
+        site_id = plan.site_id
+        if plan.latest_us > self.clocks.get(site_id, -1):
+            self.clocks[site_id] = plan.latest_us
+        closing = self._closing.setdefault(site_id, [])
         for index, window in enumerate(self.design.windows):
             close = closes_at(window, plan.procedure_us)
-            heapq.heappush(self._closing, (close, procedure_id, index))
+            heapq.heappush(closing, (close, procedure_id, index))
 
-    def _close_until(self, watermark_us: int, touched: set[str]) -> None:
-        closing, windows = self._closing, self.design.windows
+    def _reset_clocks(self, sites: set[str]) -> None:
+        latest: dict[str, int] = {}
+        for plan in self.plans.values():
+            if plan.site_id in sites and plan.latest_us > latest.get(plan.site_id, -1):
+                latest[plan.site_id] = plan.latest_us
+        for site_id in sites:
+            if site_id in latest:
+                self.clocks[site_id] = latest[site_id]
+            else:
+                self.clocks.pop(site_id, None)
+
+    def _close_until(self, site_id: str, watermark_us: int, touched: set[str]) -> None:
+        closing, windows = self._closing.get(site_id, []), self.design.windows
         while closing and closing[0][0] <= watermark_us:
             close, procedure_id, index = heapq.heappop(closing)
             plan = self.plans.get(procedure_id)
             window = windows[index]
-            if plan is None or closes_at(window, plan.procedure_us) != close:
+            if (
+                plan is None
+                or plan.site_id != site_id
+                or closes_at(window, plan.procedure_us) != close
+            ):
                 continue  # retracted or moved since it was scheduled
             key: CaseKey = (close, procedure_id + bytes((index,)))
             placed = self._placed.setdefault(procedure_id, [])
@@ -160,9 +181,10 @@ class FollowupBook:
         """Design (or re-design) the site's chart when its volume left its step."""
         cases = self.cases[site_id]
         first = self._first_close.get(site_id)
-        if not cases or first is None or self.watermark_us is None:
+        clock = self.clocks.get(site_id)
+        if not cases or first is None or clock is None:
             return
-        months = (self.watermark_us - first) / DAY_US / MIN_HISTORY_DAYS
+        months = (clock - first) / DAY_US / MIN_HISTORY_DAYS
         if months < 1.0:
             return
         step = volume_step(len(cases) / months)
@@ -188,19 +210,19 @@ class FollowupBook:
         return by_site
 
     def summaries(
-        self, as_of_us: int | None = None
+        self, as_of: Callable[[int], int] | None = None
     ) -> Iterator[tuple[str, dict[str, TimepointSummary]]]:
-        """Per site: completeness and Clark's C per timepoint, as of the watermark."""
-        as_of = self.watermark_us if as_of_us is None else as_of_us
-        if as_of is None:
-            return
+        """Per site: completeness and Clark's C per timepoint, as of its clock
+        (or of `as_of(clock)`)."""
         for site_id, plans in sorted(self.site_plans().items()):
-            yield site_id, summarise(plans, self.design.windows, as_of)
+            clock = self.clocks[site_id]
+            yield site_id, summarise(plans, self.design.windows, as_of(clock) if as_of else clock)
 
     def lost(self) -> dict[AggregateKey, Tally]:
-        if self.watermark_us is None:
-            return {}
-        return lost_tallies(self.plans.values(), self.design.windows, self.watermark_us)
+        found: dict[AggregateKey, Tally] = {}
+        for site_id, plans in self.site_plans().items():
+            found |= lost_tallies(plans, self.design.windows, self.clocks[site_id])
+        return found
 
     def site_chart(self, site_id: str) -> MonitoredChart | None:
         charts = self.charts.get(site_id)
@@ -218,7 +240,8 @@ class FollowupBook:
         """Strata of the lost follow-ups at `timepoint` of the site's procedures in
         [first, last] (procedure order), of patients with a pre-procedure VAS."""
         window = next((w for w in self.design.windows if w.timepoint == timepoint), None)
-        if window is None or self.watermark_us is None:
+        clock = self.clocks.get(site_id)
+        if window is None or clock is None:
             return []
         charted = set(strata)
         found = []
@@ -229,9 +252,7 @@ class FollowupBook:
             if not first <= (plan.procedure_us, procedure_id) <= last:
                 continue
             received = plan.received.get(timepoint)
-            state = state_of(
-                window, plan.procedure_us, received, self.watermark_us, censored=plan.censored
-            )
+            state = state_of(window, plan.procedure_us, received, clock, censored=plan.censored)
             if state == "lost":
                 found.append(stratum)
         return found
