@@ -6,11 +6,15 @@ import uuid
 from datetime import datetime
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from spinewatch.adapters.state_codec import encode_facts
 from spinewatch.baselines import load_catalog
 from spinewatch.contracts import Indication, ProcedureType, parse_event
+from spinewatch.contracts.drift import DriftSignalled
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.domain.drift.cusum import new_chart, observe
+from spinewatch.domain.drift.vas_drift import design_vas_charts
 from spinewatch.domain.followup.book import CompletenessDesign, FollowupBook
 from spinewatch.domain.followup.chart import completeness_chart, volume_step
 from spinewatch.domain.followup.completeness import (
@@ -27,10 +31,13 @@ from spinewatch.domain.followup.schedule import (
     schedule_windows,
     state_of,
 )
+from spinewatch.domain.followup.vas_pessimism import pessimistic_vas
 from spinewatch.domain.outcomes.contribution import VAS_SCALE
 from spinewatch.domain.outcomes.facts import fact_of
 from spinewatch.domain.outcomes.partition import rebuilt
 from spinewatch.domain.outcomes.report import cohort_report
+from spinewatch.engine.bootstrap import outcome_engine
+from spinewatch.engine.settings import Settings
 from tests.followup_cohorts import in_clinical_order, site_events
 
 POST, WEEK_1 = WINDOWS["post_procedure"], WINDOWS["week_1"]
@@ -247,3 +254,45 @@ def test_a_late_follow_up_turns_its_case_back_to_received() -> None:
     ((_, summaries),) = book.summaries()
     assert summaries["post_procedure"].counts.get("received_late") == 1
     assert summaries["post_procedure"].completeness == 1.0
+
+
+# --- a VAS alarm under the pessimistic assumption ------------------------------------
+
+
+def test_pessimistic_vas_counts_lost_follow_ups_as_no_relief() -> None:
+    (chart,) = design_vas_charts(load_catalog(), ["post_procedure"], 1.0, 1000.0)
+    stratum = ("pvp", "hemangioma")
+    published = chart.strata[stratum]
+    mean, holds = pessimistic_vas(chart, [(stratum, -2.0), (stratum, -4.0)], [stratum, stratum])
+    assert mean == pytest.approx(-6.0 / 4)
+    z = [(c - published.mean_change) / published.sd_change for c in (-2.0, -4.0, 0.0, 0.0)]
+    assert holds is (sum(z) / 4 >= chart.design.reference)
+    assert pessimistic_vas(chart, [], []) == (None, None)
+
+
+def test_a_vas_signal_says_whether_it_holds_when_lost_follow_ups_had_no_relief() -> None:
+    """Poor relief (post-procedure VAS 6) at a site that loses half its follow-ups."""
+    events = site_events("north", 200, lambda _: 0.5, seed=8)
+    for event in events:
+        if event.get("timepoint") == "post_procedure":
+            event["vas"] = 6.0
+    facts = [(e.procedure_id.bytes, fact_of(e))
+             for e in (parse_event(encode(e)) for e in in_clinical_order(events))]  # fmt: skip
+    settings = Settings(
+        embedded_broker=True, drift_metrics=(), drift_vas_timepoints=("post_procedure",)
+    )
+    engine = outcome_engine(CollectorRegistry(), settings)
+    engine.apply({}, 0, 0, encode_facts(facts))  # as the apply agent does, one batch
+    engine.refresh_drift({0})
+    vas = [m for _, m in engine.drift.take_outbox()
+           if isinstance(m, DriftSignalled) and m.metric == "vas_change_post_procedure"]  # fmt: skip
+    assert vas, "poor relief is not signalled"
+    for signal in vas:
+        observed, pessimistic = signal.observed_mean_change, signal.pessimistic_mean_change
+        assert observed is not None
+        assert pessimistic is not None
+        # Lost patients add zeros: the mean moves from the observed one towards 0.
+        assert min(observed, 0.0) <= pessimistic <= max(observed, 0.0)
+        # Far less relief than published (-5.7) either way: the alarm holds.
+        assert signal.holds_under_pessimistic is True
+    assert any(s.observed_mean_change != s.pessimistic_mean_change for s in vas)

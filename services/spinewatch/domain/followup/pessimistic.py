@@ -6,7 +6,9 @@ have had worse early outcomes in some registries and random attrition in
 others, so the report sets a pessimistic figure next to each: a lost
 follow-up (see `schedule`) counts as a non-responder, and as no relief
 (VAS change 0) in the mean change. Overdue follow-ups are not imputed yet:
-they may still come.
+they may still come. Change 0 is pessimistic about relief, the outcome the
+seeds report; a cohort whose returning patients got worse on average is
+pulled towards 0 by it, not further down.
 
 The imputed zeros add to the count of a VAS series and to nothing else,
 so the pessimistic series is the complete-case one with n raised by the
