@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,7 +11,13 @@ from prometheus_client import CollectorRegistry
 from spinewatch.adapters.state_codec import encode_facts
 from spinewatch.baselines import load_catalog
 from spinewatch.contracts import Indication, ProcedureType, parse_event
-from spinewatch.contracts.drift import DriftSignalled
+from spinewatch.contracts.drift import (
+    DriftCompleteness,
+    DriftSignalled,
+    LocalTarget,
+    TimepointCompleteness,
+)
+from spinewatch.contracts.vocabulary import FollowupTimepoint
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.domain.drift.cusum import new_chart, observe
 from spinewatch.domain.drift.vas_drift import design_vas_charts
@@ -39,6 +45,7 @@ from spinewatch.domain.outcomes.report import cohort_report
 from spinewatch.engine.bootstrap import outcome_engine
 from spinewatch.engine.settings import Settings
 from tests.followup_cohorts import in_clinical_order, site_events
+from tests.test_alerting import Webhook, _deliver_until, _service, _signal
 
 POST, WEEK_1 = WINDOWS["post_procedure"], WINDOWS["week_1"]
 T0 = 1_750_000_000 * 1_000_000
@@ -296,3 +303,51 @@ def test_a_vas_signal_says_whether_it_holds_when_lost_follow_ups_had_no_relief()
         # Far less relief than published (-5.7) either way: the alarm holds.
         assert signal.holds_under_pessimistic is True
     assert any(s.observed_mean_change != s.pessimistic_mean_change for s in vas)
+
+
+# --- what on-call staff get ------------------------------------------------------------
+
+
+async def test_a_completeness_signal_pages_a_warning_naming_the_local_target_reports_do_not(
+    redis_url: str,
+) -> None:
+    webhook = Webhook()
+    await webhook.start()
+    signal = _signal().model_copy(
+        update={
+            "metric": "followup_completeness", "unit": "patient", "baselines": (),
+            "observed_events": 21, "expected_events": 9.8, "cases_since_change": 49,
+            "local_target": LocalTarget(
+                setting="SPINEWATCH_FOLLOWUP_EXPECTED_COMPLETENESS", expected=0.8, p0=0.2,
+                described="expected follow-up completeness, a local target",
+            ),
+        }
+    )  # fmt: skip
+    report = DriftCompleteness(
+        event_type="drift.completeness", schema_version=1, report_id=uuid.uuid4(),
+        site_id="riverside", as_of=date(2025, 6, 30), expected_completeness=0.8,
+        timepoints=(TimepointCompleteness(
+            timepoint=FollowupTimepoint.POST_PROCEDURE, pending=2, due=4, received=300,
+            received_late=3, overdue=20, lost=60, censored=1, closed=383,
+            completeness=303 / 383, clarks_c=0.79,
+        ),),
+    )  # fmt: skip
+    try:
+        async with _service(redis_url, webhook) as service:
+            assert await service.handle(report.model_dump_json().encode()) is None
+            assert await service.handle(signal.model_dump_json().encode()) == "transition"
+            await _deliver_until(service, webhook, 1)
+            await service.deliver_due()
+            (page,) = webhook.received
+            assert page["text"].startswith("[FIRING] [warning] riverside: followup_completeness")
+            assert "21 missed vs 9.8 expected over the last 49 scheduled cases" in page["text"]
+            assert "local target SPINEWATCH_FOLLOWUP_EXPECTED_COMPLETENESS=0.8" in page["text"]
+            counted = {
+                s.labels["outcome"]: s.value
+                for metric in service.registry.collect()
+                for s in metric.samples
+                if s.name == "spinewatch_drift_messages_total"
+            }
+            assert counted == {"informational": 1.0, "transition": 1.0}
+    finally:
+        await webhook.stop()

@@ -156,7 +156,8 @@ class AlertingService:
         ]
 
     async def handle(self, raw: bytes) -> Outcome | None:
-        """Record one drift message; None (and counted) if it breaks its contract."""
+        """Record one drift message; None (and counted) if it breaks its contract,
+        or if it is informational (`drift.completeness`: never paged)."""
         try:
             message = _DRIFT_MESSAGE.validate_json(raw)
         except ValidationError as exc:
