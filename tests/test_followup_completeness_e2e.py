@@ -91,7 +91,8 @@ async def test_a_site_whose_follow_ups_stop_coming_is_signalled_while_its_vas_st
             return await scrape_async(f"{worker.metrics.url}/metrics")
 
         def all_counted(samples: dict[Sample, float]) -> bool:
-            return all(
+            applied = value(samples, "spinewatch_events_applied_total") == len(events)
+            return applied and all(
                 value(samples, "spinewatch_followup_closed", site=s, timepoint=t) == n
                 for (s, t), (n, _) in expected.items()
             )
@@ -112,6 +113,24 @@ async def test_a_site_whose_follow_ups_stop_coming_is_signalled_while_its_vas_st
             "the completeness signal",
         )
         messages = await _drift(kafka_bootstrap, settings.drift_topic)
+
+    # A restarted worker rebuilds the books from the changelog: the same
+    # completeness figures, and the chart's latest signal under the same id.
+    latest = max(
+        (s for s in published if s.metric == "followup_completeness"), key=lambda s: s.case_number
+    )
+    before = sum(1 for m in messages if m.get("signal_id") == str(latest.signal_id))
+    async with running_worker(settings, kafka_bootstrap) as restarted:
+
+        async def announced() -> int:
+            again = await _drift(kafka_bootstrap, settings.drift_topic)
+            return sum(1 for m in again if m.get("signal_id") == str(latest.signal_id))
+
+        await wait_until(announced, lambda n: n > before, 60, "the re-announced signal")
+        rescraped = await scrape_async(f"{restarted.metrics.url}/metrics")
+    followup = {k: v for k, v in scraped.items() if k[0].startswith("spinewatch_followup_")}
+    assert followup
+    assert {k: v for k, v in rescraped.items() if k in followup} == followup
 
     # Completeness per site and timepoint, as counted from the events.
     for (site, timepoint), (n, received) in expected.items():
@@ -167,9 +186,9 @@ async def test_a_site_whose_follow_ups_stop_coming_is_signalled_while_its_vas_st
     reports = [DriftCompleteness.model_validate_json(json.dumps(m)) for m in messages
                if m["event_type"] == "drift.completeness" and m["site_id"] == "dropping"]  # fmt: skip
     assert reports
-    latest = max(reports, key=lambda r: r.as_of)
-    assert latest.as_of.weekday() == 0
-    post = next(t for t in latest.timepoints if t.timepoint == "post_procedure")
+    newest = max(reports, key=lambda r: r.as_of)
+    assert newest.as_of.weekday() == 0
+    post = next(t for t in newest.timepoints if t.timepoint == "post_procedure")
     assert post.completeness is not None
     assert post.completeness < 0.8
     assert post.clarks_c is not None
