@@ -134,9 +134,7 @@ class FollowupMonitor:
         if not entered:
             return
         self._reported_week.update(entered)
-        for site_id, summaries in book.summaries(week_start):
-            if site_id not in entered:
-                continue
+        for site_id, summaries in book.summaries(week_start, sites=entered):
             as_of = (_EPOCH + timedelta(microseconds=entered[site_id])).date()
             report = DriftCompleteness(
                 event_type="drift.completeness",

@@ -210,11 +210,13 @@ class FollowupBook:
         return by_site
 
     def summaries(
-        self, as_of: Callable[[int], int] | None = None
+        self, as_of: Callable[[int], int] | None = None, sites: Collection[str] | None = None
     ) -> Iterator[tuple[str, dict[str, TimepointSummary]]]:
-        """Per site: completeness and Clark's C per timepoint, as of its clock
-        (or of `as_of(clock)`)."""
+        """Per site (or only `sites`): completeness and Clark's C per timepoint, as
+        of its clock (or of `as_of(clock)`)."""
         for site_id, plans in sorted(self.site_plans().items()):
+            if sites is not None and site_id not in sites:
+                continue
             clock = self.clocks[site_id]
             yield site_id, summarise(plans, self.design.windows, as_of(clock) if as_of else clock)
 
