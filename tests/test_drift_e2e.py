@@ -94,7 +94,8 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
         SiteProfile("steady", 900, PVP_HEMANGIOMA),
     ]
     cohort = generate_cohort(7, sites)
-    settings = make_settings(drift_interval_s=0.2)
+    # The outcome charts only (follow-up completeness has its own end-to-end test).
+    settings = make_settings(drift_interval_s=0.2, followup_schedule=())
     reference = _reference(settings, cohort.events)
     drifting = reference.sites["drifting"]
     leakage = next(i for i, c in enumerate(drifting.charts) if c.metric_name == LEAKAGE)

@@ -51,6 +51,7 @@ from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.alerting.silence import record_silence
 from spinewatch.contracts.drift import (
+    DriftCompleteness,
     DriftInControl,
     DriftSentinel,
     DriftSentinelWithdrawn,
@@ -69,9 +70,18 @@ from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
+# drift.completeness is informational (completeness figures, never paged):
+# read so that it is not counted invalid, and recorded as such.
 DriftMessage = (
-    DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
+    DriftSignalled
+    | DriftInControl
+    | DriftSentinel
+    | DriftSentinelWithdrawn
+    | DriftSilence
+    | DriftCompleteness
 )
+# What `_record` turns into alert transitions (drift.completeness is not).
+_Paging = DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
 _DRIFT_MESSAGE: TypeAdapter[DriftMessage] = TypeAdapter(DriftMessage)
 
 
@@ -158,13 +168,17 @@ class AlertingService:
         ]
 
     async def handle(self, raw: bytes) -> Outcome | None:
-        """Record one drift message; None (and counted) if it breaks its contract."""
+        """Record one drift message; None (and counted) if it breaks its contract,
+        or if it is informational (`drift.completeness`: never paged)."""
         try:
             message = _DRIFT_MESSAGE.validate_json(raw)
         except ValidationError as exc:
             self.metrics.invalid.inc()
             fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             log.error("invalid drift message skipped: %s", fields[:500])
+            return None
+        if isinstance(message, DriftCompleteness):
+            self.metrics.messages.labels("informational").inc()
             return None
         try:
             outcome = await self._record(message)
@@ -179,7 +193,7 @@ class AlertingService:
         self.metrics.messages.labels(outcome).inc()
         return outcome
 
-    async def _record(self, message: DriftMessage) -> Outcome:
+    async def _record(self, message: _Paging) -> Outcome:
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):

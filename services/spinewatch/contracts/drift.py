@@ -18,7 +18,7 @@ from uuid import UUID
 from pydantic import Field
 
 from spinewatch.contracts.base import ClinicalDate, ClinicalInstant, Contract, SiteId
-from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.contracts.vocabulary import FollowupTimepoint, Indication, ProcedureType
 
 DRIFT_SCHEMA_VERSION = 1
 
@@ -56,6 +56,19 @@ class StratumBaseline(Contract):
     )
     arl0_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
     arl1_cases: float = Field(gt=0, description="At this limit, for this stratum alone.")
+
+
+class LocalTarget(Contract):
+    """A chart tested against a site's own setting, not a literature figure.
+
+    The follow-up completeness chart: the seeds give no completeness figure,
+    so its baseline is the expected completeness the deployment sets.
+    """
+
+    setting: str = Field(description="The setting that holds the target.")
+    expected: float = Field(gt=0, lt=1, description="The target proportion (e.g. completeness).")
+    p0: float = Field(gt=0, lt=1, description="Expected probability of the adverse outcome.")
+    described: str
 
 
 class DriftSignalled(Contract):
@@ -96,6 +109,20 @@ class DriftSignalled(Contract):
         default=None, description="VAS charts: published mean change for the same cases."
     )
     baselines: tuple[StratumBaseline, ...]
+    local_target: LocalTarget | None = Field(
+        default=None,
+        description="Charts against a local setting (no literature figure): the target.",
+    )
+    pessimistic_mean_change: float | None = Field(
+        default=None,
+        description="VAS charts: the mean change over the same window with every lost "
+        "follow-up counted as no relief (change 0).",
+    )
+    holds_under_pessimistic: bool | None = Field(
+        default=None,
+        description="VAS charts: the window's mean standardised change still exceeds half "
+        "the designed shift when lost follow-ups count as no relief.",
+    )
 
 
 class DriftInControl(Contract):
@@ -189,3 +216,39 @@ class DriftSentinelWithdrawn(Contract):
     site_id: SiteId
     metric: str = Field(description="The rate the event counted in, e.g. death_rate.")
     reason: WithdrawalReason
+
+
+class TimepointCompleteness(Contract):
+    """One scheduled timepoint of a site, as of the report's date."""
+
+    timepoint: FollowupTimepoint
+    pending: int = Field(ge=0, description="Window not open yet.")
+    due: int = Field(ge=0, description="Window (or its grace) open, not received.")
+    received: int = Field(ge=0, description="Received within window and grace.")
+    received_late: int = Field(ge=0, description="Received after window and grace closed.")
+    overdue: int = Field(ge=0, description="Window and grace closed, not received.")
+    lost: int = Field(ge=0, description="Past the lost limit, not received.")
+    censored: int = Field(ge=0, description="Not received; the patient died.")
+    closed: int = Field(ge=0, description="Window and grace closed: the denominator.")
+    completeness: float | None = Field(
+        default=None, ge=0, le=1, description="Received (on time or late) / closed."
+    )
+    clarks_c: float | None = Field(
+        default=None, ge=0, le=1, description="Clark's C: observed / potential follow-up time."
+    )
+
+
+class DriftCompleteness(Contract):
+    """A site's follow-up completeness per scheduled timepoint, as of a clinical date.
+
+    Informational (never paged): the completeness chart's signals are
+    `drift.signalled` messages. Counts only, never an identifier.
+    """
+
+    event_type: Literal["drift.completeness"]
+    schema_version: Literal[1]
+    report_id: UUID = Field(description="Deterministic: site and as-of date.")
+    site_id: SiteId
+    as_of: ClinicalDate = Field(description=f"The clinical date counted up to{_IN}.")
+    expected_completeness: float = Field(gt=0, lt=1, description="The local target setting.")
+    timepoints: tuple[TimepointCompleteness, ...]

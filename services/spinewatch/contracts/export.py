@@ -25,6 +25,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 
 from spinewatch.contracts.drift import (
+    DriftCompleteness,
     DriftInControl,
     DriftSentinel,
     DriftSentinelWithdrawn,
@@ -40,6 +41,7 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.sentinel": DriftSentinel,
     "drift.silence": DriftSilence,
     "drift.sentinel_withdrawn": DriftSentinelWithdrawn,
+    "drift.completeness": DriftCompleteness,
 }
 
 

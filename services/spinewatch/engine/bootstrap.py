@@ -27,8 +27,11 @@ from spinewatch.devservers.tansu import EmbeddedBroker
 from spinewatch.domain.drift.design import design_charts
 from spinewatch.domain.drift.site_charts import AnyChart
 from spinewatch.domain.drift.vas_drift import design_vas_charts
+from spinewatch.domain.followup.book import CompletenessDesign
+from spinewatch.domain.followup.schedule import schedule_windows
 from spinewatch.engine.app import Streams, active_partitions, create_app
 from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.followup_monitor import FollowupMonitor
 from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
@@ -158,9 +161,7 @@ async def running_worker(
         give_up_after_s=settings.give_up_after_s,
         on_give_up=lambda _reason: gave_up.set(),
     )
-    engine = OutcomeEngine(
-        registry, drift=drift_monitor(settings), silence=SilenceMonitor(settings.silence_rule)
-    )
+    engine = outcome_engine(registry, settings)
     limits = settings.ingest_limits
     pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes, limits)
     stream = StreamHealth(
@@ -286,12 +287,41 @@ def drift_monitor(settings: Settings) -> DriftMonitor:
     return DriftMonitor(charts, settings.drift_resolve_after_cases)
 
 
+def outcome_engine(registry: CollectorRegistry, settings: Settings) -> OutcomeEngine:
+    """The engine with its drift charts and follow-up completeness."""
+    drift = drift_monitor(settings)
+    return OutcomeEngine(
+        registry,
+        drift=drift,
+        followup=followup_monitor(settings, drift),
+        silence=SilenceMonitor(settings.silence_rule),
+    )
+
+
+def followup_monitor(settings: Settings, drift: DriftMonitor) -> FollowupMonitor | None:
+    """Follow-up completeness of the configured schedule; None when none is scheduled."""
+    if not settings.followup_schedule:
+        return None
+    design = CompletenessDesign(
+        schedule_windows(settings.followup_schedule),
+        settings.followup_expected_completeness,
+        settings.followup_missing_odds_ratio,
+        settings.drift_arl0_months,
+    )
+    return FollowupMonitor(design, drift, settings.drift_resolve_after_cases)
+
+
 def _register_outcome_metrics(
     registry: CollectorRegistry, engine: OutcomeEngine, app: faust.App, settings: Settings
 ) -> None:
     # Imported late: the collector pulls in the baseline catalog.
-    from spinewatch.engine.metrics import DriftCollector, OutcomeCollector  # noqa: PLC0415
+    from spinewatch.engine.metrics import (  # noqa: PLC0415
+        DriftCollector,
+        FollowupCollector,
+        OutcomeCollector,
+    )
 
     registry.register(OutcomeCollector(engine, lambda: active_partitions(app, settings)))
+    registry.register(FollowupCollector(engine, lambda: active_partitions(app, settings)))
     registry.register(DriftCollector(engine, lambda: active_partitions(app, settings)))
     registry.register(SilenceCollector(engine.silence, lambda: active_partitions(app, settings)))

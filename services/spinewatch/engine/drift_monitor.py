@@ -13,12 +13,13 @@ episode is announced again (the alerting service dedupes by id).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
 from spinewatch.domain.drift.events import (
     DriftMessage,
+    Pending,
     build,
     latest_only,
     pending,
@@ -40,6 +41,9 @@ class ChartReading:
     in_control: bool
 
 
+Annotate = Callable[[str, Pending, SiteCharts, DriftMessage], DriftMessage]
+
+
 class DriftMonitor:
     def __init__(self, charts: tuple[AnyChart, ...], resolve_after_cases: int) -> None:
         self.charts = charts
@@ -55,6 +59,9 @@ class DriftMonitor:
             int,
             tuple[Mapping[bytes, Contribution], set[bytes], Mapping[bytes, ProcedureRecord]],
         ] = {}
+        # Adds to a message what the charts alone do not know (the follow-up
+        # monitor: a VAS signal's figures under the pessimistic assumption).
+        self.annotate: Annotate | None = None
 
     def track(self, partition: int, state: PartitionState, changed: Collection[bytes]) -> None:
         """Note procedures whose contributions changed; their cases move on `refresh`.
@@ -123,7 +130,10 @@ class DriftMonitor:
             for item in items:
                 if item.message_id not in published:
                     published.add(item.message_id)
-                    self.outbox.append((site_id, build(item, site)))
+                    message = build(item, site)
+                    if self.annotate is not None:
+                        message = self.annotate(site_id, item, site, message)
+                    self.outbox.append((site_id, message))
 
     def take_outbox(self) -> list[tuple[str, DriftMessage]]:
         taken, self.outbox = self.outbox, []

@@ -23,7 +23,7 @@ from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.domain.drift.cusum import ChartState
 from spinewatch.domain.drift.design import chart_probability
-from spinewatch.domain.outcomes.aggregates import ALL, cohort_views
+from spinewatch.domain.outcomes.aggregates import ALL, add_into, cohort_views
 from spinewatch.domain.outcomes.funnel import FunnelLimits, exceedance_p_value, funnel_limits
 from spinewatch.domain.outcomes.report import BaselineMatch, ReportRow, cohort_report
 from spinewatch.engine.outcomes import OutcomeEngine
@@ -116,7 +116,13 @@ class OutcomeCollector(Collector):
         families = _Families()
         baselines: dict[tuple[str, str, str, str], BaselineMatch] = {}
         ranges: dict[tuple[str, str, str, str], BaselineMatch] = {}
-        views = cohort_views(self._engine.totals(self._active_partitions()))
+        active = self._active_partitions()
+        totals = self._engine.totals(active)
+        # Lost follow-ups join the cohort tallies for the pessimistic rows.
+        for cohort, lost in self._engine.followup_lost(active).items():
+            totals[cohort] = {**totals.get(cohort, {})}
+            add_into(totals[cohort], lost)
+        views = cohort_views(totals)
         for view, tally in sorted(views.items()):
             procedure, indication = view.procedure_type, view.indication
             for row in cohort_report(tally, procedure, indication, self._catalog):
@@ -232,7 +238,10 @@ class DriftCollector(Collector):
         cases = gauge("spinewatch_drift_chart_cases", "Cases (levels or patients) on the chart.")
         active = self._active_partitions()
         self._engine.refresh_drift(active)
-        for reading in self._engine.drift.readings(active):
+        readings = list(self._engine.drift.readings(active))
+        if self._engine.followup is not None:  # the follow-up completeness charts
+            readings += self._engine.followup.readings(active)
+        for reading in readings:
             labels = [reading.site_id, reading.chart.metric_name, reading.chart.direction]
             chart_state = reading.track.state
             statistic.add_metric(labels, chart_state.statistic)
@@ -243,3 +252,59 @@ class DriftCollector(Collector):
             signals.add_metric(labels, len(chart_state.signals))
             cases.add_metric(labels, chart_state.cases)
         yield from (statistic, limit, state, vlad, signals, cases)
+
+
+FOLLOWUP_LABELS = ("site", "timepoint")
+
+
+class FollowupCollector(Collector):
+    """Follow-up completeness per site and scheduled timepoint, as of the clinical clock.
+
+    Labels are the site and the timepoint only: counts of follow-ups, never
+    a patient or procedure. See domain/followup for the states and windows.
+    """
+
+    def __init__(self, engine: OutcomeEngine, active_partitions: Callable[[], set[int]]) -> None:
+        self._engine = engine
+        self._active_partitions = active_partitions
+
+    def collect(self) -> Iterator[Metric]:
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=FOLLOWUP_LABELS)
+
+        by_state = {
+            state: gauge(f"spinewatch_followup_{state}", f"Scheduled follow-ups {doc}.")
+            for state, doc in (
+                ("pending", "whose window has not opened"),
+                ("due", "whose window (or grace) is open, not received"),
+                ("received", "received within window and grace"),
+                ("received_late", "received after window and grace closed"),
+                ("overdue", "missing after window and grace closed"),
+                ("lost", "missing past the lost limit"),
+                ("censored", "not received of patients who died"),
+            )
+        }
+        closed = gauge("spinewatch_followup_closed", "Follow-ups whose window and grace closed.")
+        completeness = gauge(
+            "spinewatch_followup_completeness_ratio", "Received (on time or late) / closed."
+        )
+        clarks_c = gauge(
+            "spinewatch_followup_clarks_c_ratio",
+            "Clark's C: observed / potential follow-up time, up to the timepoint.",
+        )
+        followup = self._engine.followup
+        if followup is not None:
+            active = self._active_partitions()
+            self._engine.totals(active)  # settles: the books see every applied fact
+            followup.refresh(active)
+            for site_id, summaries in followup.summaries(active):
+                for timepoint, summary in summaries.items():
+                    labels = [site_id, timepoint]
+                    for state, family in by_state.items():
+                        family.add_metric(labels, summary.counts.get(state, 0))  # type: ignore[call-overload]
+                    closed.add_metric(labels, summary.closed)
+                    if summary.completeness is not None:
+                        completeness.add_metric(labels, summary.completeness)
+                    if summary.clarks_c is not None:
+                        clarks_c.add_metric(labels, summary.clarks_c)
+        yield from (*by_state.values(), closed, completeness, clarks_c)

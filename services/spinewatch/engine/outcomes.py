@@ -21,6 +21,7 @@ from spinewatch.domain.outcomes.contribution import AggregateKey, Tally
 from spinewatch.domain.outcomes.facts import Fact
 from spinewatch.domain.outcomes.partition import PartitionState, apply_facts, rebuilt, settle
 from spinewatch.engine.drift_monitor import DriftMonitor
+from spinewatch.engine.followup_monitor import FollowupMonitor
 from spinewatch.engine.ingest import IngestResult
 from spinewatch.engine.silence_monitor import SilenceMonitor
 from spinewatch.runtime.health import Check
@@ -104,6 +105,7 @@ class OutcomeEngine:
         settle_after: int = 5_000,
         drift: DriftMonitor | None = None,
         silence: SilenceMonitor | None = None,
+        followup: FollowupMonitor | None = None,
     ) -> None:
         self.registry = registry
         # Dirty records a partition may hold before its totals are settled
@@ -121,6 +123,8 @@ class OutcomeEngine:
         self.drift = drift or DriftMonitor((), resolve_after_cases=1)
         # Per-site heartbeats in arrival time (none watched unless given a rule).
         self.silence = silence or SilenceMonitor(None)
+        # Follow-up completeness (None: no schedule, nothing tracked).
+        self.followup = followup
 
     def count_ingested(self, result: IngestResult) -> None:
         """Add a triaged batch to the stream counters (once per batch, not per event)."""
@@ -172,6 +176,8 @@ class OutcomeEngine:
             )  # fmt: skip
         self.partitions = {p: rebuilt(batches) for p, batches in owned.items()}
         self.drift.rebuild(self.partitions)
+        if self.followup is not None:
+            self.followup.rebuild(self.partitions)
         self.metrics.rebuilds.inc()
         self._refresh_held()
         log.info("cohort totals rebuilt for partitions %s", sorted(active_partitions))
@@ -196,18 +202,31 @@ class OutcomeEngine:
                 add_into(summed.setdefault(key, {}), tally)
         return summed
 
+    def followup_lost(self, active_partitions: set[int]) -> dict[AggregateKey, Tally]:
+        """Lost follow-ups per cohort, for the pessimistic figures (after `totals`)."""
+        if self.followup is None:
+            return {}
+        self.followup.refresh(active_partitions)
+        return self.followup.lost(active_partitions)
+
     def refresh_drift(self, active_partitions: set[int]) -> None:
         """Settle, then refold the charts that changed; new messages go to the outbox."""
         for partition in active_partitions:
             state = self.partitions.get(partition)
             if state is not None:
                 self._settle(partition, state)
+        # Follow-ups first: a VAS signal built next reads their states.
+        if self.followup is not None:
+            self.followup.refresh(active_partitions)
         self.drift.refresh(active_partitions)
         # Silences go out with the charts' messages, on the same topic.
         self.drift.outbox.extend(self.silence.take(active_partitions))
 
     def _settle(self, partition: int, state: PartitionState) -> None:
-        self.drift.track(partition, state, settle(state))
+        changed = settle(state)
+        self.drift.track(partition, state, changed)
+        if self.followup is not None:
+            self.followup.track(partition, state, changed)
 
     def _refresh_held(self) -> None:
         held = sum(len(state.records) for state in self.partitions.values())

@@ -222,6 +222,25 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         le=365 * 86_400.0,
         description="Trailing window of arrivals the usual gap is estimated from, in seconds.",
     )
+    # -- follow-up completeness (see domain/followup/) -------------------------
+    followup_schedule: tuple[str, ...] = Field(
+        default=("post_procedure", "week_1"),
+        description="Timepoints each site is expected to collect (windows in the README); "
+        "() tracks no completeness. Default: what the demo's sites send.",
+    )
+    followup_expected_completeness: float = Field(
+        default=0.80,
+        ge=0.5,
+        le=0.99,
+        description="Local target the completeness chart tests against (the seeds give none; "
+        "registries report 25-30% non-response at one year).",
+    )
+    followup_missing_odds_ratio: float = Field(
+        default=2.0,
+        gt=1.0,
+        le=20.0,
+        description="Odds of a missing follow-up the completeness chart detects.",
+    )
 
     @model_validator(mode="after")
     def _one_broker_choice(self) -> Settings:
@@ -255,6 +274,16 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         unknown = [name for name in names if name not in known]
         if unknown:
             raise ValueError(f"unknown timepoints {unknown}; choose from {sorted(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("each timepoint once")
+        return names
+
+    @field_validator("followup_schedule")
+    @classmethod
+    def _schedulable(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from spinewatch.domain.followup.schedule import schedule_windows  # noqa: PLC0415
+
+        schedule_windows(names)  # a timepoint without a fixed window is refused, named
         if len(set(names)) != len(names):
             raise ValueError("each timepoint once")
         return names

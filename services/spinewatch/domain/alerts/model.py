@@ -89,7 +89,13 @@ def alert_from_signal(
 
 
 def _annotations(signal: DriftSignalled, dashboard_url: str) -> dict[str, str]:
-    if signal.observed_events is not None and signal.expected_events is not None:
+    target = signal.local_target
+    if target is not None and signal.observed_events is not None:
+        observed = (
+            f"{signal.observed_events} missed vs {signal.expected_events or 0:.1f} expected "
+            f"over the last {signal.cases_since_change} scheduled cases"
+        )
+    elif signal.observed_events is not None and signal.expected_events is not None:
         observed = (
             f"{signal.observed_events} adverse outcomes vs {signal.expected_events:.1f} "
             f"expected over the last {signal.cases_since_change} cases"
@@ -100,10 +106,21 @@ def _annotations(signal: DriftSignalled, dashboard_url: str) -> dict[str, str]:
             f"{signal.expected_mean_change or 0:+.1f} published over the last "
             f"{signal.cases_since_change} patients"
         )
+        if signal.holds_under_pessimistic is not None:
+            verdict = "holds" if signal.holds_under_pessimistic else "does not hold"
+            observed += (
+                f"; with lost follow-ups as no relief {signal.pessimistic_mean_change or 0:+.1f}"
+                f" ({verdict})"
+            )
     citations = "; ".join(
         f"{b.baseline_id} ({b.described}; seed {b.seed}, {b.locator}): {b.cases} cases"
         for b in sorted(signal.baselines, key=lambda b: -b.cases)
     )
+    if target is not None:
+        citations = (
+            f"local target {target.setting}={target.expected:g} ({target.described}); "
+            "no literature figure"
+        )
     return {
         "summary": f"{signal.site_id}: {signal.metric} drifted ({signal.direction})",
         "observed_vs_baseline": observed,

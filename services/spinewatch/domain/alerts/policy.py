@@ -55,6 +55,8 @@ SEVERITY_BY_METRIC: dict[str, Severity] = {
     "vas_change_final": "warning",
     # A site whose events stopped (domain/drift/silence.py): data, not harm.
     "stream_silence": "warning",
+    # A site missing follow-ups: its outcome figures lose their meaning.
+    "followup_completeness": "warning",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
+    DriftCompleteness,
     DriftInControl,
     DriftSentinel,
     DriftSentinelWithdrawn,
@@ -44,8 +45,14 @@ from spinewatch.domain.outcomes.baseline_match import BaselineMatch, cite
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
 
+# drift.completeness is built by the follow-up monitor, published beside these.
 DriftMessage = (
-    DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
+    DriftSignalled
+    | DriftInControl
+    | DriftSentinel
+    | DriftSentinelWithdrawn
+    | DriftSilence
+    | DriftCompleteness
 )
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
+from spinewatch.domain.followup.pessimistic import with_pessimistic
 from spinewatch.domain.outcomes.aggregates import add_into, mean_sd, wilson_rate
 from spinewatch.domain.outcomes.baseline_match import (
     PRACTICE_RULES,
@@ -143,8 +144,11 @@ def cohort_report(
     """Every rate of RATE_METRICS, then every series of VAS_SERIES, in that order.
 
     A metric with nothing to divide by still gets its row (value None), so a
-    table shows "no data" rather than silently dropping the line.
+    table shows "no data" rather than silently dropping the line. The
+    pessimistic rows read the tally's lost follow-ups (`followup.pessimistic`);
+    a tally without any equals the complete-case figure there.
     """
+    tally = with_pessimistic(tally)
     rows = [
         _rate_row(metric, tally, procedure, indication, catalog)
         for metric in RATE_METRICS

@@ -21,6 +21,11 @@ from spinewatch.contracts.vocabulary import (
     PainRelief,
     ProcedureType,
 )
+from spinewatch.domain.followup.pessimistic import (
+    responder_eligible_pessimistic,
+    vas_change_pessimistic_series,
+)
+from spinewatch.domain.followup.schedule import SCHEDULABLE
 from spinewatch.domain.outcomes.contribution import (
     ANALGESIC_REPORTED_WEEK_1,
     ANALGESIC_SAME_OR_MORE_WEEK_1,
@@ -79,7 +84,7 @@ class RateMetric:
 class MeanMetric:
     """A VAS series (mean and SD); the catalog metric has the same name."""
 
-    name: Literal["vas_score", "vas_change"]
+    name: Literal["vas_score", "vas_change", "vas_change_pessimistic"]
     series: str
     timepoint: str
 
@@ -213,6 +218,21 @@ RATE_METRICS: tuple[RateMetric, ...] = (
         )
         for timepoint in FollowupTimepoint
     ),
+    # Next to each complete-case responder rate of a schedulable timepoint,
+    # the same rate with every lost follow-up counted as a non-responder
+    # (domain/followup/pessimistic.py adds the denominator to the tally).
+    *(
+        RateMetric(
+            "responder_rate_pessimistic",
+            f"responders.{timepoint}",
+            responder_eligible_pessimistic(timepoint),
+            "patient",
+            timepoint,
+            None,
+            definition_id=RESPONDER_DEFINITION_ID,
+        )
+        for timepoint in SCHEDULABLE
+    ),
     _per_patient(
         "analgesic_same_or_more_rate",
         ANALGESIC_SAME_OR_MORE_WEEK_1,
@@ -304,5 +324,10 @@ VAS_SERIES: tuple[MeanMetric, ...] = (
             # Paired change (follow-up minus the same patient's pre score).
             MeanMetric("vas_change", f"vas_change.{timepoint.value}", timepoint.value),
         )
+    ),
+    # A lost follow-up counted as no relief (change 0): see domain/followup/pessimistic.py.
+    *(
+        MeanMetric("vas_change_pessimistic", vas_change_pessimistic_series(timepoint), timepoint)
+        for timepoint in SCHEDULABLE
     ),
 )

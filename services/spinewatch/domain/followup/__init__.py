@@ -1,0 +1,1 @@
+"""Follow-up completeness: which scheduled follow-ups are due, received, overdue or lost."""
