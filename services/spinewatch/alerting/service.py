@@ -49,7 +49,12 @@ from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiv
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
 from spinewatch.alerting.identities import CALLER, Identities, Refusal
 from spinewatch.alerting.settings import AlertingSettings
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftRedesigned,
+    DriftSentinel,
+    DriftSignalled,
+)
 from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
@@ -61,8 +66,8 @@ from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
-_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel] = TypeAdapter(
-    DriftSignalled | DriftInControl | DriftSentinel
+_DRIFT_MESSAGE: TypeAdapter[DriftSignalled | DriftInControl | DriftSentinel | DriftRedesigned] = (
+    TypeAdapter(DriftSignalled | DriftInControl | DriftSentinel | DriftRedesigned)
 )
 
 
@@ -170,7 +175,12 @@ class AlertingService:
         self.metrics.messages.labels(outcome).inc()
         return outcome
 
-    async def _record(self, message: DriftSignalled | DriftInControl | DriftSentinel) -> Outcome:
+    async def _record(
+        self, message: DriftSignalled | DriftInControl | DriftSentinel | DriftRedesigned
+    ) -> Outcome:
+        if isinstance(message, DriftRedesigned):
+            # A chart's new limit for its site: on the topic for the record, never paged.
+            return "informational"
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):

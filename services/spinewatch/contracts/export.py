@@ -24,7 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from spinewatch.contracts.drift import DriftInControl, DriftSentinel, DriftSignalled
+from spinewatch.contracts.drift import (
+    DriftInControl,
+    DriftRedesigned,
+    DriftSentinel,
+    DriftSignalled,
+)
 from spinewatch.contracts.envelope import SCHEMA_VERSION
 from spinewatch.contracts.registry import EVENT_MODELS
 
@@ -32,6 +37,7 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.signalled": DriftSignalled,
     "drift.in_control": DriftInControl,
     "drift.sentinel": DriftSentinel,
+    "drift.redesigned": DriftRedesigned,
 }
 
 

@@ -73,8 +73,9 @@ async def print_drift(
     print(
         f"\nDrift charts per site: risk-adjusted Bernoulli CUSUM for odds x"
         f"{', x'.join(f'{r:g}' for r in settings.drift_odds_ratios)}, CUSUM on VAS change for "
-        f"{settings.drift_vas_shift_sd:g} SD less relief; target ARL0 "
-        f"{settings.drift_arl0_cases:,.0f} cases per chart; {len(readings)} charts",
+        f"{settings.drift_vas_shift_sd:g} SD less relief; a false alarm every "
+        f"{settings.drift_arl0_months:g} months per chart at each site's volume; "
+        f"{len(readings)} charts",
         file=out,
     )
     print(

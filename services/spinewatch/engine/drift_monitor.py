@@ -9,11 +9,23 @@ and a refold covers whatever arrived since the last one.
 Publication is at least once with stable ids: a message leaves the outbox
 only when the publisher took it, and after a rebuild each chart's current
 episode is announced again (the alerting service dedupes by id).
+
+Per-site designs (`domain/drift/site_design.py`). With a `SiteDesigner`,
+each site's charts take limits designed for its own volume and case mix.
+A site's inputs are measured at most every `design_every_s` (a pass over
+its cases), and a calibration not cached runs on the designer's thread:
+meanwhile the site keeps its previous design and publishes under it. A
+site never designed yet publishes nothing until its first design is in
+(its provisional design is usually cached at start-up, so that is the
+next refresh). A new design changes h and so every signal id of the
+chart: the chart is refolded, the change recorded (`drift.redesigned`),
+and only each chart's latest episode re-announced, as after a rebuild.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -22,11 +34,21 @@ from spinewatch.domain.drift.events import (
     build,
     latest_only,
     pending,
+    redesign_message,
     sentinel_message,
 )
 from spinewatch.domain.drift.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
+from spinewatch.domain.drift.site_design import (
+    AnyDesign,
+    SiteChartPlan,
+    designed_chart,
+    plan_site_chart,
+)
 from spinewatch.domain.outcomes.contribution import Contribution
 from spinewatch.domain.outcomes.partition import PartitionState
+from spinewatch.engine.site_designs import SiteDesigner
+
+DESIGN_EVERY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +59,33 @@ class ChartReading:
     chart: AnyChart
     track: Track
     in_control: bool
+    plan: SiteChartPlan | None = None  # None: no per-site design (a fixed chart)
+
+
+SiteRef = tuple[int, str]  # (partition, site)
 
 
 class DriftMonitor:
-    def __init__(self, charts: tuple[AnyChart, ...], resolve_after_cases: int) -> None:
+    def __init__(
+        self,
+        charts: tuple[AnyChart, ...],
+        resolve_after_cases: int,
+        designer: SiteDesigner | None = None,
+        *,
+        design_every_s: float = DESIGN_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.charts = charts
         self.resolve_after = resolve_after_cases
+        self.designer = designer
+        self._design_every_s, self._clock = design_every_s, clock
+        # Per site: the plans its charts are designed for now; the sites
+        # moved since they were last measured; measured plans whose
+        # calibrations are still running.
+        self._plans: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
+        self._stale: dict[int, set[str]] = {}
+        self._wanted: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
+        self._measure_after: dict[int, float] = {}
         self.partitions: dict[int, PartitionCharts] = {}
         self._published: dict[int, set[UUID]] = {}
         # Partitions rebuilt since their last refresh: history not re-announced.
@@ -79,6 +122,7 @@ class DriftMonitor:
     def rebuild(self, states: dict[int, PartitionState]) -> None:
         self.partitions = {}
         self._changed = {}
+        self._plans, self._stale, self._wanted, self._measure_after = {}, {}, {}, {}
         self._published = {p: self._published.get(p, set()) for p in states}
         for partition, state in states.items():
             self.track(partition, state, state.contributions.keys())
@@ -97,11 +141,74 @@ class DriftMonitor:
             for case in charts.take_sentinels():
                 self.outbox.append((case.site_id, sentinel_message(case)))
             moved = charts.refresh()
-            if partition in self._rebuilt:
-                self._rebuilt.discard(partition)
-                self._queue(partition, charts, list(charts.sites), latest=True)
-            elif moved:
-                self._queue(partition, charts, moved, latest=False)
+            rebuilt = partition in self._rebuilt
+            self._rebuilt.discard(partition)
+            if self.designer is None:
+                if rebuilt:
+                    self._queue(partition, charts, list(charts.sites), latest=True)
+                elif moved:
+                    self._queue(partition, charts, moved, latest=False)
+                continue
+            stale = self._stale.setdefault(partition, set())
+            stale.update(charts.sites if rebuilt else moved)
+            redesigned = set(self._redesign(partition, charts, self.designer))
+            # Held: a site with no design of its own yet publishes nothing.
+            designed = [s for s in charts.sites if (partition, s) in self._plans]
+            latest = [s for s in designed if rebuilt or s in redesigned]
+            self._queue(partition, charts, latest, latest=True)
+            news = [s for s in moved if (partition, s) in self._plans and s not in latest]
+            self._queue(partition, charts, news, latest=False)
+
+    def _redesign(
+        self, partition: int, charts: PartitionCharts, designer: SiteDesigner
+    ) -> Iterator[str]:
+        """Measure the stale sites (throttled); apply every design that is ready."""
+        now = self._clock()
+        stale = self._stale[partition]
+        if stale and now >= self._measure_after.get(partition, 0.0):
+            self._measure_after[partition] = now + self._design_every_s
+            for site_id in sorted(stale):
+                site = charts.sites.get(site_id)
+                if site is not None:
+                    self._wanted[(partition, site_id)] = self._measure(site_id, site, designer)
+            stale.clear()
+        for ref, plans in list(self._wanted.items()):
+            if ref[0] != partition:
+                continue
+            designs = [designer.design(plan) for plan in plans]
+            ready = [d for d in designs if d is not None]
+            if len(ready) < len(designs):
+                continue  # calibrating: the site keeps its previous design
+            del self._wanted[ref]
+            if self._plans.get(ref) != plans:
+                self._apply(ref, charts.sites[ref[1]], plans, ready)
+                yield ref[1]
+
+    def _measure(
+        self, site_id: str, site: SiteCharts, designer: SiteDesigner
+    ) -> tuple[SiteChartPlan, ...]:
+        cases, budget = site.cases(), designer.budget(site_id)
+        return tuple(
+            plan_site_chart(chart, j, cases, budget) for j, chart in enumerate(self.charts)
+        )
+
+    def _apply(
+        self,
+        ref: SiteRef,
+        site: SiteCharts,
+        plans: tuple[SiteChartPlan, ...],
+        designs: list[AnyDesign],
+    ) -> None:
+        previous = self._plans.get(ref)
+        charts = [designed_chart(c, d) for c, d in zip(self.charts, designs, strict=True)]
+        old_limits = [c.design.limit if previous else None for c in site.charts]
+        site.redesign(charts)
+        site.refresh()
+        self._plans[ref] = plans
+        for j, (chart, plan) in enumerate(zip(charts, plans, strict=True)):
+            if previous is None or previous[j] != plan:
+                message = redesign_message(ref[1], chart, plan, old_limits[j])
+                self.outbox.append((ref[1], message))
 
     def _queue(
         self, partition: int, charts: PartitionCharts, sites: list[str], latest: bool
@@ -131,9 +238,14 @@ class DriftMonitor:
             if charts is None:
                 continue
             for site_id, site in sorted(charts.sites.items()):
-                yield from self._site_readings(site_id, site)
+                plans = self._plans.get((partition, site_id))
+                yield from self._site_readings(site_id, site, plans)
 
-    def _site_readings(self, site_id: str, site: SiteCharts) -> Iterator[ChartReading]:
-        for chart, track in zip(site.charts, site.tracks, strict=True):
+    def _site_readings(
+        self, site_id: str, site: SiteCharts, plans: tuple[SiteChartPlan, ...] | None
+    ) -> Iterator[ChartReading]:
+        for j, (chart, track) in enumerate(zip(site.charts, site.tracks, strict=True)):
             if track.state.cases:
-                yield ChartReading(site_id, chart, track, track.in_control(self.resolve_after))
+                plan = plans[j] if plans else None
+                in_control = track.in_control(self.resolve_after)
+                yield ChartReading(site_id, chart, track, in_control, plan)
