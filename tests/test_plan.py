@@ -73,5 +73,7 @@ def test_text_plan_states_delay_in_cases_and_months(capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "s003.pilitis.metastasis" in text
     assert "months at 8 procedures/month" in text
-    assert main(["plan", "--metric", "nonsense", *args[2:], "--volume", "8/month"]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["plan", "--metric", "nonsense", *args[2:], "--volume", "8/month"])
+    assert usage.value.code == 2
     assert "choose from" in capsys.readouterr().err

@@ -43,7 +43,7 @@ from typing import Literal
 from spinewatch.domain.drift.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.drift.budget import DAYS_PER_MONTH, target_arl0_cases
 from spinewatch.domain.drift.chart_fold import AnyChart, CaseKey, ChartCase
-from spinewatch.domain.drift.design import MonitoredChart, Stratum
+from spinewatch.domain.drift.design import MonitoredChart, Stratum, StratumRisk
 from spinewatch.domain.drift.vas_chart import VasChartDesign, calibrate_vas
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
 
@@ -247,28 +247,67 @@ def default_volume_of(unit: str) -> float:
 def chart_plan(
     chart: AnyChart, arl0_months: float, volume: float, shares: Shares, as_of_us: int = 0
 ) -> SiteChartPlan:
-    """The plan of a chart designed for this volume and mix: the worker's and `plan --site`'s."""
-    target = target_arl0_cases(arl0_months, volume)
+    """The plan of a chart designed for this volume and mix."""
     if isinstance(chart, MonitoredVasChart):
-        key = DesignKey("vas", chart.design.shift_sd, target)
-        return SiteChartPlan(key, volume, (), arl0_months, False, as_of_us)
-    strata = chart.strata
-    mix = tuple(sorted((strata[s].p0, share) for s, share in shares if s in strata))
-    key = DesignKey("mix", chart.design.odds_ratio, target, _merged(mix))
+        return vas_plan(chart.design.shift_sd, arl0_months, volume, as_of_us=as_of_us)
+    return rate_plan(
+        chart.strata, chart.design.odds_ratio, arl0_months, volume, shares, as_of_us=as_of_us
+    )
+
+
+def rate_plan(
+    strata: Mapping[Stratum, StratumRisk],
+    odds_ratio: float,
+    arl0_months: float,
+    volume: float,
+    shares: Shares,
+    *,
+    provisional: bool = False,
+    as_of_us: int = 0,
+) -> SiteChartPlan:
+    """A rate chart's plan: the worker's, and `spinewatch plan --site`'s from /metrics.
+
+    Provisional: every stratum designed alone, the largest h (no mix known).
+    """
+    target = target_arl0_cases(arl0_months, volume)
+    if provisional:
+        p0s = tuple(sorted({(risk.p0, 1.0) for risk in strata.values()}))
+        key = DesignKey("per_stratum", odds_ratio, target, p0s)
+        return SiteChartPlan(key, volume, (), arl0_months, True, as_of_us)
+    mix = _merged((strata[s].p0, share) for s, share in shares if s in strata)
+    key = DesignKey("mix", odds_ratio, target, mix)
     return SiteChartPlan(key, volume, shares, arl0_months, False, as_of_us)
+
+
+def vas_plan(
+    shift_sd: float,
+    arl0_months: float,
+    volume: float,
+    *,
+    provisional: bool = False,
+    as_of_us: int = 0,
+) -> SiteChartPlan:
+    """A VAS chart's plan (mix-free: each change is standardised by its stratum)."""
+    key = DesignKey("vas", shift_sd, target_arl0_cases(arl0_months, volume))
+    return SiteChartPlan(key, volume, (), arl0_months, provisional, as_of_us)
 
 
 def provisional_plan(
     chart: AnyChart, arl0_months: float, volume: float, as_of_us: int = 0
 ) -> SiteChartPlan:
     """A chart without a measured mix: every stratum designed alone, the largest h."""
-    target = target_arl0_cases(arl0_months, volume)
     if isinstance(chart, MonitoredVasChart):
-        key = DesignKey("vas", chart.design.shift_sd, target)
-    else:
-        p0s = tuple(sorted({(risk.p0, 1.0) for risk in chart.strata.values()}))
-        key = DesignKey("per_stratum", chart.design.odds_ratio, target, p0s)
-    return SiteChartPlan(key, volume, (), arl0_months, True, as_of_us)
+        shift = chart.design.shift_sd
+        return vas_plan(shift, arl0_months, volume, provisional=True, as_of_us=as_of_us)
+    return rate_plan(
+        chart.strata,
+        chart.design.odds_ratio,
+        arl0_months,
+        volume,
+        (),
+        provisional=True,
+        as_of_us=as_of_us,
+    )
 
 
 def _merged(mix: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
