@@ -151,18 +151,27 @@ class DriftMonitor:
                 continue
             stale = self._stale.setdefault(partition, set())
             stale.update(charts.sites if rebuilt else moved)
-            redesigned = set(self._redesign(partition, charts, self.designer))
-            # Held: a site with no design of its own yet publishes nothing.
-            designed = [s for s in charts.sites if (partition, s) in self._plans]
-            latest = [s for s in designed if rebuilt or s in redesigned]
-            self._queue(partition, charts, latest, latest=True)
-            news = [s for s in moved if (partition, s) in self._plans and s not in latest]
-            self._queue(partition, charts, news, latest=False)
+            redesigned = dict(self._redesign(partition, charts, self.designer))
+            every = set(range(len(self.charts)))
+            published = self._published.setdefault(partition, set())
+            for site_id, site in charts.sites.items():
+                if (partition, site_id) not in self._plans:
+                    continue  # held: no design of its own yet
+                if rebuilt:
+                    self._queue_site(published, site_id, site, every, suppress=False)
+                elif site_id in redesigned:
+                    # New h, new ids: the charts redesigned announce their
+                    # latest episode only, and their history is never paged.
+                    latest = redesigned[site_id]
+                    self._queue_site(published, site_id, site, latest, suppress=True)
+                elif site_id in moved:
+                    self._queue_site(published, site_id, site, set(), suppress=False)
 
     def _redesign(
         self, partition: int, charts: PartitionCharts, designer: SiteDesigner
-    ) -> Iterator[str]:
-        """Measure the stale sites (throttled); apply every design that is ready."""
+    ) -> Iterator[tuple[str, set[int]]]:
+        """Sites given a new design now, with the charts whose design changed."""
+        # Measure the stale sites (throttled); apply every design that is ready.
         now = self._clock()
         stale = self._stale[partition]
         if stale and now >= self._measure_after.get(partition, 0.0):
@@ -181,8 +190,7 @@ class DriftMonitor:
                 continue  # calibrating: the site keeps its previous design
             del self._wanted[ref]
             if self._plans.get(ref) != plans:
-                self._apply(ref, charts.sites[ref[1]], plans, ready)
-                yield ref[1]
+                yield ref[1], self._apply(ref, charts.sites[ref[1]], plans, ready)
 
     def _measure(
         self, site_id: str, site: SiteCharts, designer: SiteDesigner
@@ -198,31 +206,52 @@ class DriftMonitor:
         site: SiteCharts,
         plans: tuple[SiteChartPlan, ...],
         designs: list[AnyDesign],
-    ) -> None:
+    ) -> set[int]:
         previous = self._plans.get(ref)
         charts = [designed_chart(c, d) for c, d in zip(self.charts, designs, strict=True)]
         old_limits = [c.design.limit if previous else None for c in site.charts]
         site.redesign(charts)
         site.refresh()
         self._plans[ref] = plans
+        changed = set()
         for j, (chart, plan) in enumerate(zip(charts, plans, strict=True)):
             if previous is None or previous[j] != plan:
+                changed.add(j)
                 message = redesign_message(ref[1], chart, plan, old_limits[j])
                 self.outbox.append((ref[1], message))
+        return changed
 
     def _queue(
         self, partition: int, charts: PartitionCharts, sites: list[str], latest: bool
     ) -> None:
         published = self._published.setdefault(partition, set())
+        every = set(range(len(self.charts))) if latest else set()
         for site_id in sites:
-            site = charts.sites[site_id]
-            items = list(pending(site_id, site, self.resolve_after))
-            if latest:
-                items = latest_only(items)
-            for item in items:
-                if item.message_id not in published:
-                    published.add(item.message_id)
-                    self.outbox.append((site_id, build(item, site)))
+            self._queue_site(published, site_id, charts.sites[site_id], every, suppress=False)
+
+    def _queue_site(
+        self,
+        published: set[UUID],
+        site_id: str,
+        site: SiteCharts,
+        latest_of: set[int],
+        *,
+        suppress: bool,
+    ) -> None:
+        """Queue the site's unpublished messages; of the charts in `latest_of`, only
+        the latest episode (and, with `suppress`, the rest is never published)."""
+        items = list(pending(site_id, site, self.resolve_after))
+        if latest_of:
+            keep = {i.message_id for i in latest_only(items)}
+            history = [i for i in items if i.chart_index in latest_of and i.message_id not in keep]
+            if suppress:
+                published.update(i.message_id for i in history)
+            dropped = {i.message_id for i in history}
+            items = [i for i in items if i.message_id not in dropped]
+        for item in items:
+            if item.message_id not in published:
+                published.add(item.message_id)
+                self.outbox.append((site_id, build(item, site)))
 
     def take_outbox(self) -> list[tuple[str, DriftMessage]]:
         taken, self.outbox = self.outbox, []

@@ -86,7 +86,7 @@ class DesignCache:
         }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
+            temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_text(json.dumps(document), encoding="utf-8")
             os.replace(temporary, path)
         except OSError as exc:  # a read-only data dir costs recalibration only
