@@ -109,7 +109,7 @@ class SiteDesigner:
     ) -> None:
         self.arl0_months = arl0_months
         self.site_budgets = dict(site_budgets or {})
-        self.cache = cache or DesignCache(None)
+        self.cache = cache if cache is not None else DesignCache(None)
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="drift-design") if background else None
         )
