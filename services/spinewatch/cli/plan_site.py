@@ -98,7 +98,8 @@ def site_inputs(text: str, site: str) -> list[ChartInputs]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if labels.get("site") != site or "metric" not in labels:
+            drift = sample.name.startswith("spinewatch_drift_design_")
+            if not drift or labels.get("site") != site or "direction" not in labels:
                 continue
             key = (labels["metric"], labels["direction"])
             name = _INPUTS.get(sample.name)

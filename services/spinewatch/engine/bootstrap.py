@@ -232,8 +232,16 @@ async def running_worker(
             await asyncio.wait_for(app.stop(), settings.stop_timeout_s)
         except TimeoutError:
             log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
-        await pool.stop()
-        await metrics.stop()
+        await _stop_helpers(pool, metrics, engine)
+
+
+async def _stop_helpers(pool: IngestPool, metrics: MetricsServer, engine: OutcomeEngine) -> None:
+    """The ingest processes, /metrics, and the drift design thread."""
+    await pool.stop()
+    await metrics.stop()
+    if engine.drift.designer is not None:
+        # Off the loop: a calibration under way cannot be interrupted.
+        await asyncio.to_thread(engine.drift.designer.close)
 
 
 def _publishing_drift(engine: OutcomeEngine, streams: Streams, settings: Settings) -> LoopBody:

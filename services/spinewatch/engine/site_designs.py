@@ -147,8 +147,9 @@ class SiteDesigner:
         return design
 
     def close(self) -> None:
+        """Drop queued calibrations and wait for a running one (blocking: seconds at most)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def cache_in(data_dir: Path) -> DesignCache:
