@@ -115,13 +115,13 @@ async def test_a_drifting_site_signals_once_published_scraped_and_rebuilt(
     drifting = reference.sites["drifting"]
     leakage = next(i for i, c in enumerate(drifting.charts) if c.metric_name == LEAKAGE)
     want = list(pending("drifting", drifting, settings.drift_resolve_after_cases))
-    leaks = [p for p in want if not p.resolved and p.chart_index == leakage]
-    assert leaks, "the seeded drift is not signalled even by the reference fold"
-    signal_ids = {str(p.message_id) for p in leaks}
+    leak_signals = [p for p in want if not p.resolved and p.chart_index == leakage]
+    assert leak_signals, "the seeded drift is not signalled even by the reference fold"
+    signal_ids = {str(p.message_id) for p in leak_signals}
     # A streamed site is redesigned as its volume and mix become known, and
     # a redesign announces the chart's latest episode only (its history
     # under the new h is never paged): the latest signal is always published.
-    latest_leak = str(max(leaks, key=lambda p: p.signal.at).message_id)
+    latest_leak = str(max(leak_signals, key=lambda p: p.signal.at).message_id)
     procedures = sorted(
         e["occurred_at"] for e in cohort.events if e["event_type"] == "procedure.performed"
         and e["site_id"] == "drifting"
