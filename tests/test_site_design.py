@@ -20,6 +20,7 @@ from spinewatch.domain.drift.site_design import (
     compute_design,
     measure_history,
     moved_beyond_margin,
+    plan_site,
     plan_site_chart,
     quantise_shares,
     quantise_volume,
@@ -157,3 +158,17 @@ def test_a_background_designer_answers_none_until_calibrated(
         assert design == compute_design(plan.key)
     finally:
         designer.close()
+
+
+def test_the_one_pass_site_plan_equals_each_charts_own(complications: MonitoredChart) -> None:
+    (leakage,) = design_charts(load_catalog(), ["cement_leakage_rate_per_level"], (2.0,), 200)
+    charts = (complications, leakage)
+    months = [{HEM: 30, MET: 10}] * 5 + [{HEM: 10, MET: 30}] * 8
+    cases = [
+        (key, ChartCase(case.stratum, ((0, 1), (1, 2) if i % 3 else None)))
+        for i, (key, case) in enumerate(_cases(months))
+    ]
+    budget = SiteBudget(48.0)
+    together = plan_site(charts, cases, budget)
+    assert together == tuple(plan_site_chart(c, j, cases, budget) for j, c in enumerate(charts))
+    assert [p.provisional for p in together] == [False, False]

@@ -42,7 +42,6 @@ from spinewatch.domain.drift.site_design import (
     AnyDesign,
     SiteChartPlan,
     designed_chart,
-    plan_site_chart,
 )
 from spinewatch.domain.outcomes.contribution import Contribution
 from spinewatch.domain.outcomes.partition import PartitionState
@@ -79,12 +78,10 @@ class DriftMonitor:
         self.resolve_after = resolve_after_cases
         self.designer = designer
         self._design_every_s, self._clock = design_every_s, clock
-        # Per site: the plans its charts are designed for now; the sites
-        # moved since they were last measured; measured plans whose
-        # calibrations are still running.
+        # Per site: the plans its charts are designed for now; per
+        # partition, the sites moved since they were last measured.
         self._plans: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
         self._stale: dict[int, set[str]] = {}
-        self._wanted: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
         self._measure_after: dict[int, float] = {}
         self.partitions: dict[int, PartitionCharts] = {}
         self._published: dict[int, set[UUID]] = {}
@@ -122,7 +119,9 @@ class DriftMonitor:
     def rebuild(self, states: dict[int, PartitionState]) -> None:
         self.partitions = {}
         self._changed = {}
-        self._plans, self._stale, self._wanted, self._measure_after = {}, {}, {}, {}
+        self._plans, self._stale, self._measure_after = {}, {}, {}
+        if self.designer is not None:
+            self.designer.forget()
         self._published = {p: self._published.get(p, set()) for p in states}
         for partition, state in states.items():
             self.track(partition, state, state.contributions.keys())
@@ -171,7 +170,8 @@ class DriftMonitor:
         self, partition: int, charts: PartitionCharts, designer: SiteDesigner
     ) -> Iterator[tuple[str, set[int]]]:
         """Sites given a new design now, with the charts whose design changed."""
-        # Measure the stale sites (throttled); apply every design that is ready.
+        # Snapshot the stale sites (throttled) for the design thread; apply
+        # every site design that is ready.
         now = self._clock()
         stale = self._stale[partition]
         if stale and now >= self._measure_after.get(partition, 0.0):
@@ -179,26 +179,16 @@ class DriftMonitor:
             for site_id in sorted(stale):
                 site = charts.sites.get(site_id)
                 if site is not None:
-                    self._wanted[(partition, site_id)] = self._measure(site_id, site, designer)
+                    designer.request((partition, site_id), site_id, self.charts, site.cases())
             stale.clear()
-        for ref, plans in list(self._wanted.items()):
-            if ref[0] != partition:
-                continue
-            designs = [designer.design(plan) for plan in plans]
-            ready = [d for d in designs if d is not None]
-            if len(ready) < len(designs):
-                continue  # calibrating: the site keeps its previous design
-            del self._wanted[ref]
+        for site_id, site in charts.sites.items():
+            ref = (partition, site_id)
+            ready = designer.take(ref)
+            if ready is None:
+                continue  # not asked, or calibrating: the site keeps its previous design
+            plans, designs = ready
             if self._plans.get(ref) != plans:
-                yield ref[1], self._apply(ref, charts.sites[ref[1]], plans, ready)
-
-    def _measure(
-        self, site_id: str, site: SiteCharts, designer: SiteDesigner
-    ) -> tuple[SiteChartPlan, ...]:
-        cases, budget = site.cases(), designer.budget(site_id)
-        return tuple(
-            plan_site_chart(chart, j, cases, budget) for j, chart in enumerate(self.charts)
-        )
+                yield site_id, self._apply(ref, site, plans, list(designs))
 
     def _apply(
         self,

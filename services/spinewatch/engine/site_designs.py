@@ -19,12 +19,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 from spinewatch.domain.drift.arl import ChartDesign
+from spinewatch.domain.drift.chart_fold import AnyChart, CaseKey, ChartCase
 from spinewatch.domain.drift.site_design import (
     ALGORITHM_VERSION,
     AnyDesign,
@@ -32,6 +33,7 @@ from spinewatch.domain.drift.site_design import (
     SiteBudget,
     SiteChartPlan,
     compute_design,
+    plan_site,
     stratum_run_lengths,
 )
 from spinewatch.domain.drift.vas_chart import VasChartDesign
@@ -39,6 +41,8 @@ from spinewatch.domain.drift.vas_chart import VasChartDesign
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "drift-designs.json"
+
+SiteDesign = tuple[tuple[SiteChartPlan, ...], tuple[AnyDesign, ...]]
 
 
 class DesignCache:
@@ -114,6 +118,10 @@ class SiteDesigner:
             ThreadPoolExecutor(1, thread_name_prefix="drift-design") if background else None
         )
         self._running: dict[DesignKey, Future[AnyDesign]] = {}
+        # Per site: the design job of its latest snapshot (or, without a
+        # background thread, its answer).
+        self._jobs: dict[Hashable, Future[SiteDesign]] = {}
+        self._done: dict[Hashable, SiteDesign] = {}
         self.calibrations = 0  # how many this process ran (cache misses)
 
     def budget(self, site_id: str) -> SiteBudget:
@@ -135,6 +143,57 @@ class SiteDesigner:
             return None
         del self._running[key]
         return running.result()  # a ChartDesignError here is a design bug: surfaced
+
+    def request(
+        self,
+        site: Hashable,
+        site_id: str,
+        charts: Sequence[AnyChart],
+        cases: Sequence[tuple[CaseKey, ChartCase]],
+    ) -> None:
+        """Measure and design a site's charts from a snapshot of its cases, in the background.
+
+        Measuring is a pass over the site's cases (0.4 s at 10,000 cases and
+        8 charts): it runs on the design thread too, not on the event loop.
+        A newer snapshot replaces an older one not yet started.
+        """
+        budget = self.budget(site_id)
+        if self._executor is None:
+            self._done[site] = self._site_design(charts, cases, budget)
+            return
+        older = self._jobs.get(site)
+        if older is not None:
+            older.cancel()
+        self._jobs[site] = self._executor.submit(self._site_design, charts, cases, budget)
+
+    def take(self, site: Hashable) -> SiteDesign | None:
+        """The site's plans and designs once its latest request is done; else None."""
+        if self._executor is None:
+            return self._done.pop(site, None)
+        job = self._jobs.get(site)
+        if job is None or not job.done():
+            return None
+        del self._jobs[site]
+        return job.result()
+
+    def forget(self) -> None:
+        """Drop every site's pending request (the partitions were rebuilt)."""
+        for job in self._jobs.values():
+            job.cancel()
+        self._jobs, self._done = {}, {}
+
+    def _site_design(
+        self,
+        charts: Sequence[AnyChart],
+        cases: Sequence[tuple[CaseKey, ChartCase]],
+        budget: SiteBudget,
+    ) -> SiteDesign:
+        plans = plan_site(charts, cases, budget)
+        designs = []
+        for plan in plans:
+            cached = self.cache.get(plan.key)
+            designs.append(cached if cached is not None else self._calibrate(plan))
+        return plans, tuple(designs)
 
     def _calibrate(self, plan: SiteChartPlan) -> AnyDesign:
         design = compute_design(plan.key)

@@ -157,23 +157,47 @@ class Measured:
     as_of_us: int
 
 
+Months = dict[int, Counter[Stratum]]  # month index from the first case -> trials by stratum
+
+
+def monthly_trials(
+    charts: Sequence[AnyChart], cases: Sequence[tuple[CaseKey, ChartCase]]
+) -> list[Months]:
+    """Per chart, the cases it weighed by month of clinical time: one pass over the site."""
+    per_chart: list[Months] = [{} for _ in charts]
+    if not cases:
+        return per_chart
+    first = cases[0][0][0]
+    strata = [chart.strata for chart in charts]
+    for (at_us, _), case in cases:
+        month = int((at_us - first) // MONTH_US)
+        stratum = case.stratum
+        for j, outcome in enumerate(case.outcomes):
+            if outcome is None or stratum not in strata[j]:
+                continue
+            trials = outcome[1] if type(outcome) is tuple else 1
+            if trials:
+                per_chart[j].setdefault(month, Counter())[stratum] += trials
+    return per_chart
+
+
 def measure_history(
     chart: AnyChart, index: int, cases: Sequence[tuple[CaseKey, ChartCase]]
 ) -> Measured | None:
-    """The inputs the chart's design follows, folded over monthly checkpoints.
-
-    None: not enough history yet (provisional). `cases` in clinical order.
-    """
+    """The inputs the chart's design follows (None: not enough history yet)."""
     if not cases:
         return None
-    first = cases[0][0][0]
-    months: dict[int, Counter[Stratum]] = {}
-    for (at_us, _), case in cases:
-        trials = chart_trials(chart, case, index)
-        if trials:
-            month = int((at_us - first) // MONTH_US)
-            months.setdefault(month, Counter())[case.stratum] += trials
-    last_month = int((cases[-1][0][0] - first) // MONTH_US)
+    months = monthly_trials([chart], [(key, _only(case, index)) for key, case in cases])[0]
+    return measure_months(chart, months, cases[0][0][0], cases[-1][0][0])
+
+
+def _only(case: ChartCase, index: int) -> ChartCase:
+    return ChartCase(case.stratum, (case.outcomes[index],))
+
+
+def measure_months(chart: AnyChart, months: Months, first: int, last: int) -> Measured | None:
+    """The fold over monthly checkpoints: adopt the inputs when they moved past the margin."""
+    last_month = int((last - first) // MONTH_US)
     adopted: Measured | None = None
     with_mix = isinstance(chart, MonitoredChart)
     # Checkpoint k (at first + k months) sees months k-12 .. k-1; it has
@@ -218,7 +242,29 @@ def plan_site_chart(
     budget: SiteBudget,
 ) -> SiteChartPlan:
     """What this chart of this site is designed for (cases in clinical order)."""
-    measured = measure_history(chart, index, cases)
+    return _plan(chart, index, measure_history(chart, index, cases), cases, budget)
+
+
+def plan_site(
+    charts: Sequence[AnyChart], cases: Sequence[tuple[CaseKey, ChartCase]], budget: SiteBudget
+) -> tuple[SiteChartPlan, ...]:
+    """Every chart's plan for one site: the same as `plan_site_chart`, in one pass."""
+    if not cases:
+        return tuple(_plan(chart, j, None, cases, budget) for j, chart in enumerate(charts))
+    first, last = cases[0][0][0], cases[-1][0][0]
+    return tuple(
+        _plan(chart, j, measure_months(chart, months, first, last), cases, budget)
+        for j, (chart, months) in enumerate(zip(charts, monthly_trials(charts, cases), strict=True))
+    )
+
+
+def _plan(
+    chart: AnyChart,
+    index: int,
+    measured: Measured | None,
+    cases: Sequence[tuple[CaseKey, ChartCase]],
+    budget: SiteBudget,
+) -> SiteChartPlan:
     as_of = cases[-1][0][0] if cases else 0
     if budget.procedures_per_month is not None:
         per_procedure = trials_per_procedure(chart, index, cases)
