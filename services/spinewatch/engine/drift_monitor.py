@@ -83,6 +83,9 @@ class DriftMonitor:
         self._plans: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
         self._stale: dict[int, set[str]] = {}
         self._measure_after: dict[int, float] = {}
+        # Signals of a redesigned chart's history: never published (new ids
+        # for episodes paged, or not, under the previous design).
+        self.suppressed: set[UUID] = set()
         self.partitions: dict[int, PartitionCharts] = {}
         self._published: dict[int, set[UUID]] = {}
         # Partitions rebuilt since their last refresh: history not re-announced.
@@ -236,12 +239,19 @@ class DriftMonitor:
             history = [i for i in items if i.chart_index in latest_of and i.message_id not in keep]
             if suppress:
                 published.update(i.message_id for i in history)
+                self.suppressed.update(i.message_id for i in history)
             dropped = {i.message_id for i in history}
             items = [i for i in items if i.message_id not in dropped]
         for item in items:
             if item.message_id not in published:
                 published.add(item.message_id)
                 self.outbox.append((site_id, build(item, site)))
+
+    def designing(self) -> bool:
+        """Sites waiting to be measured or designed: their charts may still change."""
+        if self.designer is None:
+            return False
+        return self.designer.busy() or any(self._stale.values())
 
     def take_outbox(self) -> list[tuple[str, DriftMessage]]:
         taken, self.outbox = self.outbox, []

@@ -176,6 +176,10 @@ class SiteDesigner:
         del self._jobs[site]
         return job.result()
 
+    def busy(self) -> bool:
+        """A site's design requested and not taken yet."""
+        return bool(self._jobs or self._done)
+
     def forget(self) -> None:
         """Drop every site's pending request (the partitions were rebuilt)."""
         for job in self._jobs.values():

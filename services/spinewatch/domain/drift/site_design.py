@@ -143,11 +143,20 @@ def moved_beyond_margin(
 
 
 def chart_trials(chart: AnyChart, case: ChartCase, index: int) -> int:
-    """Cases this chart weighs for one procedure (levels for a per-level rate)."""
-    outcome = case.outcomes[index]
-    if outcome is None or case.stratum not in chart.strata:
+    """Cases this chart weighs for one procedure (levels for a per-level rate).
+
+    A VAS chart counts every patient of a charted stratum, follow-up
+    received or not: the last months' follow-ups are still to come, and
+    counting only those received would make every site look small and its
+    chart alarm sooner than budgeted. Where fewer patients return, false
+    alarms are rarer than budgeted, not more.
+    """
+    if case.stratum not in chart.strata:
         return 0
-    return outcome[1] if isinstance(outcome, tuple) else 1
+    outcome = case.outcomes[index]
+    if isinstance(chart, MonitoredVasChart):
+        return 1
+    return outcome[1] if isinstance(outcome, tuple) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +177,16 @@ def monthly_trials(
     if not cases:
         return per_chart
     first = cases[0][0][0]
-    strata = [chart.strata for chart in charts]
+    # (strata, is a VAS chart): the same count as `chart_trials`, inlined.
+    kinds = [(chart.strata, isinstance(chart, MonitoredVasChart)) for chart in charts]
     for (at_us, _), case in cases:
         month = int((at_us - first) // MONTH_US)
         stratum = case.stratum
         for j, outcome in enumerate(case.outcomes):
-            if outcome is None or stratum not in strata[j]:
+            strata, vas = kinds[j]
+            if stratum not in strata:
                 continue
-            trials = outcome[1] if type(outcome) is tuple else 1
+            trials = 1 if vas else outcome[1] if type(outcome) is tuple else 0
             if trials:
                 per_chart[j].setdefault(month, Counter())[stratum] += trials
     return per_chart
@@ -394,7 +405,3 @@ def designed_chart(chart: AnyChart, design: AnyDesign) -> AnyChart:
     if not isinstance(design, ChartDesign):
         raise TypeError("a rate chart needs a Bernoulli CUSUM design")
     return replace(chart, design=design, run_lengths={}, weights=chart.weights)
-
-
-def months(cases: float, volume_per_month: float) -> float:
-    return cases / volume_per_month
