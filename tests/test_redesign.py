@@ -110,3 +110,20 @@ async def test_the_alerting_service_records_a_redesign_and_pages_nobody(redis_ur
         assert await service.store.alert(f"north.{LEAKAGE}.worse") is None
     finally:
         await redis.aclose()
+
+
+def test_a_site_whose_cases_are_all_voided_keeps_its_design() -> None:
+    cohort = generate_cohort(3, [SiteProfile("north", 120, HEMANGIOMA)])
+    monitor = _monitor()
+    state = _state(list(cohort.events))
+    monitor.track(0, state, state.contributions.keys())
+    monitor.refresh([0])
+    assert any(isinstance(m, DriftRedesigned) for _, m in monitor.take_outbox())
+    limits = [c.design.limit for c in monitor.partitions[0].sites["north"].charts]
+    # Every procedure gone (voided): the charts empty, the design kept, nothing sent.
+    monitor.track(0, _state([]), state.contributions.keys())
+    monitor.refresh([0])
+    site = monitor.partitions[0].sites["north"]
+    assert len(site) == 0
+    assert [c.design.limit for c in site.charts] == limits
+    assert not [m for _, m in monitor.take_outbox() if isinstance(m, DriftRedesigned)]

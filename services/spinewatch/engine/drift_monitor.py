@@ -181,7 +181,9 @@ class DriftMonitor:
             self._measure_after[partition] = now + self._design_every_s
             for site_id in sorted(stale):
                 site = charts.sites.get(site_id)
-                if site is not None:
+                # A site whose every case was voided keeps its design: no
+                # history to measure, and nothing on its charts to page.
+                if site is not None and len(site):
                     designer.request((partition, site_id), site_id, self.charts, site.cases())
             stale.clear()
         for site_id, site in charts.sites.items():
