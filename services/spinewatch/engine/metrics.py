@@ -238,7 +238,12 @@ class DriftCollector(Collector):
             signals.add_metric(labels, len(chart_state.signals))
             cases.add_metric(labels, chart_state.cases)
             design.add(labels, reading)
-        yield from (statistic, limit, state, vlad, signals, cases)
+        pending = GaugeMetricFamily(
+            "spinewatch_drift_design_pending",
+            "1 while a site's chart design is being measured or calibrated (its gauges may move).",
+        )
+        pending.add_metric([], 1 if self._engine.drift.designing() else 0)
+        yield from (statistic, limit, state, vlad, signals, cases, pending)
         yield from design.all()
 
 
