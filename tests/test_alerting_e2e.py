@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +34,7 @@ from spinewatch.contracts import Indication, ProcedureType, parse_event
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.domain.alerts.policy import SENTINEL_METRICS
 from spinewatch.domain.drift.events import clinical_date
-from spinewatch.domain.drift.site_charts import PartitionCharts
+from spinewatch.domain.drift.site_charts import Track
 from spinewatch.domain.outcomes.facts import fact_of
 from spinewatch.domain.outcomes.partition import rebuilt
 from spinewatch.engine.bootstrap import drift_monitor
@@ -74,19 +75,41 @@ def _engine_settings(make_settings: SettingsFactory) -> Settings:
     )
 
 
-def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -> datetime:
-    """From the fold over all records: one episode, back in control at the end."""
+def _reference_track(settings: Settings, events: Sequence[dict[str, Any]]) -> Track:
+    """The drifting site's leakage chart as defined: the fold over these records,
+    at the site's own design for them (as the worker designs it)."""
     parsed = [parse_event(encode(e)) for e in events]
     state = rebuilt([[(e.procedure_id.bytes, fact_of(e)) for e in parsed]])
-    charts = PartitionCharts(drift_monitor(settings).charts)
-    charts.track(state.contributions, state.contributions.keys())
-    charts.refresh()
-    (track,) = charts.sites[SITE.site_id].tracks
+    monitor = drift_monitor(settings, background=False)
+    monitor.rebuild({0: state})
+    monitor.refresh([0])
+    (track,) = monitor.partitions[0].sites[SITE.site_id].tracks
+    return track
+
+
+def _first_signal_time(settings: Settings, events: tuple[dict[str, Any], ...]) -> datetime:
+    """From the fold over all records: one episode, back in control at the end.
+
+    The time returned is where the worker, given the events up to it,
+    signals first: the design follows the history seen (a site's first
+    months are designed provisionally), so the fold over that prefix is
+    the reference, and its first signal must be the prefix's last case.
+    """
+    track = _reference_track(settings, events)
     indexes = [s.signal.case_index for s in track.signals]
     assert indexes, "the seeded drift is not signalled by the reference fold"
     assert all(b - a < RESOLVE_AFTER for a, b in itertools.pairwise(indexes))
     assert track.in_control(RESOLVE_AFTER), "the seeded stream does not end in control"
-    return datetime.fromtimestamp(track.signals[0].at[0] / 1e6, UTC)
+    at_us = track.signals[0].at[0]
+    for _ in range(10):
+        until = datetime.fromtimestamp(at_us / 1e6, UTC)
+        prefix = [e for e in events if datetime.fromisoformat(e["occurred_at"]) <= until]
+        signals = _reference_track(settings, prefix).signals
+        assert signals, "the events up to the first signal do not signal"
+        if signals[0].at[0] == at_us:
+            return until
+        at_us = signals[0].at[0]
+    raise AssertionError("no stable first signal time")
 
 
 def _keyed(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:

@@ -44,11 +44,15 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
     assert signalled >= truth.group(1)
     assert change_point <= signalled
     assert float(statistic) >= float(limit)
-    assert re.search(r"stable sites (\(|: false alarms)", text)
-    # On-call staff: the drifting site's alert fired once, then resolved.
+    # At 60 months per chart at each site's volume, a stable site may raise
+    # a false alarm in the demo's year: the line says so, against the budget.
+    assert re.search(r"stable sites( \(.*stayed in control|: false alarms on .* a year at)", text)
+    # On-call staff: the drifting site's alert fired, then resolved (a
+    # second episode, or one announced after a redesign, fires again).
     drift_alert = "[warning] riverside: cement_leakage_rate_per_level drifted (worse)"
-    assert text.count(f"[FIRING] {drift_alert}") == 1
-    assert text.count(f"[RESOLVED] {drift_alert}") == 1
+    fired = text.count(f"[FIRING] {drift_alert}")
+    assert fired >= 1
+    assert text.count(f"[RESOLVED] {drift_alert}") == fired
     assert text.index(f"[FIRING] {drift_alert}") < text.index(f"[RESOLVED] {drift_alert}")
     assert "[FIRING] [critical]" in text  # sentinel events page on their own
     assert "broker and worker stopped" in text

@@ -60,7 +60,17 @@ async def _clean_pass(
             return sum_by(samples, "spinewatch_events_applied_total")
 
         await wait_until(applied, lambda n: n >= events, 90, "every event applied")
-        return outcome_samples(await scrape_async(f"{worker.metrics.url}/metrics"))
+
+        # And every site's own chart design in place (calibrated in the background).
+        async def designed() -> dict[Sample, float]:
+            return outcome_samples(await scrape_async(f"{worker.metrics.url}/metrics"))
+
+        return await wait_until(
+            designed,
+            lambda s: s.get(("spinewatch_drift_design_pending", frozenset())) == 0,
+            120,
+            "every site designed",
+        )
 
 
 def _summed_counts(scrapes: list[dict[Sample, float]]) -> dict[Sample, float]:

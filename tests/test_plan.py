@@ -92,5 +92,72 @@ def test_text_plan_states_delay_in_cases_and_months(capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "s003.pilitis.metastasis" in text
     assert "months at 8 procedures/month" in text
-    assert main(["plan", "--metric", "nonsense", *args[2:], "--volume", "8/month"]) == 1
+    with pytest.raises(SystemExit) as usage:
+        main(["plan", "--metric", "nonsense", *args[2:], "--volume", "8/month"])
+    assert usage.value.code == 2
     assert "choose from" in capsys.readouterr().err
+
+
+COHORT = ["--metric", "complication_rate", "--procedure", "pvp", "--indication", "metastasis"]
+
+
+def test_values_are_case_insensitive(capsys: pytest.CaptureFixture[str]) -> None:
+    lower = _plan(capsys, *COHORT, "--volume", "5/month")
+    upper = _plan(
+        capsys,
+        "--metric", "COMPLICATION_RATE", "--procedure", "PVP", "--indication", "Metastasis",
+        "--volume", "5/Month",
+    )  # fmt: skip
+    assert upper == lower
+    assert upper["procedure"] == "pvp"
+
+
+def test_the_default_budget_is_the_workers_60_months(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _plan(capsys, *COHORT, "--volume", "5/month")
+    assert 60 <= plan["arl0_months"] < 60 * 1.05  # type: ignore[operator]
+    # A year's volume is the same site.
+    assert _plan(capsys, *COHORT, "--volume", "60/year") == plan
+
+
+@pytest.mark.parametrize(
+    ("volume", "message"),
+    [
+        ("5", "give a unit, e.g. 5/month or 60/year"),
+        ("-3/month", "volume must be positive"),
+        ("0/month", "volume must be positive"),
+        ("5/fortnight", "use /week, /month or /year"),
+        ("many", "is not a volume"),
+    ],
+)
+def test_a_bad_volume_is_refused_with_its_reason(
+    capsys: pytest.CaptureFixture[str], volume: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["plan", *COHORT, "--volume", volume])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "expected one argument" not in err
+
+
+def test_help_lists_every_valid_value(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["plan", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for value in ("pvp", "pkp", "hemangioma", "metastasis", "myeloma_plasmacytoma", "other"):
+        assert value in text
+    for metric in ("cement_leakage_rate_per_level", "complication_rate", "reoperation_rate"):
+        assert metric in text
+
+
+def test_a_cohort_plan_needs_its_inputs_and_site_needs_a_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plan", "--metric", "complication_rate", "--volume", "5/month"]) == 2
+    assert "give --procedure, --indication" in capsys.readouterr().err
+    assert main(["plan", "--site", "north"]) == 1
+    assert "--site needs --metrics-url" in capsys.readouterr().err
+    url = "http://127.0.0.1:9/metrics"
+    assert main(["plan", "--site", "north", "--metrics-url", url, "--volume", "5/month"]) == 1
+    assert "drop --volume" in capsys.readouterr().err

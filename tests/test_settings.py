@@ -44,12 +44,13 @@ def test_a_typo_fails_naming_the_variable_and_the_closest_setting(
 def test_every_unknown_variable_is_named_and_far_ones_get_no_suggestion(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SPINEWATCH_DRIFT_ARL0_CASE", "500")
+    # The removed budget in cases points to its replacement in months.
+    monkeypatch.setenv("SPINEWATCH_DRIFT_ARL0_CASES", "500")
     monkeypatch.setenv("SPINEWATCH_QQQQQQQQ", MARKER)
     with pytest.raises(UnknownSetting) as caught:
         Settings()
     assert dict(caught.value.unknown) == {
-        "SPINEWATCH_DRIFT_ARL0_CASE": "SPINEWATCH_DRIFT_ARL0_CASES",
+        "SPINEWATCH_DRIFT_ARL0_CASES": "SPINEWATCH_DRIFT_ARL0_MONTHS",
         "SPINEWATCH_QQQQQQQQ": None,
     }
     assert MARKER not in str(caught.value)

@@ -327,7 +327,11 @@ def test_design_takes_the_largest_stratum_limit_and_skips_zero_baselines() -> No
         ("drift_metrics", ("complication_rate", "complication_rate"), "each metric once"),
         ("drift_odds_ratios", (1.0,), "not be 1"),
         ("drift_odds_ratios", (), "at least 1"),
-        ("drift_arl0_cases", 10, "greater than or equal to 50"),
+        ("drift_arl0_months", 0.5, "greater than or equal to 1"),
+        ("drift_site_budgets", {"north": {"arl0_months": 0}}, "greater than or equal to 1"),
+        ("drift_site_budgets", {"north": {"volume_per_month": -3}}, "greater than 0"),
+        ("drift_site_budgets", {"north": {"arl0_month": 36}}, "Extra inputs"),
+        ("drift_site_budgets", {"North Site": {"arl0_months": 36}}, "should match pattern"),
         ("drift_vas_timepoints", ("week_9",), "unknown timepoints"),
     ],
 )

@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 
 from spinewatch.domain.alerts.model import Alert, Transition
 
-Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing"]
+# "informational": a message recorded on the topic that pages nobody (drift.redesigned).
+Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing", "informational"]
 
 # KEYS: seen, alert, outbox, resend. ARGV: seen TTL s (0: kept for good),
 # kind (signal, in_control or sentinel), alert JSON,

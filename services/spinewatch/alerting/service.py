@@ -53,6 +53,8 @@ from spinewatch.alerting.silence import record_silence
 from spinewatch.contracts.drift import (
     DriftCompleteness,
     DriftInControl,
+    DriftMessage,
+    DriftRedesigned,
     DriftSentinel,
     DriftSentinelWithdrawn,
     DriftSignalled,
@@ -70,18 +72,16 @@ from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
 
-# drift.completeness is informational (completeness figures, never paged):
-# read so that it is not counted invalid, and recorded as such.
-DriftMessage = (
+# What `_record` turns into alert transitions or records (drift.completeness
+# is informational: counted in `handle`, never paged).
+_Paging = (
     DriftSignalled
     | DriftInControl
     | DriftSentinel
     | DriftSentinelWithdrawn
     | DriftSilence
-    | DriftCompleteness
+    | DriftRedesigned
 )
-# What `_record` turns into alert transitions (drift.completeness is not).
-_Paging = DriftSignalled | DriftInControl | DriftSentinel | DriftSentinelWithdrawn | DriftSilence
 _DRIFT_MESSAGE: TypeAdapter[DriftMessage] = TypeAdapter(DriftMessage)
 
 
@@ -194,6 +194,9 @@ class AlertingService:
         return outcome
 
     async def _record(self, message: _Paging) -> Outcome:
+        if isinstance(message, DriftRedesigned):
+            # A chart's new limit for its site: on the topic for the record, never paged.
+            return "informational"
         now, now_ms = self._now()
         resend_ms = now_ms + int(self.settings.resend_interval_s * 1000)
         if isinstance(message, DriftSignalled):

@@ -21,6 +21,8 @@
     spinewatch plan --metric M --procedure P --indication I --volume N/month
                     [--shift OR] [--arl0-months M | --arl0-cases N] [--json]
                                         design a drift chart: h, ARL0, ARL1
+    spinewatch plan --site S --metrics-url URL [--metric M] [--arl0-months M]
+                                        the designs of a live site's charts
     spinewatch replay FILE... --to kafka|gateway [options]
                                         backfill events from files, resumable
                                         (spinewatch replay --help)
@@ -31,7 +33,6 @@ Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,15 +40,14 @@ from pathlib import Path
 from spinewatch.baselines import load_catalog, verify_catalog
 from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
+from spinewatch.cli.plan_args import add_plan_parser, attach_negative_values
 from spinewatch.cli.replay import add_parser as add_replay_parser
 from spinewatch.contracts.export import write_json_schemas
-from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
-from spinewatch.errors import ChartDesignError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
     code: int = args.run(args)
     return code
 
@@ -131,28 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the demonstration on embedded defaults")
     demo.set_defaults(run=_demo)
 
-    plan = commands.add_parser("plan", help="design a drift chart for a cohort and volume")
-    plan.add_argument("--metric", required=True, help="e.g. cement_leakage_rate_per_level")
-    plan.add_argument("--procedure", required=True, type=ProcedureType)
-    plan.add_argument("--indication", required=True, type=Indication)
-    plan.add_argument("--volume", required=True, type=_per_month, help="procedures, e.g. 12/month")
-    plan.add_argument("--shift", type=float, default=2.0, help="odds ratio to detect (default 2)")
-    target = plan.add_mutually_exclusive_group()
-    target.add_argument("--arl0-months", type=float, default=None, help="default 36")
-    target.add_argument("--arl0-cases", type=float, default=None)
-    plan.add_argument("--json", action="store_true", help="one JSON object")
+    add_plan_parser(commands)
+    plan = commands.choices["plan"]
     plan.set_defaults(run=_plan)
 
     add_replay_parser(commands)
     return parser
-
-
-def _per_month(text: str) -> float:
-    number = text.removesuffix("/month")
-    try:
-        return float(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N/month, got {text!r}") from None
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -251,26 +235,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from spinewatch.cli.plan import describe, plan_chart  # noqa: PLC0415 - loads SciPy
+    # Imported here: it loads SciPy.
+    from spinewatch.cli.plan import run_plan  # noqa: PLC0415
 
-    months = args.arl0_months
-    if months is None and args.arl0_cases is None:
-        months = 36.0  # one false alarm per three years at this volume
-    try:
-        plan = plan_chart(
-            args.metric,
-            args.procedure,
-            args.indication,
-            procedures_per_month=args.volume,
-            odds_ratio=args.shift,
-            arl0_months=months,
-            arl0_cases=args.arl0_cases,
-        )
-    except ChartDesignError as exc:
-        print(f"spinewatch plan: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(plan.as_json()) if args.json else describe(plan))
-    return 0
+    return run_plan(args, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,23 +17,23 @@ cannot be charted: every such event is a sentinel, paged on occurrence.
 
 from __future__ import annotations
 
+import argparse
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
+from spinewatch.cli.plan_site import describe_site, design_site, read_metrics, site_inputs
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.drift.arl import ChartDesign, calibrate, shifted_probability
+from spinewatch.domain.drift.budget import DEFAULT_ARL0_MONTHS, target_arl0_cases
 from spinewatch.domain.drift.design import P0Basis, chart_probability, monitorable_metrics
+from spinewatch.domain.drift.site_design import LEVELS_PER_PROCEDURE
 from spinewatch.domain.outcomes.baseline_match import BaselineMatch, cite
 from spinewatch.domain.outcomes.comparator_policy import resolve
 from spinewatch.domain.outcomes.report_metrics import RateMetric
 from spinewatch.errors import ChartDesignError
-
-# Seed 000: "26 patients" with "28 vertebrae" treated. A per-level metric
-# takes about this many trials per procedure.
-LEVELS_PER_PROCEDURE = 28 / 26
-DAYS_PER_MONTH = 365.25 / 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +126,9 @@ def _target_arl0(months: float | None, cases: float | None, trials_per_month: fl
         raise ChartDesignError("give the false-alarm target in months or in cases, not both")
     if cases is not None:
         return cases
-    if months is None or months <= 0:
-        raise ChartDesignError(f"ARL0 must be positive, got {months} months")
-    return months * trials_per_month
+    if months is None:
+        raise ChartDesignError("give the false-alarm target in months or in cases")
+    return target_arl0_cases(months, trials_per_month)
 
 
 def describe(plan: ChartPlan) -> str:
@@ -151,3 +151,64 @@ def describe(plan: ChartPlan) -> str:
             f"{design.arl1:,.0f} {unit} on average = {plan.arl1_months:.1f} months",
         ]
     )
+
+
+def run_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`spinewatch plan`: 0 planned, 1 nothing to chart or no site, 2 usage."""
+    try:
+        if args.site is not None:
+            return _plan_site(args, out)
+        missing = [
+            f"--{name}"
+            for name in ("metric", "procedure", "indication", "volume")
+            if getattr(args, name) is None
+        ]
+        if missing:
+            print(
+                f"spinewatch plan: give {', '.join(missing)} (or --site and --metrics-url "
+                "to plan a live site's charts)",
+                file=err,
+            )
+            return 2
+        months = args.arl0_months
+        if months is None and args.arl0_cases is None:
+            months = DEFAULT_ARL0_MONTHS  # the worker's default budget
+        plan = plan_chart(
+            args.metric,
+            ProcedureType(args.procedure),
+            Indication(args.indication),
+            procedures_per_month=args.volume,
+            odds_ratio=args.shift if args.shift is not None else 2.0,
+            arl0_months=months,
+            arl0_cases=args.arl0_cases,
+        )
+    except ChartDesignError as exc:
+        print(f"spinewatch plan: {exc}", file=err)
+        return 1
+    print(json.dumps(plan.as_json()) if args.json else describe(plan), file=out)
+    return 0
+
+
+def _plan_site(args: argparse.Namespace, out: TextIO) -> int:
+    if args.metrics_url is None:
+        raise ChartDesignError("--site needs --metrics-url, the worker's /metrics address")
+    given = [f"--{n}" for n in ("procedure", "indication", "volume") if getattr(args, n)]
+    if given or args.arl0_cases is not None:
+        given += ["--arl0-cases"] if args.arl0_cases is not None else []
+        raise ChartDesignError(
+            f"--site plans the site's own volume and mix: drop {', '.join(given)}"
+        )
+    inputs = site_inputs(read_metrics(args.metrics_url), args.site)
+    if args.metric is not None:
+        inputs = [chart for chart in inputs if chart.metric == args.metric]
+    if not inputs:
+        raise ChartDesignError(
+            f"{args.metrics_url} reports no designed chart for site {args.site!r}"
+            + (f" and metric {args.metric}" if args.metric else "")
+        )
+    designs = design_site(inputs, arl0_months=args.arl0_months, shift=args.shift)
+    if args.json:
+        print(json.dumps({"site": args.site, "charts": [d.as_json() for d in designs]}), file=out)
+    else:
+        print(describe_site(args.site, designs), file=out)
+    return 0

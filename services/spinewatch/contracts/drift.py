@@ -252,3 +252,56 @@ class DriftCompleteness(Contract):
     as_of: ClinicalDate = Field(description=f"The clinical date counted up to{_IN}.")
     expected_completeness: float = Field(gt=0, lt=1, description="The local target setting.")
     timepoints: tuple[TimepointCompleteness, ...]
+
+
+class StratumShare(Contract):
+    """One stratum's share of the cases a chart was designed for."""
+
+    procedure_type: ProcedureType
+    indication: Indication
+    share: float = Field(gt=0, le=1, description="Quantised to 0.05.")
+
+
+class DriftRedesigned(Contract):
+    """A site's chart took a new limit: its volume or case mix moved past the margin.
+
+    Informational (nothing is paged): it records why the chart's h, and so
+    its signal ids, changed. After it, the worker re-announces only the
+    chart's latest episode, so history is not paged again.
+    """
+
+    event_type: Literal["drift.redesigned"]
+    schema_version: Literal[1]
+    redesign_id: UUID = Field(description="Deterministic: site, chart, old and new design.")
+    site_id: SiteId
+    metric: str
+    direction: Direction
+    provisional: bool = Field(
+        description="True: too little history for the site's own mix; designed per stratum "
+        "at a default volume."
+    )
+    previous_limit: float | None = Field(
+        default=None, gt=0, description="h before; none for the site's first design here."
+    )
+    limit: float = Field(gt=0, description="Control limit h now.")
+    arl0_cases: float = Field(gt=0, description="Cases between false alarms, at this mix.")
+    arl1_cases: float = Field(gt=0, description="Cases to detect the designed shift.")
+    arl0_months: float = Field(gt=0, description="The same at the designed volume, in months.")
+    arl1_months: float = Field(gt=0)
+    budget_months: float = Field(gt=0, description="The false-alarm budget designed for.")
+    volume_per_month: float = Field(gt=0, description="Cases on this chart a month (quantised).")
+    mix: tuple[StratumShare, ...] = Field(description="Rate charts: the case mix designed for.")
+    designed_on: ClinicalDate = Field(description=f"Clinical date of the measurement{_IN}.")
+
+
+# Every message of the drift topic: the engine writes them, the alerting
+# service reads them (it pages on some, records the informational ones).
+DriftMessage = (
+    DriftSignalled
+    | DriftInControl
+    | DriftSentinel
+    | DriftSentinelWithdrawn
+    | DriftSilence
+    | DriftCompleteness
+    | DriftRedesigned
+)

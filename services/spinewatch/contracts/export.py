@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from spinewatch.contracts.drift import (
     DriftCompleteness,
     DriftInControl,
+    DriftRedesigned,
     DriftSentinel,
     DriftSentinelWithdrawn,
     DriftSignalled,
@@ -42,6 +43,7 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.silence": DriftSilence,
     "drift.sentinel_withdrawn": DriftSentinelWithdrawn,
     "drift.completeness": DriftCompleteness,
+    "drift.redesigned": DriftRedesigned,
 }
 
 

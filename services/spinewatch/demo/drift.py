@@ -59,12 +59,18 @@ async def print_drift(
     settings, engine = worker.settings, worker.engine
     active = worker.active_partitions()
     engine.refresh_drift(active)
+    # Each site's own design is calibrated in the background: the charts
+    # are final once no site waits for one.
+    deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+    while engine.drift.designing() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        engine.refresh_drift(active)
     expected = {
         str(item.message_id)
         for charts in engine.drift.partitions.values()
         for site_id, site in charts.sites.items()
         for item in pending(site_id, site, settings.drift_resolve_after_cases)
-        if not item.resolved
+        if not item.resolved and item.message_id not in engine.drift.suppressed
     }
     signals = await _published_signals(
         brokers, settings.kafka_security, settings.drift_topic, expected
@@ -73,8 +79,9 @@ async def print_drift(
     print(
         f"\nDrift charts per site: risk-adjusted Bernoulli CUSUM for odds x"
         f"{', x'.join(f'{r:g}' for r in settings.drift_odds_ratios)}, CUSUM on VAS change for "
-        f"{settings.drift_vas_shift_sd:g} SD less relief; target ARL0 "
-        f"{settings.drift_arl0_cases:,.0f} cases per chart; {len(readings)} charts",
+        f"{settings.drift_vas_shift_sd:g} SD less relief; a false alarm every "
+        f"{settings.drift_arl0_months:g} months per chart at each site's volume; "
+        f"{len(readings)} charts",
         file=out,
     )
     print(
@@ -86,9 +93,17 @@ async def print_drift(
     stable = [s.site_id for s in sites if s.site_id != DRIFTING_SITE]
     stable_readings = [r for r in readings if r.site_id in stable]
     alarms = [r for r in stable_readings if r.track.signals]
+    # What the budget allows: each chart's ARL0 in months at its site's volume.
+    per_year = sum(
+        12 * r.plan.volume_per_month / r.chart.design.arl0 for r in stable_readings if r.plan
+    )
     if alarms:
         names = ", ".join(f"{r.site_id}/{r.chart.metric_name}" for r in alarms)
-        print(f"  stable sites: false alarms on {names}", file=out)
+        print(
+            f"  stable sites: false alarms on {names} (their {len(stable_readings)} charts "
+            f"expect {per_year:.1f} a year at the budget)",
+            file=out,
+        )
     else:
         print(
             f"  stable sites ({', '.join(stable)}): all {len(stable_readings)} charts stayed "

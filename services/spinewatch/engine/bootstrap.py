@@ -24,8 +24,15 @@ from spinewatch.adapters.message_signing import Keyring
 from spinewatch.adapters.stream_health import StreamHealth, probing
 from spinewatch.baselines import load_catalog
 from spinewatch.devservers.tansu import EmbeddedBroker
-from spinewatch.domain.drift.design import design_charts
+from spinewatch.domain.drift.budget import target_arl0_cases
+from spinewatch.domain.drift.design import design_charts, monitorable_metrics
 from spinewatch.domain.drift.site_charts import AnyChart
+from spinewatch.domain.drift.site_design import (
+    SiteBudget,
+    default_volume,
+    default_volume_of,
+    provisional_plan,
+)
 from spinewatch.domain.drift.vas_drift import design_vas_charts
 from spinewatch.domain.followup.book import CompletenessDesign
 from spinewatch.domain.followup.schedule import schedule_windows
@@ -36,6 +43,7 @@ from spinewatch.engine.ingest_pool import IngestPool
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
 from spinewatch.engine.silence_monitor import SilenceCollector, SilenceMonitor
+from spinewatch.engine.site_designs import SiteDesigner, cache_in
 from spinewatch.engine.stream_steps import publish_outbox
 from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable, SigningKeyMissing
 from spinewatch.runtime.health import Check
@@ -228,8 +236,16 @@ async def running_worker(
             await asyncio.wait_for(app.stop(), settings.stop_timeout_s)
         except TimeoutError:
             log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
-        await pool.stop()
-        await metrics.stop()
+        await _stop_helpers(pool, metrics, engine)
+
+
+async def _stop_helpers(pool: IngestPool, metrics: MetricsServer, engine: OutcomeEngine) -> None:
+    """The ingest processes, /metrics, and the drift design thread."""
+    await pool.stop()
+    await metrics.stop()
+    if engine.drift.designer is not None:
+        # Off the loop: a calibration under way cannot be interrupted.
+        await asyncio.to_thread(engine.drift.designer.close)
 
 
 def _publishing_drift(engine: OutcomeEngine, streams: Streams, settings: Settings) -> LoopBody:
@@ -256,35 +272,51 @@ def faust_checks(app: faust.App) -> list[Check]:
     return found
 
 
-def drift_monitor(settings: Settings) -> DriftMonitor:
-    """The monitored charts, designed from the catalog for the configured ARL0.
+def drift_monitor(settings: Settings, *, background: bool = True) -> DriftMonitor:
+    """The monitored charts and each site's designer, for the configured budget.
 
     Runs before anything starts, so an impossible design (a metric with
     nothing to chart, an unreachable ARL0) stops the worker at start-up
-    with the reason, not mid-stream.
+    with the reason, not mid-stream. The charts designed here are the
+    provisional ones (per stratum, at the default volume): a site's own
+    designs follow from its cases (`domain/drift/site_design.py`).
+    `background=False` calibrates in the caller's thread (test references).
     """
     catalog = load_catalog()
-    charts: tuple[AnyChart, ...] = (
-        *design_charts(
-            catalog, settings.drift_metrics, settings.drift_odds_ratios, settings.drift_arl0_cases
-        ),
-        *design_vas_charts(
-            catalog,
-            settings.drift_vas_timepoints,
-            settings.drift_vas_shift_sd,
-            settings.drift_arl0_cases,
-        ),
-    )
+    months = settings.drift_arl0_months
+    charts: list[AnyChart] = []
+    metrics = monitorable_metrics()
+    for metric in settings.drift_metrics:
+        target = target_arl0_cases(months, default_volume_of(metrics[metric].unit))
+        charts.extend(design_charts(catalog, [metric], settings.drift_odds_ratios, target))
+    if settings.drift_vas_timepoints:
+        target = target_arl0_cases(months, default_volume_of("patient"))
+        charts.extend(
+            design_vas_charts(
+                catalog, settings.drift_vas_timepoints, settings.drift_vas_shift_sd, target
+            )
+        )
+    budgets = {
+        site: SiteBudget(
+            override.arl0_months if override.arl0_months is not None else months,
+            override.volume_per_month,
+        )
+        for site, override in settings.drift_site_budgets.items()
+    }
+    designer = SiteDesigner(months, budgets, cache_in(settings.data_dir), background=background)
     for chart in charts:
+        # The provisional design of a site on the default budget is this one.
+        designer.cache.put(provisional_plan(chart, months, default_volume(chart)).key, chart.design)
         log.info(
-            "drift chart %s: h=%.3f, ARL0 %.0f, ARL1 %.0f cases, %d strata",
+            "drift chart %s (provisional, %g/month): h=%.3f, ARL0 %.0f, ARL1 %.0f cases, %d strata",
             chart.name,
+            default_volume(chart),
             chart.design.limit,
             chart.design.arl0,
             chart.design.arl1,
             len(chart.strata),
         )
-    return DriftMonitor(charts, settings.drift_resolve_after_cases)
+    return DriftMonitor(tuple(charts), settings.drift_resolve_after_cases, designer)
 
 
 def outcome_engine(registry: CollectorRegistry, settings: Settings) -> OutcomeEngine:

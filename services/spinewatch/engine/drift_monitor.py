@@ -9,26 +9,47 @@ and a refold covers whatever arrived since the last one.
 Publication is at least once with stable ids: a message leaves the outbox
 only when the publisher took it, and after a rebuild each chart's current
 episode is announced again (the alerting service dedupes by id).
+
+Per-site designs (`domain/drift/site_design.py`). With a `SiteDesigner`,
+each site's charts take limits designed for its own volume and case mix.
+A site's inputs are measured at most every `design_every_s` (a pass over
+its cases), and a calibration not cached runs on the designer's thread:
+meanwhile the site keeps its previous design and publishes under it. A
+site never designed yet publishes nothing until its first design is in
+(its provisional design is usually cached at start-up, so that is the
+next refresh). A new design changes h and so every signal id of the
+chart: the chart is refolded, the change recorded (`drift.redesigned`),
+and only each chart's latest episode re-announced, as after a rebuild.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
+from spinewatch.contracts.drift import DriftMessage
 from spinewatch.domain.drift.events import (
-    DriftMessage,
     Pending,
     build,
     latest_only,
     pending,
+    redesign_message,
     sentinel_message,
 )
 from spinewatch.domain.drift.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
+from spinewatch.domain.drift.site_design import (
+    AnyDesign,
+    SiteChartPlan,
+    designed_chart,
+)
 from spinewatch.domain.outcomes.contribution import Contribution
 from spinewatch.domain.outcomes.partition import PartitionState
 from spinewatch.domain.outcomes.records import ProcedureRecord
+from spinewatch.engine.site_designs import SiteDesigner
+
+DESIGN_EVERY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +60,37 @@ class ChartReading:
     chart: AnyChart
     track: Track
     in_control: bool
+    plan: SiteChartPlan | None = None  # None: no per-site design (a fixed chart)
+
+
+SiteRef = tuple[int, str]  # (partition, site)
 
 
 Annotate = Callable[[str, Pending, SiteCharts, DriftMessage], DriftMessage]
 
 
 class DriftMonitor:
-    def __init__(self, charts: tuple[AnyChart, ...], resolve_after_cases: int) -> None:
+    def __init__(
+        self,
+        charts: tuple[AnyChart, ...],
+        resolve_after_cases: int,
+        designer: SiteDesigner | None = None,
+        *,
+        design_every_s: float = DESIGN_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.charts = charts
         self.resolve_after = resolve_after_cases
+        self.designer = designer
+        self._design_every_s, self._clock = design_every_s, clock
+        # Per site: the plans its charts are designed for now; per
+        # partition, the sites moved since they were last measured.
+        self._plans: dict[SiteRef, tuple[SiteChartPlan, ...]] = {}
+        self._stale: dict[int, set[str]] = {}
+        self._measure_after: dict[int, float] = {}
+        # Signals of a redesigned chart's history: never published (new ids
+        # for episodes paged, or not, under the previous design).
+        self.suppressed: set[UUID] = set()
         self.partitions: dict[int, PartitionCharts] = {}
         self._published: dict[int, set[UUID]] = {}
         # Partitions rebuilt since their last refresh: history not re-announced.
@@ -90,6 +133,9 @@ class DriftMonitor:
     def rebuild(self, states: dict[int, PartitionState]) -> None:
         self.partitions = {}
         self._changed = {}
+        self._plans, self._stale, self._measure_after = {}, {}, {}
+        if self.designer is not None:
+            self.designer.forget()
         self._published = {p: self._published.get(p, set()) for p in states}
         for partition, state in states.items():
             # Withdrawals too: one queued but unpublished when the previous
@@ -112,28 +158,120 @@ class DriftMonitor:
             for case in charts.take_sentinels():
                 self.outbox.append((case.site_id, sentinel_message(case)))
             moved = charts.refresh()
-            if partition in self._rebuilt:
-                self._rebuilt.discard(partition)
-                self._queue(partition, charts, list(charts.sites), latest=True)
-            elif moved:
-                self._queue(partition, charts, moved, latest=False)
+            rebuilt = partition in self._rebuilt
+            self._rebuilt.discard(partition)
+            if self.designer is None:
+                if rebuilt:
+                    self._queue(partition, charts, list(charts.sites), latest=True)
+                elif moved:
+                    self._queue(partition, charts, moved, latest=False)
+                continue
+            stale = self._stale.setdefault(partition, set())
+            stale.update(charts.sites if rebuilt else moved)
+            redesigned = dict(self._redesign(partition, charts, self.designer))
+            every = set(range(len(self.charts)))
+            published = self._published.setdefault(partition, set())
+            for site_id, site in charts.sites.items():
+                if (partition, site_id) not in self._plans:
+                    continue  # held: no design of its own yet
+                if rebuilt:
+                    self._queue_site(published, site_id, site, every, suppress=False)
+                elif site_id in redesigned:
+                    # New h, new ids: the charts redesigned announce their
+                    # latest episode only, and their history is never paged.
+                    latest = redesigned[site_id]
+                    self._queue_site(published, site_id, site, latest, suppress=True)
+                elif site_id in moved:
+                    self._queue_site(published, site_id, site, set(), suppress=False)
+
+    def _redesign(
+        self, partition: int, charts: PartitionCharts, designer: SiteDesigner
+    ) -> Iterator[tuple[str, set[int]]]:
+        """Sites given a new design now, with the charts whose design changed."""
+        # Snapshot the stale sites (throttled) for the design thread; apply
+        # every site design that is ready.
+        now = self._clock()
+        stale = self._stale[partition]
+        if stale and now >= self._measure_after.get(partition, 0.0):
+            self._measure_after[partition] = now + self._design_every_s
+            for site_id in sorted(stale):
+                site = charts.sites.get(site_id)
+                # A site whose every case was voided keeps its design: no
+                # history to measure, and nothing on its charts to page.
+                if site is not None and len(site):
+                    designer.request((partition, site_id), site_id, self.charts, site.cases())
+            stale.clear()
+        for site_id, site in charts.sites.items():
+            ref = (partition, site_id)
+            ready = designer.take(ref)
+            if ready is None:
+                continue  # not asked, or calibrating: the site keeps its previous design
+            plans, designs = ready
+            if self._plans.get(ref) != plans:
+                yield site_id, self._apply(ref, site, plans, list(designs))
+
+    def _apply(
+        self,
+        ref: SiteRef,
+        site: SiteCharts,
+        plans: tuple[SiteChartPlan, ...],
+        designs: list[AnyDesign],
+    ) -> set[int]:
+        previous = self._plans.get(ref)
+        charts = [designed_chart(c, d) for c, d in zip(self.charts, designs, strict=True)]
+        old_limits = [c.design.limit if previous else None for c in site.charts]
+        site.redesign(charts)
+        site.refresh()
+        self._plans[ref] = plans
+        changed = set()
+        for j, (chart, plan) in enumerate(zip(charts, plans, strict=True)):
+            if previous is None or previous[j] != plan:
+                changed.add(j)
+                message = redesign_message(ref[1], chart, plan, old_limits[j])
+                self.outbox.append((ref[1], message))
+        return changed
 
     def _queue(
         self, partition: int, charts: PartitionCharts, sites: list[str], latest: bool
     ) -> None:
         published = self._published.setdefault(partition, set())
+        every = set(range(len(self.charts))) if latest else set()
         for site_id in sites:
-            site = charts.sites[site_id]
-            items = list(pending(site_id, site, self.resolve_after))
-            if latest:
-                items = latest_only(items)
-            for item in items:
-                if item.message_id not in published:
-                    published.add(item.message_id)
-                    message = build(item, site)
-                    if self.annotate is not None:
-                        message = self.annotate(site_id, item, site, message)
-                    self.outbox.append((site_id, message))
+            self._queue_site(published, site_id, charts.sites[site_id], every, suppress=False)
+
+    def _queue_site(
+        self,
+        published: set[UUID],
+        site_id: str,
+        site: SiteCharts,
+        latest_of: set[int],
+        *,
+        suppress: bool,
+    ) -> None:
+        """Queue the site's unpublished messages; of the charts in `latest_of`, only
+        the latest episode (and, with `suppress`, the rest is never published)."""
+        items = list(pending(site_id, site, self.resolve_after))
+        if latest_of:
+            keep = {i.message_id for i in latest_only(items)}
+            history = [i for i in items if i.chart_index in latest_of and i.message_id not in keep]
+            if suppress:
+                published.update(i.message_id for i in history)
+                self.suppressed.update(i.message_id for i in history)
+            dropped = {i.message_id for i in history}
+            items = [i for i in items if i.message_id not in dropped]
+        for item in items:
+            if item.message_id not in published:
+                published.add(item.message_id)
+                message = build(item, site)
+                if self.annotate is not None:
+                    message = self.annotate(site_id, item, site, message)
+                self.outbox.append((site_id, message))
+
+    def designing(self) -> bool:
+        """Sites waiting to be measured or designed: their charts may still change."""
+        if self.designer is None:
+            return False
+        return self.designer.busy() or any(self._stale.values())
 
     def take_outbox(self) -> list[tuple[str, DriftMessage]]:
         taken, self.outbox = self.outbox, []
@@ -149,9 +287,14 @@ class DriftMonitor:
             if charts is None:
                 continue
             for site_id, site in sorted(charts.sites.items()):
-                yield from self._site_readings(site_id, site)
+                plans = self._plans.get((partition, site_id))
+                yield from self._site_readings(site_id, site, plans)
 
-    def _site_readings(self, site_id: str, site: SiteCharts) -> Iterator[ChartReading]:
-        for chart, track in zip(site.charts, site.tracks, strict=True):
+    def _site_readings(
+        self, site_id: str, site: SiteCharts, plans: tuple[SiteChartPlan, ...] | None
+    ) -> Iterator[ChartReading]:
+        for j, (chart, track) in enumerate(zip(site.charts, site.tracks, strict=True)):
             if track.state.cases:
-                yield ChartReading(site_id, chart, track, track.in_control(self.resolve_after))
+                plan = plans[j] if plans else None
+                in_control = track.in_control(self.resolve_after)
+                yield ChartReading(site_id, chart, track, in_control, plan)

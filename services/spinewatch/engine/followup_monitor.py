@@ -22,12 +22,13 @@ from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
     DriftCompleteness,
+    DriftMessage,
     DriftSignalled,
     LocalTarget,
     TimepointCompleteness,
 )
 from spinewatch.contracts.vocabulary import FollowupTimepoint
-from spinewatch.domain.drift.events import DriftMessage, Pending, build, latest_only, pending
+from spinewatch.domain.drift.events import Pending, build, latest_only, pending
 from spinewatch.domain.drift.site_charts import SiteCharts
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
 from spinewatch.domain.followup.book import CompletenessDesign, FollowupBook

@@ -21,11 +21,13 @@ from prometheus_client.registry import Collector
 
 from spinewatch.baselines import load_catalog
 from spinewatch.baselines.model import BaselineCatalog
+from spinewatch.domain.drift.arl import ChartDesign
 from spinewatch.domain.drift.cusum import ChartState
 from spinewatch.domain.drift.design import chart_probability
 from spinewatch.domain.outcomes.aggregates import ALL, add_into, cohort_views
 from spinewatch.domain.outcomes.funnel import FunnelLimits, exceedance_p_value, funnel_limits
 from spinewatch.domain.outcomes.report import BaselineMatch, ReportRow, cohort_report
+from spinewatch.engine.drift_monitor import ChartReading
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.errors import ChartDesignError
 
@@ -236,6 +238,7 @@ class DriftCollector(Collector):
         )
         signals = gauge("spinewatch_drift_signals", "Signals of the chart over its history.")
         cases = gauge("spinewatch_drift_chart_cases", "Cases (levels or patients) on the chart.")
+        design = _DesignFamilies(gauge)
         active = self._active_partitions()
         self._engine.refresh_drift(active)
         readings = list(self._engine.drift.readings(active))
@@ -251,7 +254,88 @@ class DriftCollector(Collector):
                 vlad.add_metric(labels, chart_state.vlad)
             signals.add_metric(labels, len(chart_state.signals))
             cases.add_metric(labels, chart_state.cases)
-        yield from (statistic, limit, state, vlad, signals, cases)
+            design.add(labels, reading)
+        pending = GaugeMetricFamily(
+            "spinewatch_drift_design_pending",
+            "1 while a site's chart design is being measured or calibrated (its gauges may move).",
+        )
+        pending.add_metric([], 1 if self._engine.drift.designing() else 0)
+        yield from (statistic, limit, state, vlad, signals, cases, pending)
+        yield from design.all()
+
+
+class _DesignFamilies:
+    """Each chart's design for its site: what it achieves, and what it was designed for.
+
+    The inputs (volume, shares, budget, shift) are exactly what
+    `spinewatch plan --site` reads to recompute the same design.
+    """
+
+    def __init__(self, gauge: Callable[[str, str], GaugeMetricFamily]) -> None:
+        self.arl0_cases = gauge(
+            "spinewatch_drift_chart_arl0_cases", "Designed cases between false alarms (ARL0)."
+        )
+        self.arl1_cases = gauge(
+            "spinewatch_drift_chart_arl1_cases", "Designed cases to detect the shift (ARL1)."
+        )
+        self.arl0_months = gauge(
+            "spinewatch_drift_chart_arl0_months", "ARL0 in months at the designed volume."
+        )
+        self.arl1_months = gauge(
+            "spinewatch_drift_chart_arl1_months", "ARL1 in months at the designed volume."
+        )
+        self.volume = gauge(
+            "spinewatch_drift_design_volume_per_month",
+            "Cases a month on this chart the design is for (quantised to 2 digits).",
+        )
+        self.budget = gauge(
+            "spinewatch_drift_design_budget_months", "False-alarm budget: months per false alarm."
+        )
+        self.odds_ratio = gauge(
+            "spinewatch_drift_design_odds_ratio", "Rate charts: shift to detect."
+        )
+        self.shift_sd = gauge("spinewatch_drift_design_shift_sd", "VAS charts: shift in SD.")
+        self.provisional = gauge(
+            "spinewatch_drift_design_provisional",
+            "1: too little history, designed per stratum at the default volume.",
+        )
+        self.share = GaugeMetricFamily(
+            "spinewatch_drift_design_stratum_share",
+            "Share of the chart's cases in this stratum, as designed (to 0.05).",
+            labels=(*DRIFT_LABELS, "procedure", "indication"),
+        )
+        self.false_alarms = GaugeMetricFamily(
+            "spinewatch_drift_site_false_alarms_per_year",
+            "Expected false alarms a year across the site's charts, as designed.",
+            labels=("site",),
+        )
+        self._per_site: dict[str, float] = {}
+
+    def add(self, labels: list[str], reading: ChartReading) -> None:
+        design, plan = reading.chart.design, reading.plan
+        self.arl0_cases.add_metric(labels, design.arl0)
+        self.arl1_cases.add_metric(labels, design.arl1)
+        if isinstance(design, ChartDesign):
+            self.odds_ratio.add_metric(labels, design.odds_ratio)
+        else:
+            self.shift_sd.add_metric(labels, design.shift_sd)
+        if plan is None:
+            return  # a fixed chart: designed in cases, for no volume
+        volume = plan.volume_per_month
+        self.arl0_months.add_metric(labels, design.arl0 / volume)
+        self.arl1_months.add_metric(labels, design.arl1 / volume)
+        self.volume.add_metric(labels, volume)
+        self.budget.add_metric(labels, plan.arl0_months)
+        self.provisional.add_metric(labels, 1 if plan.provisional else 0)
+        for (procedure, indication), share in plan.shares:
+            self.share.add_metric([*labels, procedure, indication], share)
+        site = reading.site_id
+        self._per_site[site] = self._per_site.get(site, 0.0) + 12.0 * volume / design.arl0
+
+    def all(self) -> Iterator[Metric]:
+        for site, per_year in sorted(self._per_site.items()):
+            self.false_alarms.add_metric([site], per_year)
+        yield from (v for v in vars(self).values() if isinstance(v, GaugeMetricFamily))
 
 
 FOLLOWUP_LABELS = ("site", "timepoint")

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.adapters.message_signing import Keyring, SigningSecret
 from spinewatch.baselines import seeds
+from spinewatch.contracts.base import SiteId
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
 from spinewatch.domain.drift.silence import SilenceRule
 from spinewatch.engine.ingest import IngestLimits
@@ -38,6 +39,22 @@ DEFAULT_DRIFT_METRICS = (
     "reoperation_rate",
     "neurological_deficit_rate",
 )
+
+
+class SiteBudgetOverride(BaseModel):
+    """One site's alarm budget in settings (domain/drift/site_design.py uses it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arl0_months: float | None = Field(
+        default=None, ge=1.0, le=1200.0, description="Months between false alarms, per chart."
+    )
+    volume_per_month: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Procedures a month, instead of the volume measured from the site's cases.",
+    )
 
 
 class Settings(StrictEnvSettings, KafkaSecurity):
@@ -175,18 +192,17 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         le=5.0,
         description="Loss of pain relief the VAS charts detect, in SD of the published change.",
     )
-    drift_arl0_cases: float = Field(
-        default=10_000,
-        ge=50,
-        le=1_000_000,
-        description="Target in-control run length per chart, in cases (levels or patients).",
-    )
     drift_arl0_months: float = Field(
         default=60.0,
         ge=1.0,
         le=1200.0,
         description="False-alarm budget per chart: expected months between false alarms "
         "at the site's own volume (domain/drift/budget.py says why 60).",
+    )
+    drift_site_budgets: dict[SiteId, SiteBudgetOverride] = Field(
+        default_factory=dict,
+        description='Per-site overrides, JSON: {"site": {"arl0_months": 36, '
+        '"volume_per_month": 12}}; volume in procedures a month replaces the measured one.',
     )
     drift_resolve_after_cases: int = Field(
         default=100,

@@ -20,13 +20,14 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from spinewatch.contracts.drift import (
-    DriftCompleteness,
     DriftInControl,
+    DriftMessage,
+    DriftRedesigned,
     DriftSentinel,
     DriftSentinelWithdrawn,
     DriftSignalled,
-    DriftSilence,
     StratumBaseline,
+    StratumShare,
 )
 from spinewatch.contracts.vocabulary import Indication, ProcedureType
 from spinewatch.domain.drift.cusum import Signal
@@ -40,20 +41,11 @@ from spinewatch.domain.drift.site_charts import (
     SiteCharts,
     Track,
 )
+from spinewatch.domain.drift.site_design import SiteChartPlan, stratum_run_lengths
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
 from spinewatch.domain.outcomes.baseline_match import BaselineMatch, cite
 
 _NAMESPACE = UUID("6c1f0a52-9d0e-4a52-9a0b-2f5e7c3d9b41")
-
-# drift.completeness is built by the follow-up monitor, published beside these.
-DriftMessage = (
-    DriftSignalled
-    | DriftInControl
-    | DriftSentinel
-    | DriftSentinelWithdrawn
-    | DriftSilence
-    | DriftCompleteness
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +135,12 @@ def _rate_details(
     baselines = []
     for stratum, cases in sorted(Counter(stratum for stratum, _ in window).items()):
         risk = chart.strata[stratum]
-        arl0, arl1 = chart.run_lengths[stratum]
+        # A site's design computes its planned strata's run lengths; a stratum
+        # seen only outside its design window is computed here (cached).
+        lengths = chart.run_lengths.get(stratum)
+        if lengths is None:
+            lengths = stratum_run_lengths(risk.p0, chart.design.odds_ratio, chart.design.limit)
+        arl0, arl1 = lengths
         baselines.append(
             _stratum(stratum, cases, risk.baseline, arl0, arl1, p0=risk.p0, p0_basis=risk.basis)
         )
@@ -279,4 +276,39 @@ def withdrawal_message(withdrawal: SentinelWithdrawal) -> DriftSentinelWithdrawn
         site_id=withdrawal.site_id,
         metric=f"{withdrawal.category}_rate",
         reason=withdrawal.reason,
+    )
+
+
+def redesign_message(
+    site_id: str, chart: AnyChart, plan: SiteChartPlan, previous_limit: float | None
+) -> DriftRedesigned:
+    """The drift-topic record of a site's chart taking a new design (never paged)."""
+    design = chart.design
+    key = f"{site_id}|{chart.name}|{plan.key.as_text()}|{previous_limit!r}|{design.limit!r}"
+    volume = plan.volume_per_month
+    return DriftRedesigned(
+        event_type="drift.redesigned",
+        schema_version=1,
+        redesign_id=uuid5(_NAMESPACE, key),
+        site_id=site_id,
+        metric=chart.metric_name,
+        direction=chart.direction,
+        provisional=plan.provisional,
+        previous_limit=previous_limit,
+        limit=design.limit,
+        arl0_cases=design.arl0,
+        arl1_cases=design.arl1,
+        arl0_months=design.arl0 / volume,
+        arl1_months=design.arl1 / volume,
+        budget_months=plan.arl0_months,
+        volume_per_month=volume,
+        mix=tuple(
+            StratumShare(
+                procedure_type=ProcedureType(procedure),
+                indication=Indication(indication),
+                share=share,
+            )
+            for (procedure, indication), share in plan.shares
+        ),
+        designed_on=clinical_date((plan.as_of_us, b"")),
     )

@@ -140,6 +140,29 @@ class SiteCharts:
     def __len__(self) -> int:
         return len(self._cases)
 
+    def cases(self) -> list[tuple[CaseKey, ChartCase]]:
+        """Every case in clinical order (what a site's design is measured on)."""
+        self._merge()
+        return [(key, self._cases[key]) for key in self._keys]
+
+    def redesign(self, charts: Sequence[AnyChart]) -> None:
+        """Take the site's own chart designs: every chart whose design changed
+        is refolded from the first case on the next `refresh`."""
+        if len(charts) != len(self.charts):
+            raise ValueError("a redesign keeps the charts, only their limits change")
+        old, self.charts = self.charts, tuple(charts)
+        changed = [
+            j for j, (a, b) in enumerate(zip(old, self.charts, strict=True)) if a.design != b.design
+        ]
+        self._merge()
+        tracks = list(self.tracks)
+        for j in changed:
+            tracks[j] = Track(self.charts[j].new_state())
+            self._checkpoints[j] = [tracks[j]]
+        self.tracks = tuple(tracks)
+        if self._keys:
+            self._change(self._keys[0], changed)
+
     def put(self, key: CaseKey, case: ChartCase) -> None:
         old = self._cases.get(key)
         if old == case:
