@@ -87,6 +87,10 @@ class ChartDesignError(SpinewatchError, ValueError):
     """A drift chart parameter outside its meaningful range."""
 
 
+class CalibrationCancelled(SpinewatchError):
+    """A chart calibration was stopped before its end (its worker is stopping)."""
+
+
 class RedisUnavailable(SpinewatchError):
     """No Redis-compatible server to start or reach (the alerting state needs one)."""
 

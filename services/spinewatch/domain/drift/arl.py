@@ -30,7 +30,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from spinewatch.domain.drift.cusum import llr_weight
-from spinewatch.errors import ChartDesignError
+from spinewatch.errors import CalibrationCancelled, ChartDesignError
 
 CaseMix = Sequence[tuple[float, float]]  # (expected probability, share of cases)
 
@@ -142,8 +142,14 @@ def calibrate(
     target_arl0: float,
     *,
     resolution: int = DEFAULT_RESOLUTION,
+    cancelled: Callable[[], bool] | None = None,
 ) -> ChartDesign:
-    """The smallest limit h whose in-control ARL reaches `target_arl0`."""
+    """The smallest limit h whose in-control ARL reaches `target_arl0`.
+
+    `cancelled` is asked before each solve: a mixture's design takes up to
+    ~20 solves of ~1 s each, and a worker that is stopping must not wait
+    for them (`CalibrationCancelled`).
+    """
     if target_arl0 <= 1:
         raise ChartDesignError(f"target ARL0 must exceed 1 case, got {target_arl0}")
     lattice = _Lattice(case_mix, odds_ratio, resolution)
@@ -151,6 +157,8 @@ def calibrate(
 
     def arl0(states: int) -> float:
         if states not in known:
+            if cancelled is not None and cancelled():
+                raise CalibrationCancelled("calibration cancelled")
             known[states] = lattice.arl(states, 1.0)
         return known[states]
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
@@ -375,15 +375,35 @@ def _merged(mix: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ..
     return tuple(sorted(shares.items()))
 
 
-@lru_cache(maxsize=512)
-def compute_design(key: DesignKey) -> AnyDesign:
-    """The calibration a key names (slow for a mixture: seconds; run it off the event loop)."""
+# Designs this process computed, by key (a design is a pure function of its
+# key: workers of one process, and a test session's, share them).
+_COMPUTED: dict[DesignKey, AnyDesign] = {}
+_COMPUTED_KEPT = 512
+
+
+def compute_design(key: DesignKey, cancelled: Callable[[], bool] | None = None) -> AnyDesign:
+    """The calibration a key names (slow for a mixture: seconds; run it off the event loop).
+
+    `cancelled`, asked between solves, stops it (`CalibrationCancelled`).
+    """
+    known = _COMPUTED.get(key)
+    if known is not None:
+        return known
+    design: AnyDesign
     if key.kind == "vas":
-        return calibrate_vas(key.shift, key.target_arl0)
-    if key.kind == "per_stratum":
-        designs = [calibrate([(p0, 1.0)], key.shift, key.target_arl0) for p0, _ in key.mix]
-        return max(designs, key=lambda design: design.limit)
-    return calibrate(key.mix, key.shift, key.target_arl0)
+        design = calibrate_vas(key.shift, key.target_arl0)
+    elif key.kind == "per_stratum":
+        designs = [
+            calibrate([(p0, 1.0)], key.shift, key.target_arl0, cancelled=cancelled)
+            for p0, _ in key.mix
+        ]
+        design = max(designs, key=lambda design: design.limit)
+    else:
+        design = calibrate(key.mix, key.shift, key.target_arl0, cancelled=cancelled)
+    if len(_COMPUTED) >= _COMPUTED_KEPT:
+        del _COMPUTED[next(iter(_COMPUTED))]
+    _COMPUTED[key] = design
+    return design
 
 
 @lru_cache(maxsize=4096)
