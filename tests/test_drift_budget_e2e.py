@@ -33,7 +33,9 @@ MIX = {
     (ProcedureType.PVP, Indication.HEMANGIOMA): 0.6,
     (ProcedureType.PVP, Indication.METASTASIS): 0.4,
 }
-METRICS = ("complication_rate", "cement_leakage_rate_per_level")
+# Two metrics the comparator policy charts in both strata (per-level leakage
+# has a point estimate for PVP/hemangioma only: schemas/baselines/COMPARATORS.md).
+METRICS = ("complication_rate", "symptomatic_cement_leakage_rate")
 
 
 def _designed(samples: dict[Sample, float]) -> dict[tuple[str, str], dict[str, float]]:
@@ -49,7 +51,9 @@ def _designed(samples: dict[Sample, float]) -> dict[tuple[str, str], dict[str, f
         ):
             chart = charts.setdefault((labels["metric"], labels["direction"]), {})
             chart[name.removeprefix("spinewatch_drift_")] = number
-    return charts
+    # Charts designed for the site's volume and mix (what `plan --site` reads);
+    # the follow-up completeness chart has its own rule (domain/followup/chart.py).
+    return {key: chart for key, chart in charts.items() if "design_volume_per_month" in chart}
 
 
 def _settled(samples: dict[Sample, float]) -> bool:
