@@ -66,7 +66,17 @@ class _Lattice:
         weights = [
             (llr_weight(1, 1, p, odds_ratio), llr_weight(0, 1, p, odds_ratio)) for p, _ in case_mix
         ]
-        self.delta = _lattice_step([w for pair in weights for w in pair], resolution)
+        flat = [w for pair in weights for w in pair]
+        if len(case_mix) == 1:
+            self.delta = _lattice_step(flat, resolution)
+        else:
+            # A mixture's weights share no fine common step: the search picked
+            # 1/160 of the smallest weight, some 20,000 states and minutes of
+            # solves (4 strata: over 300 s; 3 strata: 26 s). A fixed step of
+            # 2/resolution of it (1/20 by default) keeps h within 0.3% of the
+            # search's (3 strata, ARL0 2,000: 3.328 against 3.323) in under a
+            # second; the achieved ARL0 is computed on the same lattice.
+            self.delta = min(abs(w) for w in flat) / max(1, resolution // 2)
         self.steps = [(round(w1 / self.delta), round(w0 / self.delta)) for w1, w0 in weights]
         self.odds_ratio = odds_ratio
 

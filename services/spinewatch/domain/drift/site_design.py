@@ -49,7 +49,7 @@ from spinewatch.domain.drift.vas_drift import MonitoredVasChart
 
 # Bumped whenever the calibration or the key changes: on-disk caches keyed
 # by an older version are ignored.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 
 WINDOW_MONTHS = 12  # a year: seasonal swings in referrals average out
 MIN_HISTORY_MONTHS = 3
