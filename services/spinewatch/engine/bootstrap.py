@@ -319,9 +319,12 @@ def drift_monitor(settings: Settings, *, background: bool = True) -> DriftMonito
     return DriftMonitor(tuple(charts), settings.drift_resolve_after_cases, designer)
 
 
-def outcome_engine(registry: CollectorRegistry, settings: Settings) -> OutcomeEngine:
-    """The engine with its drift charts and follow-up completeness."""
-    drift = drift_monitor(settings)
+def outcome_engine(
+    registry: CollectorRegistry, settings: Settings, *, background: bool = True
+) -> OutcomeEngine:
+    """The engine with its drift charts and follow-up completeness
+    (`background=False`: site designs calibrated in the caller's thread)."""
+    drift = drift_monitor(settings, background=background)
     return OutcomeEngine(
         registry,
         drift=drift,
