@@ -117,8 +117,12 @@ async def deployment(
     kafka_bootstrap: str, module_redis: str, credentials: Credentials
 ) -> AsyncIterator[Deployment]:
     app_id = f"g{uuid.uuid4().hex[:12]}"
-    # One process fewer on a 2-core machine (validation inline); no charts.
-    worker = worker_settings(kafka_bootstrap, app_id, ingest_processes=0, drift_metrics=())
+    # One process fewer on a 2-core machine (validation inline); no charts (nor
+    # follow-up completeness: a FHIR follow-up without Observation.issued is
+    # recorded at receipt, which moves its site's clinical clock to today).
+    worker = worker_settings(
+        kafka_bootstrap, app_id, ingest_processes=0, drift_metrics=(), followup_schedule=()
+    )
     settings = gateway_settings(
         kafka_bootstrap,
         module_redis,
