@@ -127,3 +127,30 @@ def test_a_site_whose_cases_are_all_voided_keeps_its_design() -> None:
     assert len(site) == 0
     assert [c.design.limit for c in site.charts] == limits
     assert not [m for _, m in monitor.take_outbox() if isinstance(m, DriftRedesigned)]
+
+
+def test_a_rebuilt_worker_never_sends_the_history_it_did_not_re_announce() -> None:
+    # The charts' whole history at a rebuild: the latest episode is
+    # re-announced, and the earlier signals stay unsent when later cases
+    # move the site (the alerting service's dedupe keys expire; history
+    # re-sent after that would page resolved episodes again).
+    quiet = generate_cohort(3, [SiteProfile("north", 300, HEMANGIOMA, leakage_odds_ratio=3.0)])
+    monitor = _monitor()  # a restarted worker: it knows nothing it published
+    monitor.rebuild({0: _state(list(quiet.events))})
+    monitor.refresh([0])
+    site = monitor.partitions[0].sites["north"]
+    signals = [p for p in pending("north", site, 100) if not p.resolved]
+    assert len(signals) > 1, "the seeded drift gave no history to hold back"
+    announced = {m.signal_id for _, m in monitor.take_outbox() if isinstance(m, DriftSignalled)}
+    assert announced == {signals[-1].message_id}
+    # A few more cases inside the same year: the site moves, its design does not.
+    later = generate_cohort(
+        5, [SiteProfile("north", 8, HEMANGIOMA)], start=datetime(2025, 6, 1, tzinfo=UTC)
+    )
+    moved = _state(list(quiet.events) + list(later.events))
+    monitor.track(0, moved, moved.contributions.keys())
+    monitor.refresh([0])
+    after = monitor.take_outbox()
+    assert not [m for _, m in after if isinstance(m, DriftRedesigned)], "the design moved"
+    history = {p.message_id for p in signals[:-1]}
+    assert not [m for _, m in after if getattr(m, "signal_id", None) in history]

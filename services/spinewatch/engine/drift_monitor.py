@@ -175,7 +175,10 @@ class DriftMonitor:
                 if (partition, site_id) not in self._plans:
                     continue  # held: no design of its own yet
                 if rebuilt:
-                    self._queue_site(published, site_id, site, every, suppress=False)
+                    # A rebuilt worker cannot know what was published before:
+                    # each chart's current episode is re-announced (ids dedupe
+                    # it) and the history is never sent again, even later.
+                    self._queue_site(published, site_id, site, every, suppress=True)
                 elif site_id in redesigned:
                     # New h, new ids: the charts redesigned announce their
                     # latest episode only, and their history is never paged.
@@ -237,7 +240,7 @@ class DriftMonitor:
         published = self._published.setdefault(partition, set())
         every = set(range(len(self.charts))) if latest else set()
         for site_id in sites:
-            self._queue_site(published, site_id, charts.sites[site_id], every, suppress=False)
+            self._queue_site(published, site_id, charts.sites[site_id], every, suppress=latest)
 
     def _queue_site(
         self,
