@@ -32,18 +32,22 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
     assert "vs 3/28 (10.7%) (s000.leakage.per_level)" in text
     # The drifting site's leakage chart signals, after the change began,
     # with the estimated change point; the stable sites are accounted for.
+    # At a 60-month budget the busy drifting site may also raise a false alarm
+    # before its drift (which of its signals are announced depends on when its
+    # design arrives during the backfill), so: every signal is a real crossing,
+    # and one of them comes after the change began.
     truth = re.search(r"leakage odds doubled from its procedures of (\S+)\)", text)
-    signal = re.search(
+    signals = re.findall(
         r"SIGNAL riverside / cement_leakage_rate_per_level: at case \d+ \((\S+)\), "
         r"CUSUM ([\d.]+) >= h ([\d.]+)\n\s+change point estimated at case \d+ \((\S+)\)",
         text,
     )
     assert truth is not None
-    assert signal is not None, text[-1500:]
-    signalled, statistic, limit, change_point = signal.groups()
-    assert signalled >= truth.group(1)
-    assert change_point <= signalled
-    assert float(statistic) >= float(limit)
+    assert signals, text[-1500:]
+    for signalled, statistic, limit, change_point in signals:
+        assert change_point <= signalled
+        assert float(statistic) >= float(limit)
+    assert any(signalled >= truth.group(1) for signalled, *_ in signals), signals
     # At 60 months per chart at each site's volume, a stable site may raise
     # a false alarm in the demo's year: the line says so, against the budget.
     assert re.search(r"stable sites( \(.*stayed in control|: false alarms on .* a year at)", text)
