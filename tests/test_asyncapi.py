@@ -20,7 +20,7 @@ import yaml
 
 from spinewatch.adapters.state_codec import FORMAT_VERSION
 from spinewatch.contracts import EVENT_MODELS
-from spinewatch.contracts.export import DRIFT_MODELS, schema_file_name
+from spinewatch.contracts.export import CHANNEL_MODELS, DRIFT_MODELS, schema_file_name
 from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topic
 from spinewatch.engine.ingest import MAX_FACTS_PER_MESSAGE
 from spinewatch.errors import FieldError
@@ -150,7 +150,7 @@ def test_every_file_reference_is_a_committed_schema() -> None:
     for ref in refs:
         assert (SCHEMAS / ref).resolve().is_file(), ref
         assert (SCHEMAS / ref).resolve().parent == SCHEMAS / "json-schema", ref
-    wanted = {schema_file_name(t) for t in [*EVENT_MODELS, *DRIFT_MODELS]}
+    wanted = {schema_file_name(t) for t in [*EVENT_MODELS, *DRIFT_MODELS, *CHANNEL_MODELS]}
     assert {Path(ref).name for ref in refs} == wanted
 
 

@@ -26,7 +26,7 @@ from spinewatch.baselines.model import BaselineCatalog
 from spinewatch.cli.main import main
 from spinewatch.contracts import EVENT_MODELS
 from spinewatch.contracts.drift import DriftSentinel
-from spinewatch.contracts.export import DRIFT_MODELS, render, schema_file_name
+from spinewatch.contracts.export import CHANNEL_MODELS, DRIFT_MODELS, render, schema_file_name
 from tests.strategies import any_event, procedure_performed
 
 COMMITTED = Path(__file__).resolve().parents[1] / "schemas" / "json-schema"
@@ -52,7 +52,7 @@ def test_cli_writes_one_schema_per_event_type_and_the_catalog_schema(
 ) -> None:
     assert main(["schemas", "--out", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    types = [*EVENT_MODELS, *DRIFT_MODELS]
+    types = [*EVENT_MODELS, *DRIFT_MODELS, *CHANNEL_MODELS]
     assert written == sorted([*(schema_file_name(t) for t in types), CATALOG_SCHEMA_FILE])
     for name in written:
         Draft202012Validator.check_schema(json.loads((tmp_path / "out" / name).read_text()))

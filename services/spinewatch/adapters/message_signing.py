@@ -53,6 +53,8 @@ class TopicKind(StrEnum):
 
     FACTS = "facts"
     DRIFT = "drift"
+    LOOKBACK = "lookback"
+    CONTROL = "control"
 
 
 # Why a message failed verification: dead-letter reasons and bounded metric labels.

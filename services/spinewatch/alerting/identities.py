@@ -39,10 +39,11 @@ from aiohttp.typedefs import Middleware
 from pydantic import Field
 
 from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.contracts.control import USER_PATTERN
 from spinewatch.runtime.credentials import CredentialStore, Grant, bearer_token
 
-# A staff identity or on-call code: lower-case letters, digits, '.', '_', '-'.
-USER_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+# A staff identity or on-call code: lower-case letters, digits, '.', '_', '-'
+# (defined with the contracts, since a chart reset names who decided it).
 _USER = re.compile(USER_PATTERN)
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 _CHALLENGE = 'Bearer realm="spinewatch-alerting"'

@@ -24,6 +24,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
+from spinewatch.contracts.control import ChartReset
 from spinewatch.contracts.drift import (
     DriftCompleteness,
     DriftInControl,
@@ -34,6 +35,7 @@ from spinewatch.contracts.drift import (
     DriftSilence,
 )
 from spinewatch.contracts.envelope import SCHEMA_VERSION
+from spinewatch.contracts.lookback import DriftLookback
 from spinewatch.contracts.registry import EVENT_MODELS
 
 DRIFT_MODELS: dict[str, type[BaseModel]] = {
@@ -45,6 +47,11 @@ DRIFT_MODELS: dict[str, type[BaseModel]] = {
     "drift.completeness": DriftCompleteness,
     "drift.redesigned": DriftRedesigned,
 }
+# One message type each on `{app}-lookback` and `{app}-control`.
+CHANNEL_MODELS: dict[str, type[BaseModel]] = {
+    "drift.lookback": DriftLookback,
+    "chart.reset": ChartReset,
+}
 
 
 def latest_version(event_type: str) -> int:
@@ -54,7 +61,7 @@ def latest_version(event_type: str) -> int:
     version the engine reads (followup.recorded.v2 accepts version 1 events
     too), so a producer still on an older version validates against it.
     """
-    model = {**EVENT_MODELS, **DRIFT_MODELS}[event_type]
+    model = {**EVENT_MODELS, **DRIFT_MODELS, **CHANNEL_MODELS}[event_type]
     versions = get_args(model.model_fields["schema_version"].annotation)
     return max((int(v) for v in versions), default=SCHEMA_VERSION)
 
@@ -66,7 +73,7 @@ def schema_file_name(event_type: str) -> str:
 def event_json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema (draft 2020-12) of every event type, keyed by file name."""
     documents: dict[str, dict[str, Any]] = {}
-    models: dict[str, type[BaseModel]] = {**EVENT_MODELS, **DRIFT_MODELS}
+    models: dict[str, type[BaseModel]] = {**EVENT_MODELS, **DRIFT_MODELS, **CHANNEL_MODELS}
     for event_type, model in sorted(models.items()):
         schema = model.model_json_schema(mode="validation")
         documents[schema_file_name(event_type)] = {

@@ -39,6 +39,12 @@ class Topic(StrEnum):
     DRIFT = "drift"
     # Every alert transition, for audit: alerting -> anyone.
     ALERTS = "alerts"
+    # The cases that drove each signal (pseudonymous ids, dates), keyed by
+    # site: worker -> alerting only (contracts/lookback.py).
+    LOOKBACK = "lookback"
+    # Chart resets decided by closed investigations, keyed by site: alerting
+    # -> every worker, read from the start (contracts/control.py).
+    CONTROL = "control"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,14 @@ class Topology:
     @property
     def alerts(self) -> str:
         return self.name(Topic.ALERTS)
+
+    @property
+    def lookback(self) -> str:
+        return self.name(Topic.LOOKBACK)
+
+    @property
+    def control(self) -> str:
+        return self.name(Topic.CONTROL)
 
     def names(self) -> list[str]:
         """Every topic, to create before any worker starts."""
