@@ -70,9 +70,10 @@ def render(report: GovernanceReport) -> str:
     parts = [
         _header(report),
         _legend(),
-        _rows(report.rows, notes),
+        _flagged(report.rows),
         _funnels(report.funnels),
         _charts(report),
+        _rows(report.rows, notes),
         _completeness(report.completeness),
         _alerts(report.alerts),
         _notes(notes),
@@ -127,6 +128,26 @@ def _legend() -> str:
     )
 
 
+def _flagged(rows: tuple[CohortRow, ...]) -> str:
+    """The flagged rows at a glance (each is in full, with its comparator, further down)."""
+    body = "".join(
+        f"<tr><td>{escape(r.site_id)}</td><td>{r.procedure} / {r.indication}</td>"
+        f'<td>{escape(r.metric)}</td><td class="num">{r.numerator}/{r.denominator}</td>'
+        f'<td class="num">{_pct(r.rate)} ({_pct(r.low)}{DASH}{_pct(r.high)})</td>'
+        f'<td class="num">{_pct(r.comparator.p0) if r.comparator else DASH}</td>'
+        f'<td class="marks">{_marks(r.flags)}</td></tr>'
+        for r in rows
+        if r.flags
+    )
+    if not body:
+        return '<section id="flagged"><h2>Flagged rows</h2><p>No row is flagged.</p></section>'
+    return (
+        '<section id="flagged"><h2>Flagged rows</h2><table><tr><th>site</th><th>cohort</th>'
+        "<th>metric</th><th>n/N</th><th>rate (95% CI)</th><th>comparator</th><th>flags</th>"
+        f"</tr>{body}</table></section>"
+    )
+
+
 def _marks(flags: tuple[Flag, ...]) -> str:
     return " ".join(
         f'<abbr title="{escape(LEGEND[f][1])}">{escape(LEGEND[f][0])}</abbr>' for f in flags
@@ -174,9 +195,14 @@ def _rows(rows: tuple[CohortRow, ...], notes: _Notes) -> str:
                 )
             unit = "levels" if row.unit == "treated_level" else "patients"
             flags = " ".join(f.value for f in row.flags)
+            # The figures a reader's tools (and the browser test) re-check, unrounded.
+            p0 = row.comparator.p0 if row.comparator and row.comparator.p0 is not None else ""
+            bounds = f"{published.low!r},{published.high!r}" if published is not None else ""
             body.append(
                 f'<tr class="{"flagged" if row.flags else ""}" data-row="{escape(row.key)}" '
-                f'data-flags="{flags}"><td>{row.procedure} / {row.indication}</td>'
+                f'data-flags="{flags}" data-numerator="{row.numerator}" '
+                f'data-denominator="{row.denominator}" data-p0="{p0}" data-range="{bounds}">'
+                f"<td>{row.procedure} / {row.indication}</td>"
                 f"<td>{escape(row.metric)}</td>"
                 f'<td class="num">{row.numerator}/{row.denominator} {unit}</td>'
                 f'<td class="num">{_pct(row.rate)}</td>'
