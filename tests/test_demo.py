@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 
 from spinewatch.demo.main import run_demo
+from spinewatch.domain.governance.model import LEGEND
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
+def test_demo_streams_the_cohort_and_prints_observed_against_baseline(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert run_demo(out) == 0
+    assert run_demo(out, report_dir=tmp_path / "report") == 0
     text = out.getvalue()
     assert "embedded Tansu broker" in text
     counts = re.search(r"applied (\d+) events, ignored (\d+) duplicates, dead-lettered (\d+)", text)
@@ -60,3 +62,22 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline() -> None:
     assert text.index(f"[FIRING] {drift_alert}") < text.index(f"[RESOLVED] {drift_alert}")
     assert "[FIRING] [critical]" in text  # sentinel events page on their own
     assert "broker and worker stopped" in text
+    # Last: the governance report from the topics, its flags' legend and its path.
+    lines = text.rstrip("\n").splitlines()
+    path = re.fullmatch(r"Governance report: (\S+report\.html)", lines[-1])
+    assert path is not None, lines[-3:]
+    report = Path(path.group(1))
+    assert report.parent == (tmp_path / "report").resolve()
+    html = report.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.rstrip().endswith("</html>")
+    assert 'class="funnel"' in html
+    assert 'class="chart"' in html
+    assert "riverside" in html
+    assert "Alert history" in html
+    legend = text[text.index("Flags (legend):") :]
+    for flag, (mark, _) in LEGEND.items():
+        assert f"  {mark}" in legend
+        assert flag.value in legend
+    # The drifting site's leakage row is flagged above the funnel.
+    assert re.search(r"▲2 .*riverside / pvp / hemangioma / cement_leakage_rate_per_level", text)

@@ -5,6 +5,7 @@ The package is one room per concern, and imports point one way
 
     cli/ ............ entrypoints: `spinewatch <command>`, `spinewatch plan`
     demo/ ........... the demo and its seeded synthetic cohorts
+    report/ ......... the governance report (HTML, PDF) from files or the running system
     engine/ ......... service: the outcomes worker (faust app, ingest, drift monitor)
     alerting/ ....... service: drift messages -> Redis -> Alertmanager and webhooks
     gateway/ ........ service: authenticated HTTP and FHIR R4 intake of events

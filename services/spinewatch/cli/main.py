@@ -26,6 +26,8 @@
     spinewatch replay FILE... --to kafka|gateway [options]
                                         backfill events from files, resumable
                                         (spinewatch replay --help)
+    spinewatch report FILE...|--running [--from D] [--to D] [--site S] [--out DIR]
+                                        the governance report (HTML and PDF)
 
 Exit codes: 0 success, 1 the input or catalog failed its check, 2 usage.
 """
@@ -42,6 +44,7 @@ from spinewatch.baselines.export import json_schemas
 from spinewatch.baselines.seeds import default_seeds_dir
 from spinewatch.cli.plan_args import add_plan_parser, attach_negative_values
 from spinewatch.cli.replay import add_parser as add_replay_parser
+from spinewatch.cli.report import add_parser as add_report_parser
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
 
@@ -136,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=_plan)
 
     add_replay_parser(commands)
+    add_report_parser(commands)
     return parser
 
 

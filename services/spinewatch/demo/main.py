@@ -10,7 +10,9 @@ one site's leakage odds double a third of the way through its year, and
 the demo prints the signal the worker published for it, with the
 estimated change point, and whether the stable sites stayed in control;
 then what on-call staff receive from the alerting service (a throwaway
-redis-server holds its state), a line per transition.
+redis-server holds its state), a line per transition; and last the
+governance report, written from the topics into `report_dir` (kept after
+the demo), with the legend of its flags and its path.
 It stops everything it started.
 """
 
@@ -21,6 +23,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import TextIO
 
 from aiokafka import AIOKafkaProducer
@@ -31,6 +34,7 @@ from spinewatch.adapters.message_signing import new_secret
 from spinewatch.baselines import load_catalog
 from spinewatch.demo.alerting import print_alerts
 from spinewatch.demo.drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
+from spinewatch.demo.report import DEFAULT_REPORT_DIR, write_demo_report
 from spinewatch.demo.synthetic.cohort import SyntheticCohort, default_sites, generate_cohort
 from spinewatch.domain.outcomes.aggregates import ALL, cohort_views
 from spinewatch.domain.outcomes.report import ReportRow, cohort_report
@@ -58,11 +62,11 @@ SHOWN: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def run_demo(out: TextIO | None = None) -> int:
-    return asyncio.run(_demo(out or sys.stdout))
+def run_demo(out: TextIO | None = None, report_dir: Path = DEFAULT_REPORT_DIR) -> int:
+    return asyncio.run(_demo(out or sys.stdout, report_dir))
 
 
-async def _demo(out: TextIO) -> int:
+async def _demo(out: TextIO, report_dir: Path) -> int:
     # A fresh app id per run: against a configured broker, an earlier run's
     # topics and offsets must not mix into this one.
     settings = Settings(app_id=f"spinewatch-demo-{uuid.uuid4().hex[:8]}", metrics_port=0)
@@ -89,7 +93,10 @@ async def _demo(out: TextIO) -> int:
             _print_table(worker, out)
             await print_drift(worker, brokers, sites, began, out)
             await print_alerts(brokers, settings, out)
+            report = await write_demo_report(settings, brokers, report_dir)
     print(f"\ndone in {time.monotonic() - started:.1f} s; broker and worker stopped.", file=out)
+    # Last: the report's flagged rows, the legend of its flags, and its path.
+    out.write(report)
     return 0
 
 

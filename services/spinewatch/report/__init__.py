@@ -1,0 +1,1 @@
+"""`spinewatch report`: the governance report (HTML, PDF) from files or a running system."""
