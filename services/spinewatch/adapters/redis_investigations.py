@@ -56,9 +56,12 @@ for k, v in pairs(cjson.decode(ARGV[6])) do state[k] = v end
 redis.call('SET', KEYS[1], cjson.encode(state))
 local n = tonumber(ARGV[10])
 for i = 11, 10 + n do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+-- Due 1 ms apart, in the order given: a closing is told before its reset.
+local due = tonumber(ARGV[8])
 for i = 11 + n, #ARGV, 2 do
   redis.call('SET', ARGV[9] .. ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], ARGV[8], ARGV[i])
+  redis.call('ZADD', KEYS[2], due, ARGV[i])
+  due = due + 1
 end
 return {'transition', inv.status}
 """

@@ -111,14 +111,13 @@ class AlertingService:
         self.clock = clock
         self._checks: Callable[[], list[Check]] = list
         steps = RedisInvestigations(store.redis, store.prefix)
-        self.workflow = Workflow(
-            store, steps, self.receivers, self.clock, resets=control is not None
-        )
+        now = lambda: self.clock()  # noqa: E731, PLW0108 - late-bound: a replaced clock counts
+        self.workflow = Workflow(store, steps, self.receivers, now, resets=control is not None)
         self.lookbacks = LookbackKeeper(
             store,
             steps,
             registry,
-            self.clock,
+            now,
             keep=settings.lookback_keep_signals,
             ttl_s=int(settings.lookback_ttl_days * 86_400),
         )
