@@ -199,6 +199,9 @@ async def test_an_alert_is_walked_through_every_step_by_two_people(
             ]
             assert "bad_luck" not in json.dumps(body)
             assert (await call("POST", f"{at}/close", None, closing))[0] == 401
+            ahead = {"reset_effective_after": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+            status, body = await call("POST", f"{at}/close", "ash", closing | ahead)
+            assert (status, body["fields"][0]["field"]) == (400, "reset_effective_after")
 
             status, body = await call("POST", f"{at}/close", "ash", closing)
             assert (status, body["status"]) == (200, "closed")
