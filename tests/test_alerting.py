@@ -8,6 +8,7 @@ be down, failing or up.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -272,12 +273,21 @@ async def test_only_an_authenticated_user_acknowledges_and_the_identity_is_recor
                 named = {"by": "mallory-anonymous"}
                 async with http.post(url, json=named, headers=bearer(tokens["oncall"])) as body:
                     assert body.status == 400
+                    refused = await body.json()
+                    assert [f["field"] for f in refused["fields"]] == ["by"]
+                    assert "mallory" not in json.dumps(refused)  # the value is never echoed
                 # Nothing of that acknowledged, nor reached the pager.
                 assert (await service.store.alert(FINGERPRINT)).acknowledged_by is None  # type: ignore[union-attr]
                 async with http.post(url, headers=bearer(tokens["oncall"])) as ok:
-                    assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
+                    assert (ok.status, (await ok.json())["outcome"]) == (200, "transition")
+                # A second acknowledgement records nothing: the investigation moved on
+                # (409, with its status and the step allowed next).
                 async with http.post(url, headers=bearer(tokens["other"])) as again:
-                    assert (await again.json()) == {"outcome": "duplicate"}
+                    assert again.status == 409
+                    assert (await again.json()) | {"error": ""} == {
+                        "outcome": "duplicate", "error": "", "status": "acknowledged",
+                        "allowed": "investigate",
+                    }  # fmt: skip
                 async with http.post("/alerts/nope/ack", headers=bearer(tokens["other"])) as gone:
                     assert gone.status == 404
                 async with http.get("/alerts", headers=bearer(tokens["other"])) as listing:
@@ -328,7 +338,7 @@ async def test_a_proxy_user_header_is_believed_only_from_the_trusted_proxy(
             async with http.post(url) as missing:
                 assert missing.status == 401
             async with http.post(url, headers={"X-Forwarded-User": "dr-proxy"}) as ok:
-                assert (ok.status, await ok.json()) == (200, {"outcome": "transition"})
+                assert (ok.status, (await ok.json())["outcome"]) == (200, "transition")
         assert (await service.store.alert(FINGERPRINT)).acknowledged_by == "dr-proxy"  # type: ignore[union-attr]
 
 

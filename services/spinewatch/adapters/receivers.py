@@ -1,4 +1,5 @@
-"""Where alerts go: Alertmanager API v2, a JSON webhook, the Kafka audit topic.
+"""Where alerts go: Alertmanager API v2, a JSON webhook, the Kafka audit topic;
+and where chart resets go: the signed control topic.
 
 Each receiver answers one delivery with a typed decision, so the caller
 never guesses from an exception: `DELIVERED`; `RETRY` (connection refused,
@@ -12,13 +13,17 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
+from spinewatch.adapters.message_signing import Keyring, TopicKind
+from spinewatch.contracts.control import ChartReset
 from spinewatch.domain.alerts.model import (
     Alert,
     Transition,
@@ -42,11 +47,21 @@ class Result:
     detail: str = ""
 
 
+# An investigation step's record (who, when, why, finding, note), frozen
+# when the step was decided; None for the paging transitions.
+Step = Mapping[str, Any] | None
+
+
 class Receiver(Protocol):
     name: str
 
     async def send(
-        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+        self,
+        alert: Alert,
+        transition: Transition,
+        now: datetime,
+        transition_id: str,
+        step: Step = None,
     ) -> Result: ...
 
 
@@ -82,7 +97,12 @@ class AlertmanagerReceiver(_HttpReceiver):
         self._resend_interval_s = resend_interval_s
 
     async def send(
-        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+        self,
+        alert: Alert,
+        transition: Transition,
+        now: datetime,
+        transition_id: str,
+        step: Step = None,
     ) -> Result:
         return await self._post([alertmanager_payload(alert, now, self._resend_interval_s)])
 
@@ -91,10 +111,16 @@ class WebhookReceiver(_HttpReceiver):
     """A generic JSON webhook with Slack-compatible `text`."""
 
     async def send(
-        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+        self,
+        alert: Alert,
+        transition: Transition,
+        now: datetime,
+        transition_id: str,
+        step: Step = None,
     ) -> Result:
         # Delivery is at least once: the id lets a receiver drop a repeat.
-        return await self._post(webhook_payload(alert, transition) | {"id": transition_id})
+        # An investigation step's text names who and the finding, never its free text.
+        return await self._post(webhook_payload(alert, transition, step) | {"id": transition_id})
 
 
 class AuditReceiver:
@@ -106,14 +132,62 @@ class AuditReceiver:
         self._producer = producer
 
     async def send(
-        self, alert: Alert, transition: Transition, now: datetime, transition_id: str
+        self,
+        alert: Alert,
+        transition: Transition,
+        now: datetime,
+        transition_id: str,
+        step: Step = None,
     ) -> Result:
         # At least once (a timed-out send may have landed): readers dedupe by id.
         record = audit_record(alert, transition) | {"id": transition_id, "at": now.isoformat()}
+        if step is not None:
+            # The audit log is where an investigation's full record goes,
+            # its reason and note included (as decided, not as of delivery).
+            record["step"] = dict(step)
         try:
             await self._producer.send_and_wait(
                 self.topic, json.dumps(record).encode(), key=alert.fingerprint.encode()
             )
+        except Exception as exc:
+            return Result(Decision.RETRY, f"{type(exc).__name__}: {exc}"[:300])
+        return Result(Decision.DELIVERED)
+
+
+CONTROL_RECEIVER = "control"
+
+
+class ControlReceiver:
+    """Chart resets, signed, on `{app}-control` keyed by site (the workers apply them).
+
+    The reset was decided and queued with its investigation's closing (the
+    outbox in Redis), so a broker outage delays it and never loses it;
+    each retry publishes the same bytes under the same `reset_id`.
+    """
+
+    name = CONTROL_RECEIVER
+
+    def __init__(self, topic: str, producer: AIOKafkaProducer, keyring: Keyring) -> None:
+        self.topic = topic
+        self._producer = producer  # acks=all (alerting/process.py)
+        self._keyring = keyring
+
+    async def send(
+        self,
+        alert: Alert,
+        transition: Transition,
+        now: datetime,
+        transition_id: str,
+        step: Step = None,
+    ) -> Result:
+        try:
+            reset = ChartReset.model_validate_json(json.dumps((step or {}).get("reset")))
+        except ValidationError as exc:  # a bug, not an outage: retrying cannot help
+            return Result(Decision.REJECTED, f"not a chart reset: {exc.error_count()} errors")
+        key, value = reset.site_id.encode(), reset.model_dump_json().encode()
+        header = self._keyring.sign(TopicKind.CONTROL, key, value)
+        try:
+            await self._producer.send_and_wait(self.topic, value, key=key, headers=[header])
         except Exception as exc:
             return Result(Decision.RETRY, f"{type(exc).__name__}: {exc}"[:300])
         return Result(Decision.DELIVERED)

@@ -10,29 +10,58 @@ process that dies mid-delivery leaves them to be claimed again when the
 lease runs out (at least once; Alertmanager dedupes identical alerts).
 
 Keys (prefix `{p}`): `{p}:seen:<message id>` (dedupe, with a TTL),
-`{p}:alert:<fingerprint>` (the alert, JSON), `{p}:outbox` (due deliveries),
-`{p}:delivery:<id>` (a delivery's spec), `{p}:resend` (when each firing
-alert is next re-sent to Alertmanager). Every call has a socket timeout.
+`{p}:alert:<fingerprint>` (the alert, JSON, with its current
+investigation), `{p}:history:<fingerprint>` (the investigations' steps,
+oldest first: `adapters/redis_investigations.py`), `{p}:outbox` (due
+deliveries), `{p}:delivery:<id>` (a delivery's spec), `{p}:resend` (when
+each firing alert is next re-sent to Alertmanager). Every call has a
+socket timeout.
+
+A firing (a new episode, or a sentinel paging again) opens an
+investigation, or joins the one still open (`domain/alerts/investigation.py`),
+in the same script that decides the page, and appends its `fired` step to
+the history.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from spinewatch.domain.alerts.model import Alert, Transition
+from spinewatch.domain.alerts.investigation import Investigation, entry, legacy, opened
+from spinewatch.domain.alerts.model import Alert, Transition, rfc3339
 
 # "informational": a message recorded on the topic that pages nobody (drift.redesigned).
 Outcome = Literal["transition", "continued", "duplicate", "stale", "not_firing", "informational"]
 
-# KEYS: seen, alert, outbox, resend. ARGV: seen TTL s (0: kept for good),
-# kind (signal, in_control or sentinel), alert JSON,
+# KEYS: seen, alert, outbox, resend, history. ARGV: seen TTL s (0: kept for
+# good), kind (signal, in_control or sentinel), alert JSON,
 # signal id, now ms, resend-at ms, fingerprint, delivery key prefix,
-# ends_at, then (delivery id, delivery JSON) pairs.
+# ends_at, the investigation a firing opens (JSON), its `fired` step (JSON),
+# then (delivery id, delivery JSON) pairs.
 _RECORD = """
+-- A firing joins the alert's open investigation, or opens a new one.
+local function investigated(new, old)
+  local joined = false
+  local open = old and old.investigation
+  if type(open) == 'table' and open.status ~= 'closed' then
+    open.episodes = (tonumber(open.episodes) or 1) + 1
+    new.investigation = open
+    new.acknowledged_by = old.acknowledged_by
+    joined = true
+  else
+    new.investigation = cjson.decode(ARGV[10])
+  end
+  local step = cjson.decode(ARGV[11])
+  step.investigation_id = new.investigation.id
+  step.joined = joined
+  redis.call('RPUSH', KEYS[5], cjson.encode(step))
+  return cjson.encode(new)
+end
 local fresh
 if ARGV[1] == '0' then
   fresh = redis.call('SET', KEYS[1], '1', 'NX')
@@ -69,10 +98,10 @@ if ARGV[2] == 'signal' then
     redis.call('SET', KEYS[2], cjson.encode(state))
     return 'continued'
   end
-  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[2], investigated(cjson.decode(ARGV[3]), state))
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[7])
 elseif ARGV[2] == 'sentinel' then
-  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[2], investigated(cjson.decode(ARGV[3]), state))
 else
   if (not state) or state.status ~= 'firing' or state.signal_id ~= ARGV[4] then
     return 'stale'
@@ -82,7 +111,7 @@ else
   redis.call('SET', KEYS[2], cjson.encode(state))
   redis.call('ZREM', KEYS[4], ARGV[7])
 end
-for i = 10, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   redis.call('SET', ARGV[8] .. ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[i])
 end
@@ -115,24 +144,6 @@ end
 return 'transition'
 """
 
-# KEYS: alert, outbox. ARGV: who, now ms, delivery key prefix, then pairs.
-_ACK = """
-local current = redis.call('GET', KEYS[1])
-if not current then return 'not_firing' end
-local state = cjson.decode(current)
-if state.status ~= 'firing' then return 'not_firing' end
-if state.acknowledged_by ~= cjson.null and state.acknowledged_by ~= nil then
-  return 'duplicate'
-end
-state.acknowledged_by = ARGV[1]
-redis.call('SET', KEYS[1], cjson.encode(state))
-for i = 4, #ARGV, 2 do
-  redis.call('SET', ARGV[3] .. ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
-end
-return 'transition'
-"""
-
 # KEYS: a sorted set. ARGV: now, new score for what is claimed, limit.
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -147,7 +158,6 @@ class RedisAlertStore:
         self.prefix = prefix
         self.seen_ttl_s = seen_ttl_s
         self._record = redis.register_script(_RECORD)
-        self._ack = redis.register_script(_ACK)
         self._claim = redis.register_script(_CLAIM)
         self._withdraw = redis.register_script(_WITHDRAW)
 
@@ -163,8 +173,17 @@ class RedisAlertStore:
         now_ms: int,
         resend_at_ms: int,
         deliveries: list[tuple[str, dict[str, Any]]],
+        firing_id: str | None = None,
     ) -> Outcome:
-        """Apply one drift message; enqueue deliveries only on a real transition."""
+        """Apply one drift message; enqueue deliveries only on a real transition.
+
+        `firing_id`: the firing's transition id (the message id by default),
+        which names the investigation it opens and its `fired` step.
+        """
+        firing = firing_id or message_id
+        at = rfc3339(datetime.fromtimestamp(now_ms / 1000, UTC))
+        investigation = opened(alert.fingerprint, firing, at)
+        fired = entry("fired", investigation.id, at=at, by=None, firing_id=firing)
         # Sentinel ids are kept for good: a worker rebuilt months later
         # re-announces every sentinel it finds, and none may page twice.
         args: list[Any] = [
@@ -177,6 +196,8 @@ class RedisAlertStore:
             alert.fingerprint,
             self._key("delivery", ""),
             alert.ends_at or "",
+            json.dumps(asdict(investigation)),
+            json.dumps(fired),
         ]
         for delivery_id, spec in deliveries:
             args += [delivery_id, json.dumps(spec)]
@@ -185,6 +206,7 @@ class RedisAlertStore:
             self._key("alert", alert.fingerprint),
             self._key("outbox"),
             self._key("resend"),
+            self._key("history", alert.fingerprint),
         ]
         result = await self._record(keys=keys, args=args)
         return _text(result)  # type: ignore[return-value]
@@ -215,15 +237,6 @@ class RedisAlertStore:
             self._key("seen", withdrawn.signal_id),
         ]
         return _text(await self._withdraw(keys=keys, args=args))  # type: ignore[return-value]
-
-    async def acknowledge(
-        self, fingerprint: str, who: str, now_ms: int, deliveries: list[tuple[str, dict[str, Any]]]
-    ) -> Outcome:
-        args: list[Any] = [who, now_ms, self._key("delivery", "")]
-        for delivery_id, spec in deliveries:
-            args += [delivery_id, json.dumps(spec)]
-        keys = [self._key("alert", fingerprint), self._key("outbox")]
-        return _text(await self._ack(keys=keys, args=args))  # type: ignore[return-value]
 
     async def enqueue(self, delivery_id: str, spec: dict[str, Any], due_ms: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -288,7 +301,25 @@ def _alert(data: dict[str, Any]) -> Alert:
         acknowledged_by=data.get("acknowledged_by") or None,
         onset=data.get("onset") or None,
         withdrawn_reason=data.get("withdrawn_reason") or None,
+        investigation=_investigation(data),
     )
+
+
+def _investigation(data: dict[str, Any]) -> Investigation:
+    found = data.get("investigation")
+    if not isinstance(found, dict):  # stored before investigations existed
+        return legacy(
+            data["fingerprint"],
+            data["signal_id"],
+            data["starts_at"],
+            data.get("acknowledged_by") or None,
+        )
+    # Lua's cjson writes JSON null back as null; absent fields keep their defaults.
+    fields = {k: v for k, v in found.items() if v is not None and k in _INVESTIGATION_FIELDS}
+    return Investigation(**fields)
+
+
+_INVESTIGATION_FIELDS = frozenset(Investigation.__dataclass_fields__)
 
 
 def _text(value: Any) -> str:

@@ -53,5 +53,5 @@ def main(check_only: bool) -> int:
     except (SigningKeyMissing, CredentialsError) as exc:
         print(f"spinewatch alerting: {exc}", file=sys.stderr)
         return 2
-    configure_logging("info")
+    configure_logging(settings.log_level)
     return leave(asyncio.run(serve(settings)))

@@ -3,8 +3,10 @@
 Loops (each restarted by the supervisor when it raises, with one log line
 and a count in `spinewatch_loop_restarts_total`):
 
-* consume: read drift messages, verify each one's signature, and record
-  each in Redis, committing the offsets only after Redis recorded them. A
+* consume: read drift messages (and the look-back lists of
+  `{app_id}-lookback`, `alerting/lookback.py`), verify each one's
+  signature, and record each in Redis, committing the offsets only after
+  Redis recorded them. A
   message whose signature does not verify (written by something without
   the workers' key: `unsigned`, `bad_signature`, `unknown_key`) is never
   recorded: it is dead-lettered on `{app_id}-deadletter` with the reason,
@@ -13,11 +15,14 @@ and a count in `spinewatch_loop_restarts_total`):
   down mid-batch) are read again: Redis dedupes by message id, and every
   signal pages exactly once. (Without the seek, a restarted consumer would
   go on from its fetch position, past the messages it never recorded.)
-* deliver, re-send: the outbox and Alertmanager re-sends (`AlertingService`).
+* deliver, re-send: the outbox and Alertmanager re-sends (`AlertingService`);
+  the outbox also holds the chart resets that closed investigations
+  decided, published signed on `{app_id}-control` (the control receiver,
+  acks from all in-sync replicas), retried until the broker takes them.
 * redis-probe: pings Redis and checks that the state it started with is
   still there (a Redis restarted without persistence has forgotten every
   firing alert and dedupe key: that is said, loudly, not guessed around).
-* lag-probe: the drift topic's lag for this service's consumer group.
+* lag-probe: the drift and look-back topics' lag for this service's consumer group.
 
 `/healthz` and `/readyz` answer from those (see `spinewatch.runtime.health`).
 """
@@ -45,6 +50,7 @@ from spinewatch.adapters.message_signing import Keyring, TopicKind, fault_error
 from spinewatch.adapters.receivers import (
     AlertmanagerReceiver,
     AuditReceiver,
+    ControlReceiver,
     Receiver,
     WebhookReceiver,
 )
@@ -113,6 +119,7 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
     )
     consumer = AIOKafkaConsumer(
         settings.drift_topic,
+        settings.lookback_topic,
         bootstrap_servers=settings.kafka_brokers,
         group_id=settings.consumer_group,
         enable_auto_commit=False,
@@ -122,7 +129,7 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
     probe = LagProbe(
         settings.kafka_brokers,
         settings.consumer_group,
-        (settings.drift_topic,),
+        (settings.drift_topic, settings.lookback_topic),
         security=security,
     )
     registry = CollectorRegistry()
@@ -144,6 +151,7 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
             RedisAlertStore(redis, settings.key_prefix),
             _receivers(settings, session, producer),
             registry,
+            control=ControlReceiver(settings.control_topic, producer, keyring),
         )
         redis_health = RedisHealth(service.store, settings)
         await redis_health.mark()
@@ -156,7 +164,9 @@ async def running_alerting(settings: AlertingSettings) -> AsyncIterator[RunningA
             detect_loss=False,  # a lost drift topic costs nothing: Redis dedupes the re-sends
         )
         poll = settings.poll_interval_s
-        gate = DriftGate(service, keyring, producer, settings.deadletter_topic)
+        gate = DriftGate(
+            service, keyring, producer, settings.deadletter_topic, settings.lookback_topic
+        )
         supervisor.spawn("consume", _consuming(gate, consumer, stream), stale_after_s=30)
         supervisor.spawn("deliver", _every(poll, service.deliver_due), stale_after_s=30)
         supervisor.spawn("re-send", _every(poll, service.resend_due), stale_after_s=30)
@@ -205,21 +215,29 @@ def _receivers(
 
 
 class DriftGate:
-    """Only drift messages signed with the workers' key reach the service."""
+    """Only drift and look-back messages signed with the workers' key reach the service."""
 
     def __init__(
-        self, service: AlertingService, keyring: Keyring, producer: AIOKafkaProducer, topic: str
+        self,
+        service: AlertingService,
+        keyring: Keyring,
+        producer: AIOKafkaProducer,
+        topic: str,
+        lookback_topic: str,
     ) -> None:
         self.service = service
         self.keyring = keyring
         self.producer = producer
         self.deadletter_topic = topic
+        self.lookback_topic = lookback_topic
 
     async def __call__(self, record: ConsumerRecord[bytes, bytes]) -> None:
         value = record.value or b""  # a tombstone is as unsigned as anything
-        fault = self.keyring.verify(TopicKind.DRIFT, record.key, value, record.headers)
+        lookback = record.topic == self.lookback_topic
+        kind = TopicKind.LOOKBACK if lookback else TopicKind.DRIFT
+        fault = self.keyring.verify(kind, record.key, value, record.headers)
         if fault is None:
-            await self.service.handle(value)
+            await (self.service.lookbacks.handle(value) if lookback else self.service.handle(value))
             return
         origin = MessageOrigin(record.topic, record.partition, record.offset)
         letter = dead_letter(value, [fault_error(fault)], fault.value, origin)
@@ -228,10 +246,11 @@ class DriftGate:
         await self.producer.send_and_wait(
             self.deadletter_topic, letter.value, headers=letter.headers
         )
-        self.service.metrics.rejected.labels(fault.value).inc()
+        rejected = self.service.lookbacks.rejected if lookback else self.service.metrics.rejected
+        rejected.labels(fault.value).inc()
         log.error(
-            "drift message at %s[%d] offset %d dead-lettered unread (%s): not from a worker",
-            record.topic, record.partition, record.offset, fault.value,
+            "%s message at %s[%d] offset %d dead-lettered unread (%s): not from a worker",
+            kind.value, record.topic, record.partition, record.offset, fault.value,
         )  # fmt: skip
 
 

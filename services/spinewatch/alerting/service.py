@@ -11,10 +11,12 @@ under a supervisor, see `spinewatch.alerting.process`):
   reason logged (4xx);
 * re-send: every firing alert goes to Alertmanager again each
   `resend_interval_s`, as Alertmanager expects of pushed alerts;
-* HTTP: `GET /alerts`, `POST /alerts/{fingerprint}/ack` (no body: the
-  acknowledgement is recorded under the caller's authenticated identity,
-  `alerting/identities.py`), `GET /metrics`, `GET /healthz`, `GET /readyz`
-  (the last three need no identity).
+* HTTP: `GET /alerts` (each alert with its investigation's status), the
+  investigation workflow (`alerting/investigations.py`: ack, investigate,
+  close, reset, history, each step recorded under the caller's
+  authenticated identity, `alerting/identities.py`), the look-back list
+  (`alerting/lookback.py`: cases), `GET /metrics`, `GET /healthz`,
+  `GET /readyz` (the last three need no identity).
 
 Drift messages reach `handle` only once their signature verified
 (`alerting/process.py`): a forged one is dead-lettered there, counted in
@@ -34,20 +36,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import TypeAdapter, ValidationError
 from redis.exceptions import RedisError
 
-from spinewatch.adapters.receivers import AlertmanagerReceiver, Decision, Receiver
+from spinewatch.adapters.receivers import (
+    CONTROL_RECEIVER,
+    AlertmanagerReceiver,
+    Decision,
+    Receiver,
+)
 from spinewatch.adapters.redis_alerts import Outcome, RedisAlertStore, delivery_spec
-from spinewatch.alerting.identities import CALLER, Identities, Refusal
+from spinewatch.adapters.redis_investigations import RedisInvestigations
+from spinewatch.alerting.identities import Identities, Refusal
+from spinewatch.alerting.investigation_routes import InvestigationRoutes
+from spinewatch.alerting.investigations import Workflow
+from spinewatch.alerting.lookback import LookbackKeeper
+from spinewatch.alerting.metrics import AlertingMetrics
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.alerting.silence import record_silence
 from spinewatch.contracts.drift import (
@@ -85,59 +90,6 @@ _Paging = (
 _DRIFT_MESSAGE: TypeAdapter[DriftMessage] = TypeAdapter(DriftMessage)
 
 
-class AlertingMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.firing = Gauge(
-            "spinewatch_alerts_firing",
-            "Alerts firing, by severity.",
-            ["severity"],
-            registry=registry,
-        )
-        self.sent = Counter(
-            "spinewatch_notifications_sent", "Deliveries a receiver accepted.", ["receiver"],
-            registry=registry,
-        )  # fmt: skip
-        self.failed = Counter(
-            "spinewatch_notifications_failed",
-            "Delivery attempts that failed, by receiver and decision (retry or rejected).",
-            ["receiver", "decision"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "spinewatch_notification_delivery_seconds",
-            "From the transition to the receiver's acceptance.",
-            ["receiver"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
-            registry=registry,
-        )
-        self.invalid = Counter(
-            "spinewatch_drift_messages_invalid", "Drift messages that failed their contract.",
-            registry=registry,
-        )  # fmt: skip
-        self.skipped = Counter(
-            "spinewatch_drift_messages_skipped",
-            "Valid drift messages that could not be recorded and were skipped, by error type.",
-            ["error"],
-            registry=registry,
-        )
-        self.messages = Counter(
-            "spinewatch_drift_messages", "Drift messages recorded, by outcome.", ["outcome"],
-            registry=registry,
-        )  # fmt: skip
-        self.rejected = Counter(
-            "spinewatch_drift_messages_rejected",
-            "Drift messages dead-lettered unread: unsigned, bad_signature or unknown_key.",
-            ["reason"],
-            registry=registry,
-        )
-        self.refused = Counter(
-            "spinewatch_api_requests_refused",
-            "API requests refused for want of an identity (401), by reason.",
-            ["reason"],
-            registry=registry,
-        )
-
-
 class AlertingService:
     def __init__(
         self,
@@ -146,14 +98,29 @@ class AlertingService:
         receivers: list[Receiver],
         registry: CollectorRegistry,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        control: Receiver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.receivers = {r.name: r for r in receivers}
+        # Chart resets (the control topic): never a page, so not among the receivers.
+        self.control = control
         self.registry = registry
         self.metrics = AlertingMetrics(registry)
         self.clock = clock
         self._checks: Callable[[], list[Check]] = list
+        steps = RedisInvestigations(store.redis, store.prefix)
+        now = lambda: self.clock()  # noqa: E731, PLW0108 - late-bound: a replaced clock counts
+        self.workflow = Workflow(store, steps, self.receivers, now, resets=control is not None)
+        self.lookbacks = LookbackKeeper(
+            store,
+            steps,
+            registry,
+            now,
+            keep=settings.lookback_keep_signals,
+            ttl_s=int(settings.lookback_ttl_days * 86_400),
+        )
 
     def _now(self) -> tuple[datetime, int]:
         now = self.clock()
@@ -213,15 +180,15 @@ class AlertingService:
             )
         elif isinstance(message, DriftSentinel):
             alert = alert_from_sentinel(message, now, self.settings.dashboard_url)
+            transition_id = await self._sentinel_transition_id(alert)
             outcome = await self.store.record(
                 str(message.sentinel_id),
                 "sentinel",
                 alert,
                 now_ms=now_ms,
                 resend_at_ms=now_ms,
-                deliveries=self._deliveries(
-                    await self._sentinel_transition_id(alert), alert.fingerprint, "firing", now_ms
-                ),
+                deliveries=self._deliveries(transition_id, alert.fingerprint, "firing", now_ms),
+                firing_id=transition_id,
             )
         elif isinstance(message, DriftSilence):
             outcome = await record_silence(
@@ -285,17 +252,6 @@ class AlertingService:
             deliveries=self._deliveries(message_id, fp, "withdrawn", now_ms),
         )
 
-    async def acknowledge(self, fingerprint: str, who: str) -> Outcome:
-        _, now_ms = self._now()
-        base = f"ack:{fingerprint}:{now_ms}"
-        # Alertmanager has no acknowledgement; the webhook and the audit log do.
-        deliveries = [
-            (f"{base}:{name}", delivery_spec(name, fingerprint, "acknowledged", now_ms))
-            for name, receiver in self.receivers.items()
-            if not isinstance(receiver, AlertmanagerReceiver)
-        ]
-        return await self.store.acknowledge(fingerprint, who, now_ms, deliveries)
-
     async def deliver_due(self) -> int:
         """Send every due delivery once; how many were delivered."""
         now, now_ms = self._now()
@@ -308,7 +264,10 @@ class AlertingService:
     async def _deliver(
         self, delivery_id: str, spec: dict[str, Any], now: datetime, now_ms: int
     ) -> int:
-        receiver = self.receivers.get(spec["receiver"])
+        if spec["receiver"] == CONTROL_RECEIVER:
+            receiver = self.control
+        else:
+            receiver = self.receivers.get(spec["receiver"])
         alert = await self.store.alert(spec["fingerprint"])
         if receiver is None or alert is None:
             log.error("delivery %s dropped: receiver or alert gone", delivery_id)
@@ -316,7 +275,9 @@ class AlertingService:
             return 0
         # One id per transition, shared by its deliveries to every receiver.
         transition_id = delivery_id.rsplit(":", 1)[0]
-        result = await receiver.send(alert, spec["transition"], now, transition_id)
+        # An investigation's step carries its record, as decided.
+        step = spec.get("step")
+        result = await receiver.send(alert, spec["transition"], now, transition_id, step)
         if result.decision is Decision.DELIVERED:
             await self.store.complete(delivery_id)
             self.metrics.sent.labels(receiver.name).inc()
@@ -373,7 +334,8 @@ class AlertingService:
         self._checks = checks
         app = web.Application(middlewares=[identities.middleware(self._refused)])
         app.router.add_get("/alerts", self._list)
-        app.router.add_post("/alerts/{fingerprint}/ack", self._ack)
+        InvestigationRoutes(self.workflow).add_to(app)
+        app.router.add_get("/alerts/{fingerprint}/cases", self.lookbacks.cases)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -384,26 +346,6 @@ class AlertingService:
 
     def _refused(self, refusal: Refusal) -> None:
         self.metrics.refused.labels(refusal.value).inc()
-
-    async def _ack(self, request: web.Request) -> web.Response:
-        caller = request[CALLER]
-        # Who acknowledged is the identity, never what a body says: a body
-        # (the old {"by": ...}) is refused rather than silently overruled.
-        if (await request.read()).strip() not in (b"", b"{}"):
-            return web.json_response(
-                {
-                    "error": "send no body: the acknowledgement is recorded under your "
-                    "authenticated identity",
-                    "field": "<body>",
-                },
-                status=400,
-            )
-        fingerprint = request.match_info["fingerprint"]
-        outcome = await self.acknowledge(fingerprint, caller.user)
-        if outcome != "not_firing":
-            log.info("alert %s acknowledged by %s (%s)", fingerprint, caller.user, caller.via)
-        status = 404 if outcome == "not_firing" else 200
-        return web.json_response({"outcome": outcome}, status=status)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         with contextlib.suppress(RedisError, OSError, TimeoutError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -80,6 +81,17 @@ class AlertingSettings(StrictEnvSettings, KafkaSecurity):
     poll_interval_s: float = Field(default=0.25, gt=0, le=10)
     request_timeout_s: float = Field(default=5.0, gt=0, le=60)
     dashboard_url: str = "http://grafana.example.invalid/d/spinewatch/outcomes"
+    # -- investigations (alerting/investigations.py, alerting/lookback.py) ---
+    lookback_keep_signals: int = Field(
+        default=5, ge=1, le=100, description="Look-back lists kept per alert: its newest signals."
+    )
+    lookback_ttl_days: float = Field(
+        default=180.0,
+        gt=0,
+        le=3650,
+        description="An alert's look-back lists expire this long after the last one arrived.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     # -- supervision and health (see runtime/supervisor.py and adapters/stream_health.py) ---
     stall_after_s: float = Field(
         default=10.0, gt=0, le=600, description="Drift messages waiting this long: red."
@@ -135,6 +147,14 @@ class AlertingSettings(StrictEnvSettings, KafkaSecurity):
     @property
     def alerts_topic(self) -> str:
         return Topology(self.app_id).alerts
+
+    @property
+    def lookback_topic(self) -> str:
+        return Topology(self.app_id).lookback
+
+    @property
+    def control_topic(self) -> str:
+        return Topology(self.app_id).control
 
     @property
     def consumer_group(self) -> str:

@@ -20,11 +20,14 @@ No patient or procedure identifier exists at this level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from spinewatch.contracts.control import FINDINGS
 from spinewatch.contracts.drift import DriftSentinel, DriftSentinelWithdrawn, DriftSignalled
+from spinewatch.domain.alerts.investigation import Investigation
 from spinewatch.domain.alerts.policy import SENTINEL_SEED_FIGURES, Severity, severity_of
 
 ALERT_NAME = "SpinewatchDriftSignal"
@@ -32,7 +35,11 @@ SENTINEL_ALERT_NAME = "SpinewatchSentinelEvent"
 # A sentinel alert is one event, not a state: Alertmanager holds it this
 # long (no re-sends), on-call staff acknowledge it.
 SENTINEL_ACTIVE = timedelta(hours=24)
-Transition = Literal["firing", "resolved", "acknowledged", "withdrawn"]
+# The paging transitions, then the investigation's steps after the firing
+# (domain/alerts/investigation.py; "acknowledged" is both).
+Transition = Literal[
+    "firing", "resolved", "acknowledged", "withdrawn", "investigating", "closed", "chart_reset"
+]
 
 
 def fingerprint(site_id: str, metric: str, direction: str) -> str:
@@ -58,6 +65,13 @@ class Alert:
     onset: str | None = None
     # Sentinel alerts: why the page was withdrawn (its cause is gone).
     withdrawn_reason: str | None = None
+    # The current investigation (status, who moved it last, finding): no free text.
+    investigation: Investigation | None = None
+
+
+def has_chart(alert: Alert) -> bool:
+    """Drift alerts have a chart (a reset restarts it); sentinel and silence alerts do not."""
+    return alert.labels.get("alertname") == ALERT_NAME
 
 
 def alert_from_signal(
@@ -229,14 +243,27 @@ def alertmanager_payload(alert: Alert, now: datetime, resend_interval_s: float) 
     }
 
 
-def webhook_payload(alert: Alert, transition: Transition) -> dict[str, Any]:
-    """Slack-compatible `text`, with the structured alert beside it."""
-    mark = {
-        "firing": "FIRING",
-        "resolved": "RESOLVED",
-        "acknowledged": "ACKNOWLEDGED",
-        "withdrawn": "WITHDRAWN",
-    }[transition]
+_MARKS: dict[Transition, str] = {
+    "firing": "FIRING",
+    "resolved": "RESOLVED",
+    "acknowledged": "ACKNOWLEDGED",
+    "withdrawn": "WITHDRAWN",
+    "investigating": "INVESTIGATING",
+    "closed": "CLOSED",
+    "chart_reset": "CHART RESET",
+}
+
+
+def webhook_payload(
+    alert: Alert, transition: Transition, step: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Slack-compatible `text`, with the structured alert beside it.
+
+    An investigation's step (`step`, its history record) gives who and the
+    finding's label from the fixed list; never its reason or note (free
+    text stays off chat channels: they are logged and searched widely).
+    """
+    mark = _MARKS[transition]
     text = f"[{mark}] [{alert.severity}] {alert.annotations['summary']}"
     if transition == "withdrawn":
         text += f"\n{alert.annotations.get('withdrawn', 'withdrawn')}"
@@ -245,6 +272,12 @@ def webhook_payload(alert: Alert, transition: Transition) -> dict[str, Any]:
             f"\n{alert.annotations['observed_vs_baseline']}\n{alert.annotations['change_point']}"
             f"\nBaseline: {alert.annotations['citation']}\n{alert.annotations['dashboard']}"
         )
+    elif step is not None:
+        text += f" (by {step.get('by')})"
+        if transition == "closed":
+            text += f": {FINDINGS.get(str(step.get('finding')), 'finding recorded')}"
+        elif transition == "chart_reset":
+            text += f": the chart restarts after {step.get('effective_after')}"
     elif transition == "acknowledged":
         text += f" (by {alert.acknowledged_by})"
     return {"text": text, "transition": transition, "alert": audit_record(alert, transition)}
@@ -263,6 +296,7 @@ def audit_record(alert: Alert, transition: Transition) -> dict[str, Any]:
         "ends_at": alert.ends_at,
         "acknowledged_by": alert.acknowledged_by,
         "withdrawn_reason": alert.withdrawn_reason,
+        "investigation": None if alert.investigation is None else asdict(alert.investigation),
     }
 
 
