@@ -2,11 +2,13 @@
 
 The alerting service writes one record per transition on `{app}-alerts`
 (`domain/alerts/model.audit_record` plus `id` and `at`), at least once:
-records are deduplicated by `id`. The investigation workflow adds
-transitions (`investigating`, `closed`, `chart_reset`) and fields (`actor`,
-`reason`, `finding`, `investigation_status`, `reset_from`); every field is
-read with `.get`, so records of either release fold. The free-text `note`
-is never read: the report shows the finding's category only.
+records are deduplicated by `id`. The investigation workflow's records
+carry the alert's `investigation` (status, finding) and, for its steps
+(`acknowledged`, `investigating`, `closed`, `chart_reset`), the step's own
+record `step` (`domain/alerts/investigation.entry`: who, when, why, the
+finding, a reset's `effective_after`). Every field is read with `.get`, so
+records written before the workflow fold too. The free-text `reason` and
+`note` are never read: the report shows the finding's category only.
 
 Pure: no I/O.
 """
@@ -78,13 +80,18 @@ def _episode(fingerprint: str, history: list[Mapping[str, Any]]) -> AlertEpisode
     labels = labels if isinstance(labels, Mapping) else {}
     investigation = finding = None
     for record in history:
-        investigation = _text(record.get("investigation_status")) or investigation
-        finding = _finding(record.get("finding")) or finding
+        # The alerting service's audit record: the alert's investigation as
+        # it stood (`investigation`), and an investigation step's own record
+        # (`step`: who, when, why, finding; its note is never read here).
+        held = _mapping(record.get("investigation"))
+        step = _mapping(record.get("step"))
+        investigation = _text(held.get("status")) or investigation
+        finding = _finding(step.get("finding")) or _finding(held.get("finding")) or finding
     transitions = tuple(
         (
             _text(r.get("transition")) or "",
             _text(r.get("at")) or _text(r.get("starts_at")) or "",
-            _text(r.get("actor")) or _text(r.get("acknowledged_by")),
+            _text(_mapping(r.get("step")).get("by")) or _text(r.get("acknowledged_by")),
         )
         for r in history
     )
@@ -103,10 +110,12 @@ def _episode(fingerprint: str, history: list[Mapping[str, Any]]) -> AlertEpisode
     )
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _finding(value: Any) -> str | None:
-    """The finding's category: a string, or the `category` of an object (never its note)."""
-    if isinstance(value, Mapping):
-        return _text(value.get("category"))
+    """The finding's category (a closing's; its note is never read)."""
     return _text(value)
 
 
@@ -131,8 +140,11 @@ def operator_resets(
             _text(labels.get("metric")) or "",
             _text(labels.get("direction")) or "",
         )
-        on = _day(_text(record.get("at")))
+        # The chart restarts after `effective_after` (the closing's time unless
+        # the investigator named one); the reason may be free text: only the
+        # date is shown.
+        on = _day(_text(_mapping(record.get("step")).get("effective_after")))
+        on = on or _day(_text(record.get("at")))
         if on is not None:
-            # The reset's reason may be free text: only the date is shown.
             found.setdefault(chart, []).append(OperatorReset(on))
     return found
