@@ -107,11 +107,14 @@ def test_a_fold_with_resets_equals_the_step_functions_restarted_by_hand(
         elif kind == "refresh":
             site.refresh()
         elif case is None:
-            site.remove(key)  # type: ignore[arg-type]
-            cases.pop(key, None)  # type: ignore[call-overload]
+            assert isinstance(key, tuple)
+            site.remove(key)
+            cases.pop(key, None)
         else:
-            site.put(key, case)  # type: ignore[arg-type]
-            cases[key] = case  # type: ignore[index]
+            assert isinstance(key, tuple)
+            assert isinstance(case, ChartCase)
+            site.put(key, case)
+            cases[key] = case
     site.refresh()
     for j, chart in enumerate(charts):
         state, restarts = _reference(chart, j, cases, resets[j])
@@ -134,7 +137,7 @@ def _independent_lookbacks(
     """Per signal, the run from the chart's last restart, computed with nothing of the
     engine but the step function: (procedure id, date, case number, CUSUM after, since
     the change point)."""
-    state = chart.new_state()
+    state: ChartState = chart.new_state()
     runs: list[list[tuple[uuid.UUID, date, int, float, bool]]] = []
     run: list[tuple[CaseKey, int, float]] = []
     due = sorted(resets)
@@ -142,7 +145,9 @@ def _independent_lookbacks(
         if due and due[0] < key[0]:
             while due and due[0] < key[0]:
                 due.pop(0)
-            state, run = _restarted_by_hand(state), []
+            restarted = _restarted_by_hand(state)
+            assert isinstance(restarted, ChartState)
+            state, run = restarted, []
         before = len(state.signals)
         state = chart.step(state, case.outcomes[0], case.stratum)  # type: ignore[arg-type]
         if len(state.signals) > before:

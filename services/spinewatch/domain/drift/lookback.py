@@ -73,15 +73,19 @@ def lookback(
         # The track and the cases disagree: a defect, never a list to publish.
         raise ValueError(f"a signal's run has {len(run)} cases, its chart says {expected_count}")
     state: AnyState = chart.new_state()
-    cases = []
-    for offset, (key, case, outcome) in enumerate(run):
+    statistics = []
+    for _, case, outcome in run:
         state = _step(chart, state, outcome, case.stratum)
-        number = start.case_index + offset
-        statistic = state.statistic
-        if offset == len(run) - 1 and state.signals:
-            statistic = state.signals[-1].statistic  # crossed h here, then restarted at 0
-        cases.append(_case(chart, key, case.stratum, outcome, (number, statistic), signal=signal))
-    kept = cases[-MAX_LOOKBACK_CASES:]
+        statistics.append(state.statistic)
+    if state.signals:
+        statistics[-1] = state.signals[-1].statistic  # crossed h here, then restarted at 0
+    omitted = max(0, len(run) - MAX_LOOKBACK_CASES)
+    kept = [
+        _case(
+            chart, key, case.stratum, outcome, (start.case_index + i, statistics[i]), signal=signal
+        )
+        for i, (key, case, outcome) in enumerate(run[omitted:], omitted)
+    ]
     direction: Direction = chart.direction
     return DriftLookback(
         event_type="drift.lookback",
@@ -91,7 +95,7 @@ def lookback(
         metric=chart.metric_name,
         direction=direction,
         restarted_on=start.restarted_on,
-        omitted=len(cases) - len(kept),
+        omitted=omitted,
         cases=tuple(kept),
     )
 
