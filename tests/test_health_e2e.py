@@ -85,11 +85,11 @@ async def test_a_killed_loop_and_a_raising_loop_are_restarted_and_counted(
     publish = stream_steps.publish_outbox
     failures_left = [2]
 
-    async def flaky_publish(monitor: DriftMonitor, topic: Any) -> int:
+    async def flaky_publish(monitor: DriftMonitor, topic: Any, **topics: Any) -> int:
         if failures_left[0] > 0:
             failures_left[0] -= 1
             raise RuntimeError("injected")
-        return await publish(monitor, topic)
+        return await publish(monitor, topic, **topics)
 
     monkeypatch.setattr(bootstrap, "publish_outbox", flaky_publish)
     settings = make_settings(drift_interval_s=0.2, probe_interval_s=0.5)

@@ -63,6 +63,8 @@ class Streams:
     app: faust.App
     drift: Any
     segments: Any
+    lookback: Any  # signed look-back lists
+    deadletter: Any
 
 
 def create_app(
@@ -87,6 +89,7 @@ def create_app(
     facts = _keyed_topic(app, settings.facts_topic)
     deadletter = app.topic(settings.deadletter_topic, value_type=bytes, value_serializer="raw")
     drift = SignedTopic(_keyed_topic(app, settings.drift_topic), keyring, TopicKind.DRIFT)
+    lookback = SignedTopic(_keyed_topic(app, settings.topics.lookback), keyring, TopicKind.LOOKBACK)
     segments = _segment_table(app, settings)
     supervisor.watch("ingest")
     supervisor.watch("apply")
@@ -127,7 +130,7 @@ def create_app(
 
     segments.on_recover(rebuild_state)
 
-    return Streams(app, drift, segments)
+    return Streams(app, drift, segments, lookback, deadletter)
 
 
 def _keyed_topic(app: faust.App, name: str) -> Any:

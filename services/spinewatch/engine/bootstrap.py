@@ -37,6 +37,7 @@ from spinewatch.domain.drift.vas_drift import design_vas_charts
 from spinewatch.domain.followup.book import CompletenessDesign
 from spinewatch.domain.followup.schedule import schedule_windows
 from spinewatch.engine.app import Streams, active_partitions, create_app
+from spinewatch.engine.control_reader import ControlReader, control_consumer
 from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.followup_monitor import FollowupMonitor
 from spinewatch.engine.ingest_pool import IngestPool
@@ -205,8 +206,20 @@ async def running_worker(
         _publishing_drift(engine, streams, settings),
         stale_after_s=max(30.0, 10 * settings.drift_interval_s),
     )
-    supervisor.add_checks(stream.checks)
-    supervisor.add_checks(lambda: faust_checks(app))
+    # Chart resets: every one known before the charts announce anything.
+    control = ControlReader(
+        engine.drift,
+        keyring,
+        settings.topics.control,
+        consumer=control_consumer(brokers, security),
+        deadletter=streams.deadletter,
+        registry=registry,
+        timeout_s=settings.broker_timeout_s,
+        max_value_bytes=settings.deadletter_max_bytes,
+    )
+    supervisor.spawn("control", control.run, stale_after_s=30.0)
+    for checks in (stream.checks, control.checks, lambda: faust_checks(app)):
+        supervisor.add_checks(checks)
     supervisor.add_checks(metrics.metrics_check)
     supervisor.add_checks(engine.changelog_check)
     started = asyncio.Event()
@@ -255,7 +268,7 @@ def _publishing_drift(engine: OutcomeEngine, streams: Streams, settings: Setting
         active = streams.app
         while True:
             engine.refresh_drift(active_partitions(active, settings))
-            await publish_outbox(engine.drift, streams.drift)
+            await publish_outbox(engine.drift, streams.drift, lookback_topic=streams.lookback)
             heartbeat.beat()
             await asyncio.sleep(settings.drift_interval_s)
 

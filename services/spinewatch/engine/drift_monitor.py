@@ -20,16 +20,36 @@ site never designed yet publishes nothing until its first design is in
 next refresh). A new design changes h and so every signal id of the
 chart: the chart is refolded, the change recorded (`drift.redesigned`),
 and only each chart's latest episode re-announced, as after a rebuild.
+
+Look-back lists. Every `drift.signalled` the monitor queues comes with its
+look-back list (`domain/drift/lookback.py`) in `lookbacks`, published on
+its own topic by the same loop, under the same signal id.
+
+Operator resets (`contracts/control.py`). `apply_reset` takes each reset
+once (by id), for any site, owned or not (a rebalance may bring it), and
+restarts the chart from its first case after the reset on the next
+refresh; the chart is then in control, so its episode's `drift.in_control`
+goes out. Resets are facts on a topic every worker reads from the start:
+until the worker has read it to the end it had at start (`ready`, set by
+the control reader), `refresh` folds and announces nothing, so a rebuilt
+chart never announces an episode a reset has ended. A rebuilt worker
+re-announces only episodes still open after the chart's last reset (an
+ended one: its return to control, never its signal).
 """
 
 from __future__ import annotations
 
 import time
+from bisect import insort
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 from uuid import UUID
 
+from spinewatch.contracts.control import ChartReset
 from spinewatch.contracts.drift import DriftMessage
+from spinewatch.contracts.lookback import DriftLookback
 from spinewatch.domain.drift.events import (
     Pending,
     build,
@@ -38,6 +58,7 @@ from spinewatch.domain.drift.events import (
     redesign_message,
     sentinel_message,
 )
+from spinewatch.domain.drift.lookback import lookback
 from spinewatch.domain.drift.site_charts import AnyChart, PartitionCharts, SiteCharts, Track
 from spinewatch.domain.drift.site_design import (
     AnyDesign,
@@ -61,9 +82,14 @@ class ChartReading:
     track: Track
     in_control: bool
     plan: SiteChartPlan | None = None  # None: no per-site design (a fixed chart)
+    resets: int = 0  # operator resets of this chart
 
 
 SiteRef = tuple[int, str]  # (partition, site)
+# What became of a reset: taken now, known already, or naming no chart of this worker.
+ResetOutcome = Literal["applied", "duplicate", "unknown_chart"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 Annotate = Callable[[str, Pending, SiteCharts, DriftMessage], DriftMessage]
@@ -96,6 +122,15 @@ class DriftMonitor:
         # Partitions rebuilt since their last refresh: history not re-announced.
         self._rebuilt: set[int] = set()
         self.outbox: list[tuple[str, DriftMessage]] = []
+        # The look-back list of every signal queued in `outbox`, keyed by site.
+        self.lookbacks: list[tuple[str, DriftLookback]] = []
+        # Operator resets taken, by id; per site and chart index, their instants
+        # (shared with every PartitionCharts: new site charts start with them).
+        self._resets: dict[UUID, ChartReset] = {}
+        self._restarts: dict[str, dict[int, list[int]]] = {}
+        # False until the control topic was read to its end at start: nothing
+        # is folded or announced before every reset is known.
+        self.ready = True
         # Per partition: its records' contributions, the procedures changed
         # since the last refresh, and the records (sentinel generations).
         self._changed: dict[
@@ -127,8 +162,36 @@ class DriftMonitor:
             return
         charts = self.partitions.get(partition)
         if charts is None:
-            charts = self.partitions[partition] = PartitionCharts(self.charts)
+            charts = self.partitions[partition] = self._partition_charts()
         charts.track(*noted)
+
+    def _partition_charts(self) -> PartitionCharts:
+        return PartitionCharts(self.charts, resets=self._restarts)
+
+    def apply_reset(self, reset: ChartReset) -> ResetOutcome:
+        """Take an operator reset (idempotent: by id, and by instant per chart)."""
+        if reset.reset_id in self._resets:
+            return "duplicate"
+        index = next(
+            (
+                j
+                for j, chart in enumerate(self.charts)
+                if chart.metric_name == reset.metric and chart.direction == reset.direction
+            ),
+            None,
+        )
+        if index is None:
+            return "unknown_chart"
+        self._resets[reset.reset_id] = reset
+        instant = (reset.effective_after - _EPOCH) // _MICROSECOND
+        instants = self._restarts.setdefault(reset.site_id, {}).setdefault(index, [])
+        if instant not in instants:
+            insort(instants, instant)
+        for charts in self.partitions.values():
+            site = charts.sites.get(reset.site_id)
+            if site is not None:
+                site.restart(index, instant)
+        return "applied"
 
     def rebuild(self, states: dict[int, PartitionState]) -> None:
         self.partitions = {}
@@ -140,7 +203,7 @@ class DriftMonitor:
         for partition, state in states.items():
             # Withdrawals too: one queued but unpublished when the previous
             # owner stopped is not lost (the alerting service dedupes by id).
-            self.partitions[partition] = PartitionCharts(self.charts)
+            self.partitions[partition] = self._partition_charts()
             self.partitions[partition].recall_withdrawals(state.records)
             self.track(partition, state, state.contributions.keys())
         # An empty partition (a first start) has no history to hold back.
@@ -148,6 +211,8 @@ class DriftMonitor:
 
     def refresh(self, active_partitions: Collection[int]) -> None:
         """Refold changed sites; queue every message not yet published."""
+        if not self.ready:
+            return  # resets still being read: a fold now could announce an ended episode
         for partition in active_partitions:
             self._move_cases(partition)
             charts = self.partitions.get(partition)
@@ -256,6 +321,13 @@ class DriftMonitor:
         items = list(pending(site_id, site, self.resolve_after))
         if latest_of:
             keep = {i.message_id for i in latest_only(items)}
+            # An episode an operator reset ended is over: its signal is never
+            # announced again, only its return to control.
+            keep -= {
+                i.message_id
+                for i in items
+                if not i.resolved and site.tracks[i.chart_index].restart_after(i.signal)
+            }
             history = [i for i in items if i.chart_index in latest_of and i.message_id not in keep]
             if suppress:
                 published.update(i.message_id for i in history)
@@ -268,6 +340,9 @@ class DriftMonitor:
                 message = build(item, site)
                 if self.annotate is not None:
                     message = self.annotate(site_id, item, site, message)
+                if not item.resolved:
+                    cases = lookback(site_id, site, item.chart_index, item.signal, item.message_id)
+                    self.lookbacks.append((site_id, cases))
                 self.outbox.append((site_id, message))
 
     def designing(self) -> bool:
@@ -283,6 +358,17 @@ class DriftMonitor:
     def requeue(self, unsent: list[tuple[str, DriftMessage]]) -> None:
         """Put back messages the publisher took but could not send, ahead of newer ones."""
         self.outbox[:0] = unsent
+
+    def take_lookbacks(self) -> list[tuple[str, DriftLookback]]:
+        taken, self.lookbacks = self.lookbacks, []
+        return taken
+
+    def requeue_lookbacks(self, unsent: list[tuple[str, DriftLookback]]) -> None:
+        self.lookbacks[:0] = unsent
+
+    def resets_of(self, site_id: str, chart_index: int) -> int:
+        """Operator resets known for one chart of a site."""
+        return len(self._restarts.get(site_id, {}).get(chart_index, ()))
 
     def readings(self, active_partitions: Collection[int]) -> Iterator[ChartReading]:
         for partition in sorted(active_partitions):
@@ -300,4 +386,5 @@ class DriftMonitor:
             if track.state.cases:
                 plan = plans[j] if plans else None
                 in_control = track.in_control(self.resolve_after)
-                yield ChartReading(site_id, chart, track, in_control, plan)
+                resets = self.resets_of(site_id, j)
+                yield ChartReading(site_id, chart, track, in_control, plan, resets)

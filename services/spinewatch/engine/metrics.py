@@ -238,6 +238,10 @@ class DriftCollector(Collector):
         )
         signals = gauge("spinewatch_drift_signals", "Signals of the chart over its history.")
         cases = gauge("spinewatch_drift_chart_cases", "Cases (levels or patients) on the chart.")
+        resets = gauge(
+            "spinewatch_drift_chart_resets",
+            "Operator resets of the chart (closed investigations): each restarts the CUSUM.",
+        )
         design = _DesignFamilies(gauge)
         active = self._active_partitions()
         self._engine.refresh_drift(active)
@@ -254,13 +258,14 @@ class DriftCollector(Collector):
                 vlad.add_metric(labels, chart_state.vlad)
             signals.add_metric(labels, len(chart_state.signals))
             cases.add_metric(labels, chart_state.cases)
+            resets.add_metric(labels, reading.resets)
             design.add(labels, reading)
         pending = GaugeMetricFamily(
             "spinewatch_drift_design_pending",
             "1 while a site's chart design is being measured or calibrated (its gauges may move).",
         )
         pending.add_metric([], 1 if self._engine.drift.designing() else 0)
-        yield from (statistic, limit, state, vlad, signals, cases, pending)
+        yield from (statistic, limit, state, vlad, signals, cases, resets, pending)
         yield from design.all()
 
 

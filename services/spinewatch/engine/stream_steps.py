@@ -9,8 +9,9 @@
   deployment's key), one that cannot be applied too (`unreadable_facts`,
   or `internal_error` after which the partitions' state is rebuilt from
   the changelog, since an exception may have left it half-applied).
-* `publish_outbox`: the drift monitor's messages, acknowledged one by one;
-  whatever is not acknowledged when the loop stops goes back to the outbox.
+* `publish_outbox`: the drift monitor's look-back lists and messages,
+  acknowledged one by one; whatever is not acknowledged when the loop stops
+  goes back to the outbox.
 
 Each reports the offsets it finished to the stream health.
 """
@@ -168,19 +169,32 @@ def _shrink(record: Outgoing) -> Outgoing:
 
 
 async def publish_outbox(
-    monitor: DriftMonitor, topic: Any, policy: FailurePolicy | None = None
+    monitor: DriftMonitor,
+    topic: Any,
+    policy: FailurePolicy | None = None,
+    lookback_topic: Any | None = None,
 ) -> int:
     """Send the monitor's queued messages keyed by site; return how many went out.
 
-    Returns once the broker acknowledged every one (retrying meanwhile). If
-    the loop is cancelled first (the worker stops), every taken message goes
-    back to the outbox in order: ids are stable, so the alerting service
-    drops the ones that did arrive.
+    Look-back lists first, on their own topic (`lookback_topic`; None: kept
+    queued), then the drift messages. Returns once the broker acknowledged
+    every one (retrying meanwhile). If the loop is cancelled first (the
+    worker stops), every taken message goes back to its outbox in order:
+    ids are stable, so the alerting service drops the ones that did arrive.
     """
+    policy = policy or FailurePolicy()
+    if lookback_topic is not None:
+        lists = monitor.take_lookbacks()
+        records = [Outgoing(site_id, m.model_dump_json().encode()) for site_id, m in lists]
+        try:
+            await send_all(lookback_topic, records, policy=policy, what="look-back lists")
+        except BaseException:
+            monitor.requeue_lookbacks(lists)
+            raise
     taken = monitor.take_outbox()
     records = [Outgoing(site_id, m.model_dump_json().encode()) for site_id, m in taken]
     try:
-        await send_all(topic, records, policy=policy or FailurePolicy(), what="drift messages")
+        await send_all(topic, records, policy=policy, what="drift messages")
     except BaseException:
         monitor.requeue(taken)
         raise

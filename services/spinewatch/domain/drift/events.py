@@ -207,6 +207,13 @@ def _stratum(
 
 def _in_control(item: Pending, chart: AnyChart, track: Track) -> DriftInControl:
     since = track.cases_since_signal() or 1
+    on = clinical_date(track.last_at or item.signal.at)
+    restart = track.restart_after(item.signal)
+    if restart is not None:
+        # An operator reset ended the episode: the cases up to it, and its date
+        # (the first reset after the signal: the same message on every refold).
+        since = max(1, restart.case_index - item.signal.signal.case_index)
+        on = clinical_date((restart.reset_at_us, b""))
     return DriftInControl(
         event_type="drift.in_control",
         schema_version=1,
@@ -215,7 +222,7 @@ def _in_control(item: Pending, chart: AnyChart, track: Track) -> DriftInControl:
         metric=chart.metric_name,
         direction=chart.direction,
         cases_since_signal=since,
-        in_control_on=clinical_date(track.last_at or item.signal.at),
+        in_control_on=on,
     )
 
 

@@ -20,7 +20,7 @@ it owns, rebuilt with the records on every recovery.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from spinewatch.domain.drift.chart_fold import (
     CaseKey,
     ChartCase,
     Outcomes,
+    Restart,
     Run,
     SignalAt,
     Track,
@@ -57,6 +58,7 @@ __all__ = [
     "ChartCase",
     "Outcomes",
     "PartitionCharts",
+    "Restart",
     "SentinelCase",
     "SentinelWithdrawal",
     "SignalAt",
@@ -114,12 +116,23 @@ def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally, Stratum], Out
     return outcomes
 
 
+# Per chart index: the instants (epoch microseconds) of its operator resets.
+Resets = Mapping[int, Iterable[int]]
+
+
 class SiteCharts:
     def __init__(
-        self, charts: Sequence[AnyChart], checkpoint_every: int = CHECKPOINT_EVERY
+        self,
+        charts: Sequence[AnyChart],
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        resets: Resets | None = None,
     ) -> None:
         self.charts = tuple(charts)
         self._every = checkpoint_every
+        # Per chart, sorted: each restarts the CUSUM (`chart_fold.fold`).
+        self._resets: list[list[int]] = [
+            sorted(set((resets or {}).get(j, ()))) for j in range(len(self.charts))
+        ]
         initial = tuple(Track(chart.new_state()) for chart in charts)
         # Sorted, once `_merge` has added the keys of cases new since the last
         # refresh: a replay adds tens of thousands, and one sort per refresh
@@ -162,6 +175,24 @@ class SiteCharts:
         self.tracks = tuple(tracks)
         if self._keys:
             self._change(self._keys[0], changed)
+
+    def restart(self, chart_index: int, instant_us: int) -> bool:
+        """An operator reset of one chart at an instant; False if it was known.
+
+        The chart refolds from the checkpoint before its first case after
+        the instant on the next `refresh` (a reset after every case known
+        refolds the last block only)."""
+        resets = self._resets[chart_index]
+        at = bisect_left(resets, instant_us)
+        if at < len(resets) and resets[at] == instant_us:
+            return False
+        resets.insert(at, instant_us)
+        # The least key of a case performed after the instant.
+        self._change((instant_us + 1, b""), [chart_index])
+        return True
+
+    def resets(self, chart_index: int) -> tuple[int, ...]:
+        return tuple(self._resets[chart_index])
 
     def put(self, key: CaseKey, case: ChartCase) -> None:
         old = self._cases.get(key)
@@ -239,7 +270,7 @@ class SiteCharts:
             del checkpoints[block + 1 :]
             first = block * every
             run = Run(self._keys[first:], cases[first - start :], first, every)
-            tracks[j] = fold(chart, j, checkpoints[block], run, checkpoints)
+            tracks[j] = fold(chart, j, checkpoints[block], run, checkpoints, resets=self._resets[j])
         self.tracks = tuple(tracks)
         return True
 
@@ -247,18 +278,30 @@ class SiteCharts:
         self, chart_index: int, first: CaseKey, last: CaseKey
     ) -> list[tuple[Stratum, Outcome]]:
         """The cases one chart weighed from `first` to `last` inclusive (a signal's window)."""
+        return [
+            (case.stratum, outcome)
+            for _, case, outcome in self.charted(chart_index, first, last, after=False)
+        ]
+
+    def charted(
+        self, chart_index: int, lower: CaseKey | None, last: CaseKey, *, after: bool
+    ) -> Iterator[tuple[CaseKey, ChartCase, Outcome]]:
+        """The cases one chart weighs, in chart order, from `lower` (exclusive when
+        `after`; None: the first case) to `last` inclusive."""
         chart = self.charts[chart_index]
         self._merge()
-        cases = []
-        start = bisect_left(self._keys, first)
-        for key in self._keys[start:]:
+        keys = self._keys
+        if lower is None:
+            start = 0
+        else:
+            start = bisect_right(keys, lower) if after else bisect_left(keys, lower)
+        for key in keys[start:]:
             if key > last:
                 break
             case = self._cases[key]
             outcome = case.outcomes[chart_index]
             if outcome is not None and case.stratum in chart.strata:
-                cases.append((case.stratum, outcome))
-        return cases
+                yield key, case, outcome
 
     def strata_between(self, chart_index: int, first: CaseKey, last: CaseKey) -> Counter[Stratum]:
         return Counter(stratum for stratum, _ in self.window(chart_index, first, last))
@@ -277,6 +320,9 @@ class PartitionCharts:
     # Sentinel events found and withdrawn since the last `take_sentinels`
     # (a redelivery finds nothing new; see `domain/drift/sentinels.py`).
     sentinels: SentinelWatch = field(default_factory=SentinelWatch)
+    # Operator resets per site (shared with the drift monitor, which adds to
+    # it): a site's charts are created with them.
+    resets: Mapping[str, Resets] = field(default_factory=dict)
     _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
     _outcomes: Callable[[Tally, Stratum], Outcomes] = field(init=False)
 
@@ -315,7 +361,7 @@ class PartitionCharts:
                 case_of[procedure_id] = placed
             charts = sites.get(site)
             if charts is None:
-                charts = sites[site] = SiteCharts(self.charts)
+                charts = sites[site] = SiteCharts(self.charts, resets=self.resets.get(site))
             charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally, cohort.stratum)))
             follow(procedure_id, contribution, record)
 
