@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spinewatch.adapters.kafka_clients import started
 from spinewatch.adapters.message_signing import Keyring, TopicKind
@@ -110,6 +112,19 @@ async def _messages(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, Any]
     return [(r.key, r.value, r.headers) for r in records if r.value is not None]
 
 
+async def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]
+        )
+    finally:
+        await admin.close()
+    ((_, _, _, _, entries),) = response.resources
+    return {entry[0]: entry[1] for entry in entries}
+
+
 async def _json(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [json.loads(v) for _, v, _ in await _messages(bootstrap, topic)]
 
@@ -169,6 +184,10 @@ async def test_look_back_reset_and_restart(
     worker.start()
     try:
         await worker.wait_for_partitions(60)
+        # Resets are folded on every rebuild: the worker created the control
+        # topic to keep them for good, not for the broker's default retention.
+        config = await _topic_config(kafka_bootstrap, settings.topics.control)
+        assert config.get("retention.ms") == "-1"
         await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries)
 
         async def charted() -> dict[Sample, float]:

@@ -7,7 +7,7 @@ between co-partitioned topics, which faust refuses at runtime.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -23,8 +23,10 @@ async def ensure_topics(
     partitions: int,
     *,
     security: KafkaSecurity | None = None,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Create the topics of `names` that do not exist yet (`security` None: PLAINTEXT)."""
+    """Create the topics of `names` that do not exist yet (`security` None: PLAINTEXT),
+    each with its `configs` entry as topic settings."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=10_000,
@@ -34,7 +36,12 @@ async def ensure_topics(
         await admin.start()  # inside: a start cut short has opened connections
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs=dict((configs or {}).get(name, {})),
+            )
             for name in names
             if name not in existing
         ]

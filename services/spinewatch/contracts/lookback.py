@@ -24,7 +24,7 @@ from spinewatch.contracts.vocabulary import Indication, ProcedureType
 
 LOOKBACK_SCHEMA_VERSION = 1
 # The newest cases are kept when a chart ran longer than this since its last
-# restart; `omitted` counts the older ones (about 130 bytes a case: ~130 KB).
+# restart; `omitted` counts the older ones (about 260 bytes a case, measured: ~260 KB).
 MAX_LOOKBACK_CASES = 1000
 
 

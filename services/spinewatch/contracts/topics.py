@@ -89,6 +89,16 @@ class Topology:
     def control(self) -> str:
         return self.name(Topic.CONTROL)
 
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Topic settings spinewatch relies on, set when it creates a topic.
+
+        Chart resets are facts every rebuild folds with (contracts/control.py):
+        a broker's default retention (7 days on Kafka) would delete them and
+        un-reset the charts at the next rebuild, so the control topic keeps
+        its records for good.
+        """
+        return {self.control: {"retention.ms": "-1"}}
+
     def names(self) -> list[str]:
         """Every topic, to create before any worker starts."""
         return [self.name(topic) for topic in Topic]

@@ -158,7 +158,13 @@ async def running_worker(
 ) -> AsyncIterator[RunningWorker]:
     """Start one worker on the current event loop; stop it on exit."""
     keyring, security = signing_keyring(settings), kafka_security(settings)
-    await ensure_topics(brokers, settings.topics.names(), settings.partitions, security=security)
+    await ensure_topics(
+        brokers,
+        settings.topics.names(),
+        settings.partitions,
+        security=security,
+        configs=settings.topics.configs(),
+    )
     tune_gc(settings.gc_young_threshold)
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]
