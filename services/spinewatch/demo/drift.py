@@ -20,7 +20,7 @@ from typing import TextIO
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from spinewatch.adapters.kafka_security import KafkaSecurity
-from spinewatch.contracts.drift import DriftSignalled
+from spinewatch.contracts.drift import DriftSignalled, StratumBaseline
 from spinewatch.demo.synthetic.cohort import Event, SiteProfile
 from spinewatch.domain.drift.events import pending
 from spinewatch.engine.bootstrap import RunningWorker
@@ -116,8 +116,8 @@ def _print_signal(signal: DriftSignalled, out: TextIO) -> None:
     if signal.observed_events is not None and signal.expected_events is not None:
         outcome = "leaking levels" if signal.unit == "treated_level" else "patients with it"
         observed = f"{signal.observed_events} {outcome} vs {signal.expected_events:.1f} expected"
-        weighed = ", ".join(
-            f"{b.baseline_id} {b.p0 or 0:.1%} x {b.cases}"
+        weighed = "; ".join(
+            f"{b.described}, {_who(b)} x {b.cases}"
             for b in sorted(signal.baselines, key=lambda b: -b.cases)
         )
     else:
@@ -125,7 +125,10 @@ def _print_signal(signal: DriftSignalled, out: TextIO) -> None:
             f"mean VAS change {signal.observed_mean_change or 0:+.1f} vs "
             f"{signal.expected_mean_change or 0:+.1f} published"
         )
-        weighed = ", ".join(f"{b.baseline_id} x {b.cases}" for b in signal.baselines)
+        weighed = "; ".join(f"{b.described}, {_who(b)} x {b.cases}" for b in signal.baselines)
+    if signal.local_target is not None:
+        target = signal.local_target
+        weighed = f"local target {target.setting}={target.expected:g} ({target.described})"
     print(
         f"  SIGNAL {signal.site_id} / {signal.metric}: at case {signal.case_number} "
         f"({signal.signalled_on}), CUSUM {signal.statistic:.2f} >= h {signal.limit:.2f}\n"
@@ -134,6 +137,13 @@ def _print_signal(signal: DriftSignalled, out: TextIO) -> None:
         f"    expected from (baseline x cases): {weighed}",
         file=out,
     )
+
+
+def _who(baseline: StratumBaseline) -> str:
+    """Author or series, year and seed: the head of the citation (`cite()`: who, where: quote)."""
+    if baseline.citation:
+        return baseline.citation.partition(f", {baseline.locator}:")[0]
+    return f"seed {baseline.seed[:3]}"
 
 
 async def _published_signals(

@@ -5,7 +5,7 @@ one worker, streams a seeded synthetic cohort (several sites, calibrated on
 the catalog baselines, with follow-ups, redelivered duplicates, a follow-up
 that arrives before its procedure, a late follow-up, retractions and one
 malformed message) through the real pipeline, serves /metrics while it
-runs, prints observed against baseline per cohort, then the drift charts:
+runs, then prints the drift charts:
 one site's leakage odds double a third of the way through its year, and
 the demo prints the signal the worker published for it, with the
 estimated change point, and whether the stable sites stayed in control;
@@ -31,35 +31,16 @@ from pydantic import SecretStr
 
 from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.adapters.message_signing import new_secret
-from spinewatch.baselines import load_catalog
 from spinewatch.demo.alerting import print_alerts
 from spinewatch.demo.drift import DRIFTING_SITE, drift_start, print_drift, with_drifting_site
 from spinewatch.demo.report import DEFAULT_REPORT_DIR, write_demo_report
 from spinewatch.demo.synthetic.cohort import SyntheticCohort, default_sites, generate_cohort
-from spinewatch.domain.outcomes.aggregates import ALL, cohort_views
-from spinewatch.domain.outcomes.report import ReportRow, cohort_report
-from spinewatch.domain.outcomes.report_metrics import NOT_LIKE_WITH_LIKE
 from spinewatch.engine.bootstrap import RunningWorker, kafka_brokers, running_worker
 from spinewatch.engine.settings import Settings
 
 DEMO_SEED = 2026
 DEMO_PROCEDURES = 3000
 TIMEOUT_S = 90.0
-MIN_PATIENTS_SHOWN = 30
-
-# The lines of the table, in reading order: (metric, timepoint).
-SHOWN: tuple[tuple[str, str | None], ...] = (
-    ("cement_leakage_rate_per_level", "intra_procedure"),
-    ("symptomatic_cement_leakage_rate", None),
-    ("complication_rate", None),
-    ("radiculopathy_rate", None),
-    ("death_rate", None),
-    ("vas_score", "pre_procedure"),
-    ("vas_score", "final"),
-    ("responder_rate", "final"),
-    ("analgesic_same_or_more_rate", "week_1"),
-    ("suspected_tumour_without_biopsy_rate", None),
-)
 
 
 def run_demo(out: TextIO | None = None, report_dir: Path = DEFAULT_REPORT_DIR) -> int:
@@ -90,7 +71,6 @@ async def _demo(out: TextIO, report_dir: Path) -> int:
             await _wait_until_processed(worker, cohort)
             series = await asyncio.to_thread(_scrape_series_count, worker.metrics.url)
             _print_counts(worker, cohort, series, out)
-            _print_table(worker, out)
             await print_drift(worker, brokers, sites, began, out)
             await print_alerts(brokers, settings, out)
             report = await write_demo_report(settings, brokers, report_dir)
@@ -153,55 +133,3 @@ def _print_counts(worker: RunningWorker, cohort: SyntheticCohort, series: int, o
         f"/metrics served {series} series",
         file=out,
     )
-
-
-def _print_table(worker: RunningWorker, out: TextIO) -> None:
-    catalog = load_catalog()
-    views = cohort_views(worker.engine.totals(worker.active_partitions()))
-    print(f"\nObserved against literature baseline (catalog {catalog.catalog_version})", file=out)
-    for view, tally in sorted(views.items()):
-        if view.operator_ref != ALL or tally.get("patients", 0) < MIN_PATIENTS_SHOWN:
-            continue
-        print(
-            f"\n{view.site_id} / {view.procedure_type.value} / {view.indication.value}: "
-            f"{tally['patients']} patients",
-            file=out,
-        )
-        rows = {(r.metric, r.timepoint): r for r in cohort_report(
-            tally, view.procedure_type, view.indication, catalog
-        )}  # fmt: skip
-        for key in SHOWN:
-            row = rows.get(key)
-            if row is not None and row.denominator:
-                print("  " + _line(row), file=out)
-
-
-def _line(row: ReportRow) -> str:
-    label = row.metric + (f" @ {row.timepoint}" if row.timepoint else "")
-    if (
-        row.kind == "rate"
-        and row.value is not None
-        and row.low is not None
-        and row.high is not None
-    ):
-        observed = (
-            f"{row.numerator}/{row.denominator} = {row.value:6.1%} [{row.low:.1%}-{row.high:.1%}]"
-        )
-    else:
-        sd = f" ± {row.sd:.1f}" if row.sd is not None else ""
-        observed = f"{row.value or 0:.1f}{sd} (n={row.denominator})"
-    baseline = "no published comparator"
-    if row.baseline is None and row.comparator_note:
-        baseline = f"no comparator: {row.comparator_note}"
-    if row.baseline is not None:
-        approx = "" if row.baseline.exact_cohort else " ~"
-        cite = row.baseline.entry_id or f"{row.baseline.source.seed} {row.baseline.source.locator}"
-        baseline = f"{row.baseline.described}{approx} ({cite})"
-        if row.comparator_note and NOT_LIKE_WITH_LIKE in row.comparator_note:
-            baseline += f"  [{NOT_LIKE_WITH_LIKE}]"
-    if row.published_range is not None:
-        baseline += f"  [published range {row.published_range.described}]"
-        position = row.range_position()
-        if position in ("above", "below"):
-            baseline += f"  << {position.upper()} the published range"
-    return f"{label:<48} {observed:<34} vs {baseline}"

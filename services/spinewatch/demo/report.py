@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from spinewatch.domain.governance.model import LEGEND, Scope
+from spinewatch.domain.governance.model import LEGEND, CohortRow, Scope
 from spinewatch.engine.settings import Settings
 from spinewatch.report.main import report_from_topics
 
@@ -30,13 +30,11 @@ async def write_demo_report(settings: Settings, brokers: str, target: Path) -> s
         f"{written.read_s:.1f} s, rendered in {written.render_s:.1f} s)",
         file=out,
     )
+    if flagged:
+        print("Flagged rows: observed (95% Wilson interval) against the cited comparator", file=out)
     for row in flagged:
         marks = " ".join(LEGEND[flag][0] for flag in row.flags)
-        print(
-            f"  {marks:<9} {row.site_id} / {row.procedure} / {row.indication} / {row.metric}: "
-            f"{row.numerator}/{row.denominator}",
-            file=out,
-        )
+        print(f"  {marks:<9} {_flagged_line(row)}", file=out)
     print("Flags (legend):", file=out)
     for flag, (mark, words) in LEGEND.items():
         print(f"  {mark:<3} {flag.value}: {words}", file=out)
@@ -44,3 +42,19 @@ async def write_demo_report(settings: Settings, brokers: str, target: Path) -> s
         print(f"PDF: {written.pdf.resolve()}", file=out)
     print(f"Governance report: {written.html.resolve()}", file=out)
     return out.getvalue()
+
+
+def _flagged_line(row: CohortRow) -> str:
+    """One flagged row as a clinician reads it: no catalog id, no seed file name."""
+    observed = f"{row.numerator}/{row.denominator}"
+    if row.rate is not None and row.low is not None and row.high is not None:
+        observed += f" = {row.rate:.1%} ({row.low:.1%}-{row.high:.1%})"
+    against = "no comparator"
+    if row.comparator is not None:
+        against = f"{row.comparator.described}, {row.comparator.label}"
+        if not row.comparator.exact_cohort:
+            against += f" (approximate: {row.comparator.broader_group or 'a broader group'})"
+    elif row.published_range is not None:
+        against = f"published range {row.published_range.described}, {row.published_range.label}"
+    cohort = f"{row.site_id} / {row.procedure} / {row.indication} / {row.metric}"
+    return f"{cohort}: {observed} vs {against}"
