@@ -79,7 +79,11 @@ class AlertingSettings(StrictEnvSettings, KafkaSecurity):
     )
     poll_interval_s: float = Field(default=0.25, gt=0, le=10)
     request_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    dashboard_url: str = "http://grafana.example.invalid/d/spinewatch/outcomes"
+    # The drift dashboard of deploy/grafana (uid spinewatch-drift) on a local Grafana;
+    # alerts link to it with ?var-site=...&var-metric=... Set it to your Grafana's.
+    dashboard_url: str = (
+        "http://localhost:3000/d/spinewatch-drift/spinewatch-drift-charts-and-alerts"
+    )
     # -- supervision and health (see runtime/supervisor.py and adapters/stream_health.py) ---
     stall_after_s: float = Field(
         default=10.0, gt=0, le=600, description="Drift messages waiting this long: red."
