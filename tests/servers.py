@@ -1,7 +1,7 @@
-"""Real servers for the alerting tests: redis-server and Prometheus Alertmanager.
+"""Real servers for the tests: redis-server, Prometheus Alertmanager and Prometheus.
 
 Each starts on a free loopback port in a temporary directory, is waited on
-until it answers, and is stopped afterwards. Both come from Debian packages
+until it answers, and is stopped afterwards. All come from Debian packages
 (`./dev test` installs them as root); a missing binary fails the test with
 that instruction rather than skipping it.
 """
@@ -12,6 +12,8 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,5 +120,57 @@ def alertmanager(workdir: Path, config_text: str = ALERTMANAGER_CONFIG) -> Itera
     try:
         _wait(ready, process, "alertmanager")
         yield Alertmanager(url)
+    finally:
+        _stop(process)
+
+
+class Prometheus:
+    """The HTTP API of a running Prometheus (api/v1), answers decoded."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, path: str, params: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """The JSON answer, an error's included (its status is "error")."""
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=scaled(10)) as answer:  # noqa: S310
+                body = answer.read()
+        except urllib.error.HTTPError as error:  # 400 bad_data, 422 execution: JSON too
+            body = error.read()
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+
+@contextmanager
+def prometheus(workdir: Path, config_text: str) -> Iterator[Prometheus]:
+    """A real Prometheus server (Debian `prometheus`) with this configuration.
+
+    Its TSDB lives in `workdir`; its log goes to `workdir/prometheus.log`,
+    whose tail is in the error when it does not come up.
+    """
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(config_text)
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own binary path and arguments
+            [_binary("prometheus"), f"--config.file={config}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log,
+            stderr=log,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=scaled(1)) as response:  # noqa: S310
+            return bool(response.status == 200)
+
+    try:
+        try:
+            _wait(ready, process, "prometheus")
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}: {log_path.read_text()[-3000:]}") from None
+        yield Prometheus(url)
     finally:
         _stop(process)

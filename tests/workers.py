@@ -1,4 +1,5 @@
-"""Outcome workers as real OS processes (`spinewatch worker`), for kill tests."""
+"""spinewatch services as real OS processes: workers (`spinewatch worker`, for kill
+tests) and any other command (`ServiceProcess`: `spinewatch alerting`, `gateway`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,34 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
 from spinewatch.devservers.tansu import free_port
 from spinewatch.engine.settings import Settings
 from tests.support import scaled, wait_until
+
+
+def settings_env(settings: BaseSettings, prefix: str) -> dict[str, str]:
+    """The environment a service reads `settings` from (secrets in clear, tuples as JSON)."""
+    env: dict[str, str] = {}
+    for name, dumped in settings.model_dump(mode="json").items():
+        value, secret = dumped, getattr(settings, name)
+        if isinstance(secret, SecretStr):  # dumped as "**********"
+            value = secret.get_secret_value()
+        elif isinstance(secret, tuple) and secret and isinstance(secret[0], SecretStr):
+            value = [item.get_secret_value() for item in secret]
+        if value is not None:
+            # Complex fields (tuples) are read from the environment as JSON.
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[f"{prefix}{name.upper()}"] = text
+    return env
 
 
 class WorkerProcess:
@@ -35,17 +55,7 @@ class WorkerProcess:
         return f"http://{self.settings.metrics_host}:{self.settings.metrics_port}"
 
     def start(self) -> None:
-        env = dict(os.environ)
-        for name, dumped in self.settings.model_dump(mode="json").items():
-            value, secret = dumped, getattr(self.settings, name)
-            if isinstance(secret, SecretStr):  # dumped as "**********"
-                value = secret.get_secret_value()
-            elif isinstance(secret, tuple) and secret and isinstance(secret[0], SecretStr):
-                value = [item.get_secret_value() for item in secret]
-            if value is not None:
-                # Complex fields (tuples) are read from the environment as JSON.
-                text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-                env[f"SPINEWATCH_{name.upper()}"] = text
+        env = dict(os.environ) | settings_env(self.settings, "SPINEWATCH_")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "spinewatch", "worker"],
             env=env,
@@ -108,3 +118,63 @@ class WorkerProcess:
         if self.process.poll() is not None:
             stderr = self.stderr()
             raise AssertionError(f"worker exited with {self.process.returncode}:\n{stderr[-3000:]}")
+
+
+class ServiceProcess:
+    """`spinewatch <command>` as an OS process, its settings in its environment.
+
+    `url` is where it serves /readyz (and /metrics); `wait_ready` polls it.
+    """
+
+    def __init__(self, command: str, environment: Mapping[str, str], url: str) -> None:
+        self.command = command
+        self.environment = dict(environment)
+        self.url = url
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._final_log = ""
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our own command
+            [sys.executable, "-m", "spinewatch", self.command],
+            env=dict(os.environ) | self.environment,
+            stdout=self._log,
+            stderr=self._log,
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=scaled(2)) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until /readyz answers 200 (the scaled deadline fails with the process's log)."""
+        deadline = time.monotonic() + scaled(timeout_s)
+        while not self.ready():
+            assert self.process is not None
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                exited = self.process.poll() is not None
+                state = f"exited with {self.process.returncode}" if exited else "not ready"
+                raise AssertionError(f"spinewatch {self.command} {state}:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=scaled(20))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._final_log = self.log()
+        if self._final_log:  # shown by pytest when the test fails
+            print(f"--- log of spinewatch {self.command} ---\n{self._final_log[-6000:]}")
+        self._log.close()
+
+    def log(self) -> str:
+        if self._log.closed:
+            return self._final_log
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")

@@ -80,7 +80,11 @@ class AlertingSettings(StrictEnvSettings, KafkaSecurity):
     )
     poll_interval_s: float = Field(default=0.25, gt=0, le=10)
     request_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    dashboard_url: str = "http://grafana.example.invalid/d/spinewatch/outcomes"
+    # The drift dashboard of deploy/grafana (uid spinewatch-drift) on a local Grafana;
+    # alerts link to it with ?var-site=...&var-metric=... Set it to your Grafana's.
+    dashboard_url: str = (
+        "http://localhost:3000/d/spinewatch-drift/spinewatch-drift-charts-and-alerts"
+    )
     # -- investigations (alerting/investigations.py, alerting/lookback.py) ---
     lookback_keep_signals: int = Field(
         default=5, ge=1, le=100, description="Look-back lists kept per alert: its newest signals."
