@@ -162,3 +162,19 @@ def test_a_dashboard_querying_a_metric_the_code_does_not_export_fails(stack: Sta
     assert "selector spinewatch_no_such_metric_total" in problems[1]
     assert "selector spinewatch_no_such_metric matches no series" in problems[2]
     assert "does not parse" in problems[3]
+
+
+@pytest.mark.timeout(240)
+def test_the_first_dead_letter_of_a_reason_fires_its_alert(stack: Stack) -> None:
+    """The seeded malformed event and unsigned fact batch and drift message fire the
+    pipeline's dead-letter alerts. Each was the first of its reason in its process:
+    `increase()` sees it only because the counters are exported at 0 from the start."""
+
+    def firing() -> set[str]:
+        answer = stack.prometheus.api.get(
+            "/api/v1/query", [("query", 'ALERTS{alertstate="firing"}')]
+        )
+        return {sample["metric"]["alertname"] for sample in answer["data"]["result"]}
+
+    wanted = {"SpinewatchDeadLetters", "SpinewatchUnsignedInternalMessages"}
+    until("the dead-letter alerts firing", lambda: wanted <= firing(), 30)

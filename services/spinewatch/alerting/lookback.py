@@ -28,11 +28,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from spinewatch.adapters.message_signing import SIGNATURE_FAULTS
 from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.adapters.redis_investigations import RedisInvestigations
 from spinewatch.contracts.lookback import DriftLookback
 from spinewatch.domain.alerts.model import fingerprint as chart_fingerprint
 from spinewatch.domain.alerts.model import has_chart
+from spinewatch.runtime.failures import export_at_zero
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class LookbackKeeper:
             ["reason"],
             registry=registry,
         )
+        export_at_zero(self.rejected, SIGNATURE_FAULTS)
 
     async def handle(self, raw: bytes) -> bool:
         """Keep one verified look-back message; False (counted) if it breaks its contract."""

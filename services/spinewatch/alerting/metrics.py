@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from spinewatch.adapters.message_signing import SIGNATURE_FAULTS
+from spinewatch.runtime.failures import export_at_zero
+
 
 class AlertingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -54,6 +57,7 @@ class AlertingMetrics:
             ["reason"],
             registry=registry,
         )
+        export_at_zero(self.rejected, SIGNATURE_FAULTS)
         self.refused = Counter(
             "spinewatch_api_requests_refused",
             "API requests refused for want of an identity (401), by reason.",

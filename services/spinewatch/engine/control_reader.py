@@ -44,13 +44,13 @@ from pydantic import ValidationError
 
 from spinewatch.adapters.kafka_clients import started
 from spinewatch.adapters.kafka_security import KafkaSecurity
-from spinewatch.adapters.message_signing import Keyring, TopicKind, fault_error
+from spinewatch.adapters.message_signing import SIGNATURE_FAULTS, Keyring, TopicKind, fault_error
 from spinewatch.contracts.control import ChartReset
 from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.stream_steps import write_dead_letters
 from spinewatch.errors import FieldError
 from spinewatch.runtime.dead_letters import DEFAULT_MAX_VALUE_BYTES, MessageOrigin, dead_letter
-from spinewatch.runtime.failures import FailurePolicy, RejectReason
+from spinewatch.runtime.failures import FailurePolicy, RejectReason, export_at_zero
 from spinewatch.runtime.health import Check
 from spinewatch.runtime.supervisor import Heartbeat
 
@@ -73,6 +73,7 @@ class ControlMetrics:
             ["reason"],
             registry=registry,
         )
+        export_at_zero(self.rejected, SIGNATURE_FAULTS)
         self.ignored = Counter(
             "spinewatch_control_messages_ignored",
             "Valid resets with nothing to do: already taken, or naming no chart of this worker.",

@@ -15,6 +15,7 @@ from collections.abc import Iterable, MutableMapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from spinewatch.adapters.message_signing import SIGNATURE_FAULTS
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
 from spinewatch.domain.outcomes.aggregates import add_into
 from spinewatch.domain.outcomes.contribution import AggregateKey, Tally
@@ -24,6 +25,7 @@ from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.followup_monitor import FollowupMonitor
 from spinewatch.engine.ingest import IngestResult
 from spinewatch.engine.silence_monitor import SilenceMonitor
+from spinewatch.runtime.failures import RejectReason, export_at_zero
 from spinewatch.runtime.health import Check
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,11 @@ class EngineMetrics:
             "Fact batches of the internal topic that could not be applied, by reason.",
             ["reason"],
             registry=registry,
+        )
+        export_at_zero(self.dead_lettered, RejectReason)
+        export_at_zero(
+            self.fact_batches_dead_lettered,
+            (RejectReason.UNREADABLE_FACTS, RejectReason.INTERNAL_ERROR, *SIGNATURE_FAULTS),
         )
         self.applied = Counter(
             "spinewatch_events_applied",

@@ -31,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import accumulate
+from typing import Protocol
 
 from spinewatch.errors import FieldError
 
@@ -59,6 +61,23 @@ class RejectReason(StrEnum):
     UNSIGNED = "unsigned"
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KEY = "unknown_key"
+
+
+class _Labelled(Protocol):
+    def labels(self, *values: str) -> object: ...
+
+
+def export_at_zero(counter: _Labelled, reasons: Iterable[StrEnum]) -> None:
+    """Export a reason-labelled counter at 0 for every reason, from the start.
+
+    Prometheus's `increase()` cannot see a series' first increment when the
+    series did not exist before it: absent -> 1 reads as no increase, so the
+    dead-letter rules (deploy/prometheus/rules.yml) stayed quiet for the first
+    dead letter of each reason in a process (seen against a real Prometheus:
+    one dead letter, `increase(...[15m])` 0, no alert).
+    """
+    for reason in reasons:
+        counter.labels(reason.value)
 
 
 class Stage(StrEnum):
