@@ -63,6 +63,15 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline(tmp_path: 
     assert text.index(f"[FIRING] {drift_alert}") < text.index(f"[RESOLVED] {drift_alert}")
     assert "[FIRING] [critical]" in text  # sentinel events page on their own
     assert "broker and worker stopped" in text
+    # Two people walked the drifting site's alert through the workflow over
+    # the authenticated API, reading its look-back list on the way.
+    walk = text[text.index("Investigation of riverside.cement_leakage_rate_per_level.worse") :]
+    assert "ack: acknowledged (by demo-oncall)" in walk
+    assert "investigate: investigating (by demo-quality-lead)" in walk
+    looked = re.search(r"look-back: (\d+) cases since the chart's last restart", walk)
+    assert looked is not None, walk[:600]
+    assert int(looked.group(1)) >= 1
+    assert "close: closed (by demo-quality-lead)" in walk
     # Last: the governance report from the topics, its flags' legend and its path.
     lines = text.rstrip("\n").splitlines()
     path = re.fullmatch(r"Governance report: (\S+report\.html)", lines[-1])
@@ -76,6 +85,13 @@ def test_demo_streams_the_cohort_and_prints_observed_against_baseline(tmp_path: 
     assert 'class="chart"' in html
     assert "riverside" in html
     assert "Alert history" in html
+    # The report's alert history holds the closed investigation, from the audit topic.
+    (row,) = [
+        r for r in html.split("<tr>") if "riverside</td><td>cement_leakage_rate_per_level" in r
+    ]
+    assert "<td>closed</td>" in row
+    assert "process issue found, with an action taken" in row
+    assert "acknowledged (demo-oncall)" in row
     legend = text[text.index("Flags (legend):") :]
     for flag, (mark, _) in LEGEND.items():
         assert f"  {mark}" in legend

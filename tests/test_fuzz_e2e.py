@@ -36,6 +36,9 @@ async def test_ten_thousand_mutated_messages_each_count_or_are_dead_lettered(
     readiness: list[int] = []
     async with running_worker(settings, kafka_bootstrap) as worker:
         base = worker.metrics.url
+        # Ready before the fuzz starts: a worker is red for its first moments
+        # until it has read every chart reset (the control check).
+        await wait_until(lambda: health(base), lambda h: h[0] == 200, 30, "the worker ready")
 
         async def watch() -> None:
             while True:

@@ -21,9 +21,13 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from spinewatch.alerting.process import running_alerting
+from spinewatch.alerting.service import AlertingService
 from spinewatch.alerting.settings import AlertingSettings
+from spinewatch.demo.drift import DRIFTING_SITE, LEAKAGE
+from spinewatch.demo.investigation import ON_CALL, QUALITY_LEAD, DemoUsers, walk_investigation
 from spinewatch.devservers.redis import EmbeddedRedis
 from spinewatch.devservers.tansu import free_port
+from spinewatch.domain.alerts.model import fingerprint
 from spinewatch.engine.settings import Settings
 from spinewatch.errors import RedisUnavailable
 from spinewatch.runtime.credentials import issue_token
@@ -53,23 +57,35 @@ async def print_alerts(brokers: str, worker: Settings, out: TextIO) -> None:
             print(f"\nAlerting skipped: {exc}", file=out)
             return
         try:
-            await _run(brokers, worker, redis.url, _credentials(Path(workdir)), out)
+            credentials, users = _credentials(Path(workdir))
+            await _run(brokers, worker, redis.url, credentials=credentials, users=users, out=out)
         finally:
             redis.stop()
 
 
-def _credentials(workdir: Path) -> Path:
-    """One on-call user, so the API has an identity source (nobody acknowledges in the demo)."""
-    issued = issue_token()
+def _credentials(workdir: Path) -> tuple[Path, DemoUsers]:
+    """Two users for this run only: the on-call user and the quality lead."""
     path = workdir / "alerting-credentials.toml"
-    path.write_text(
-        f'[[token]]\nid = "{issued.token_id}"\nsha256 = "{issued.sha256}"\nuser = "demo-oncall"\n'
-    )
-    return path
+    tokens = {}
+    with path.open("w") as file:
+        for user in (ON_CALL, QUALITY_LEAD):
+            issued = issue_token()
+            tokens[user] = issued.token
+            file.write(
+                f'[[token]]\nid = "{issued.token_id}"\nsha256 = "{issued.sha256}"\n'
+                f'user = "{user}"\n'
+            )
+    return path, DemoUsers((ON_CALL, tokens[ON_CALL]), (QUALITY_LEAD, tokens[QUALITY_LEAD]))
 
 
 async def _run(
-    brokers: str, worker: Settings, redis_url: str, credentials: Path, out: TextIO
+    brokers: str,
+    worker: Settings,
+    redis_url: str,
+    *,
+    credentials: Path,
+    users: DemoUsers,
+    out: TextIO,
 ) -> None:
     app_id = worker.app_id
     webhook = _Webhook()
@@ -103,6 +119,11 @@ async def _run(
                 await asyncio.sleep(0.1)
             _print_messages(webhook.received, out)
             alerts = await service.store.alerts()
+            drifting = fingerprint(DRIFTING_SITE, LEAKAGE, "worse")
+            if any(alert.fingerprint == drifting for alert in alerts):
+                await walk_investigation(url, drifting, users, out)
+                # Its steps on the audit topic before the report reads it.
+                await _until_delivered(service)
             firing = sum(a.status == "firing" for a in alerts)
             print(
                 f"  {len(webhook.received)} messages; {len(alerts)} alerts in Redis, "
@@ -111,6 +132,14 @@ async def _run(
             )
     finally:
         await runner.cleanup()
+
+
+async def _until_delivered(service: AlertingService) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not await service.store.pending_deliveries():
+            break
+        await asyncio.sleep(0.1)
 
 
 SENTINEL_LINES_SHOWN = 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from spinewatch.contracts.control import FINDINGS
 from spinewatch.domain.governance.model import (
     LEGEND,
     AlertEpisode,
@@ -348,8 +349,10 @@ def _alerts(alerts: tuple[AlertEpisode, ...]) -> str:
     body = "".join(
         f"<tr><td>{escape(a.site_id)}</td><td>{escape(a.metric)} ({escape(a.direction)})</td>"
         f"<td>{escape(a.severity)}</td><td>{escape(a.first_at)}</td><td>{escape(a.status)}</td>"
-        f"<td>{escape(a.investigation_status or DASH)}</td><td>{escape(a.finding or DASH)}</td>"
-        f"<td>{escape(' → '.join(t[0] for t in a.transitions))}</td></tr>"
+        f"<td>{escape(a.investigation_status or DASH)}</td>"
+        f"<td>{escape(FINDINGS.get(a.finding, a.finding) if a.finding else DASH)}</td>"
+        f"<td>{escape(' → '.join(t[0] + (f' ({t[2]})' if t[2] else '') for t in a.transitions))}"
+        "</td></tr>"
         for a in alerts
     )
     empty = "" if alerts else "<p>No alert in the period.</p>"
@@ -357,7 +360,7 @@ def _alerts(alerts: tuple[AlertEpisode, ...]) -> str:
         '<section id="alerts"><h2>Alert history</h2>'
         "<table><tr><th>site</th><th>chart</th><th>severity</th><th>first</th>"
         "<th>latest transition</th><th>investigation</th><th>finding</th>"
-        f"<th>transitions</th></tr>{body}</table>{empty}"
+        f"<th>transitions (by whom)</th></tr>{body}</table>{empty}"
         '<p class="muted">From the audit topic; findings are shown by category, never '
         "their free-text notes.</p></section>"
     )
