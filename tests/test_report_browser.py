@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import sync_playwright
 from scipy import stats
 
 from spinewatch.cli.main import main as cli_main
@@ -28,8 +29,6 @@ from spinewatch.domain.governance.model import Scope
 from spinewatch.engine.settings import Settings
 from spinewatch.report.main import Written, report_from_files
 
-playwright = pytest.importorskip("playwright.sync_api")
-
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / ".artifacts" / "report.png"
@@ -37,7 +36,12 @@ LEAKAGE = "cement_leakage_rate_per_level"
 ODDS_RATIO = 2.0  # the default SPINEWATCH_DRIFT_ODDS_RATIOS
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """A missing browser fails, never skips: a skipped test would prove nothing."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: run ./dev test as root once (apt-get install)")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def written(
 @pytest.fixture(scope="module")
 def page(written: Written) -> Iterator[tuple[Any, list[str]]]:
     errors: list[str] = []
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 1800})
