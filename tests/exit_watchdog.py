@@ -38,8 +38,15 @@ class ExitWatchdog:
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # Only the outermost run ends the process: an in-process nested run
-        # (pytester's runpytest) returns to its caller instead.
-        if config is _first_config:
+        # (pytester's runpytest) returns to its caller instead. Nor does an
+        # xdist worker (`workerinput`): it finishes its share of the files and
+        # then waits, alive, for the controller to end it, which can be
+        # minutes while the other worker runs (the watchdog fired there, at
+        # 5 s, in a passing run). The controller's own watchdog still guards
+        # the run's exit, and xdist kills a worker still alive 10 s after it
+        # was told to stop (`NodeManager.EXIT_TIMEOUT`); the session guard
+        # runs in every worker, so a leaked client or thread still fails.
+        if config is _first_config and not hasattr(config, "workerinput"):
             threading.Thread(target=_bark, name="exit-watchdog", daemon=True).start()
 
 
