@@ -66,14 +66,23 @@ class Sender:
         self.producer, self.topic, self.site = producer, topic, site
         self.events = _events(site, seed)
         self.on = asyncio.Event()
+        self.parked = asyncio.Event()  # waiting for `on`: no send in flight
         self.sent = 0
 
     async def run(self) -> None:
         while True:
+            if not self.on.is_set():
+                self.parked.set()
             await self.on.wait()
+            self.parked.clear()
             await self.producer.send_and_wait(self.topic, next(self.events), key=self.site.encode())
             self.sent += 1
             await asyncio.sleep(PACE_S)  # the site's pace, not a wait for a result
+
+    async def stop(self) -> None:
+        """Stop sending; return once no send is in flight (one may be, when asked)."""
+        self.on.clear()
+        await asyncio.wait_for(self.parked.wait(), scaled(30))
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +155,7 @@ async def test_a_site_that_stops_sending_fires_the_silence_alert_and_resolves_on
                 assert await _silence_alerts(alertmanager_api, "quiet") == []
                 assert _pages(webhook, "quiet") == []
 
-                quiet.on.clear()  # the site stops sending
+                await quiet.stop()  # the site stops sending
                 stopped_after = quiet.sent
                 firing = await wait_until(
                     lambda: _silence_alerts(alertmanager_api, "quiet"),
