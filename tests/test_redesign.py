@@ -13,7 +13,7 @@ from spinewatch.adapters.redis_alerts import RedisAlertStore
 from spinewatch.alerting.service import AlertingService
 from spinewatch.alerting.settings import AlertingSettings
 from spinewatch.contracts import Indication, ProcedureType, parse_event
-from spinewatch.contracts.drift import DriftRedesigned, DriftSignalled
+from spinewatch.contracts.drift import DriftInControl, DriftRedesigned, DriftSignalled
 from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohort
 from spinewatch.domain.drift.events import pending
 from spinewatch.domain.outcomes.facts import fact_of
@@ -154,3 +154,35 @@ def test_a_rebuilt_worker_never_sends_the_history_it_did_not_re_announce() -> No
     assert not [m for _, m in after if isinstance(m, DriftRedesigned)], "the design moved"
     history = {p.message_id for p in signals[:-1]}
     assert not [m for _, m in after if getattr(m, "signal_id", None) in history]
+
+
+def test_an_episode_paged_and_resolved_is_not_paged_again_by_a_later_redesign() -> None:
+    # A year whose leakage odds triple (signals), a quiet year (back in control:
+    # the episode's page and its resolution go out), then a busy year: the
+    # chart is redesigned, and at the new h the same drift is an episode that
+    # is over as well. It was paged once; the redesign must not page it again.
+    drifting = generate_cohort(3, [SiteProfile("north", 300, HEMANGIOMA, leakage_odds_ratio=3.0)])
+    quiet = generate_cohort(
+        6, [SiteProfile("north", 300, HEMANGIOMA)], start=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    busy = generate_cohort(
+        4, [SiteProfile("north", 1200, HEMANGIOMA)], start=datetime(2027, 1, 1, tzinfo=UTC)
+    )
+    monitor = _monitor()
+    two_years = list(drifting.events) + list(quiet.events)
+    monitor.track(0, state := _state(two_years), state.contributions.keys())
+    monitor.refresh([0])
+    first = [m for _, m in monitor.take_outbox()]
+    assert [m for m in first if isinstance(m, DriftSignalled)], "the drift was not signalled"
+    assert [m for m in first if isinstance(m, DriftInControl)], "the episode did not end"
+
+    three_years = _state(two_years + list(busy.events))
+    monitor.track(0, three_years, three_years.contributions.keys())
+    monitor.refresh([0])
+    second = [m for _, m in monitor.take_outbox()]
+    (redesign,) = [m for m in second if isinstance(m, DriftRedesigned)]
+    assert redesign.previous_limit is not None
+    site = monitor.partitions[0].sites["north"]
+    assert site.tracks[0].signals, "no episode at the new h: nothing to hold back"
+    assert site.tracks[0].in_control(monitor.resolve_after)
+    assert not [m for m in second if isinstance(m, DriftSignalled | DriftInControl)]
