@@ -88,13 +88,7 @@ class WorkerProcess:
         self.process.wait(timeout=scaled(10))
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process)
         # pytest shows a test's stdout only when it fails: then the worker's
         # own warnings and errors (an agent crash, a rebalance) are there too.
         stderr = self._final_stderr = self.stderr()
@@ -161,13 +155,7 @@ class ServiceProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process)
         self._final_log = self.log()
         if self._final_log:  # shown by pytest when the test fails
             print(f"--- log of spinewatch {self.command} ---\n{self._final_log[-6000:]}")
@@ -178,3 +166,14 @@ class ServiceProcess:
             return self._final_log
         fd = self._log.fileno()
         return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, as an orchestrator stops a service; SIGKILL if it is still up after 20 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=scaled(20))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
