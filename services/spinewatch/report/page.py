@@ -9,6 +9,7 @@ text, so neither a reader nor a test depends on colour.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -345,10 +346,21 @@ def _completeness(rows: tuple[Completeness, ...]) -> str:
     )
 
 
+def _minute(instant: str) -> str:
+    """An RFC 3339 instant as a reader writes it: to the minute, in UTC."""
+    try:
+        moment = datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return instant
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _alerts(alerts: tuple[AlertEpisode, ...]) -> str:
     body = "".join(
-        f"<tr><td>{escape(a.site_id)}</td><td>{escape(a.metric)} ({escape(a.direction)})</td>"
-        f"<td>{escape(a.severity)}</td><td>{escape(a.first_at)}</td><td>{escape(a.status)}</td>"
+        f"<tr><td>{escape(a.site_id)}</td>"
+        f"<td>{escape(a.metric)}{f' ({escape(a.direction)})' if a.direction else ''}</td>"
+        f"<td>{escape(a.severity)}</td><td>{escape(_minute(a.first_at))}</td>"
+        f"<td>{escape(a.status)}</td>"
         f"<td>{escape(a.investigation_status or DASH)}</td>"
         f"<td>{escape(FINDINGS.get(a.finding, a.finding) if a.finding else DASH)}</td>"
         f"<td>{escape(' → '.join(t[0] + (f' ({t[2]})' if t[2] else '') for t in a.transitions))}"
@@ -358,7 +370,7 @@ def _alerts(alerts: tuple[AlertEpisode, ...]) -> str:
     empty = "" if alerts else "<p>No alert in the period.</p>"
     return (
         '<section id="alerts"><h2>Alert history</h2>'
-        "<table><tr><th>site</th><th>chart</th><th>severity</th><th>first</th>"
+        "<table><tr><th>site</th><th>chart</th><th>severity</th><th>first transition</th>"
         "<th>latest transition</th><th>investigation</th><th>finding</th>"
         f"<th>transitions (by whom)</th></tr>{body}</table>{empty}"
         '<p class="muted">From the audit topic; findings are shown by category, never '
