@@ -14,8 +14,8 @@
 # installs build tools. tests/test_deploy.py runs hadolint on this file.
 #
 # Base image pinned by digest (tag kept for humans). The digest was seen in
-# public material, several Dockerfiles pinning this tag to it, one recording
-# it as what `FROM python:3.11-slim-bookworm` resolved to in its build log;
+# public material: two Dockerfiles pinning this tag to it, and a project's
+# notes recording it as what `FROM python:3.11-slim-bookworm` resolved to;
 # it could not be pulled from here (no registry access). Update tag and
 # digest together: `docker buildx imagetools inspect python:3.11-slim-bookworm`.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:528257d48c1da0dcecc2e725d1ae34498d60c965f1241e39cd6a85a8859bdf84
