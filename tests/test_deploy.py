@@ -91,6 +91,14 @@ def test_every_compose_service_is_checked_pinned_and_keeps_no_secret() -> None:
         assert compose["services"][name]["depends_on"]["topics"] == {
             "condition": "service_completed_successfully"
         }
+    # One partition count for every topic, whoever may create one.
+    counts = {
+        environment[key]
+        for environment in (svc.get("environment") or {} for svc in compose["services"].values())
+        for key in ("SPINEWATCH_PARTITIONS", "SPINEWATCH_GATEWAY_PARTITIONS")
+        if key in environment
+    }
+    assert counts == {"${SPINEWATCH_PARTITIONS:-12}"}
     assert "container_name" not in compose["services"]["worker"]
     assert "ports" not in compose["services"]["worker"]  # `--scale` would collide
 
