@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic_settings import SettingsError
 
 from spinewatch.engine.settings import Settings
 from spinewatch.errors import UnknownSetting
@@ -170,13 +172,19 @@ def test_the_dockerfile_runs_subcommands_the_cli_has() -> None:
     assert "SPINEWATCH_ROLE worker is not the CMD's role" in problems, problems
 
 
-def test_every_service_accepts_the_image_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image's ENV (bind addresses, SPINEWATCH_ROLE) must not trip a strict settings check."""
+def _image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile: what every container starts with."""
     env: dict[str, str] = {}
     for op, value in checks.dockerfile_instructions((ROOT / "Dockerfile").read_text()):
         for pair in value.split() if op == "ENV" else []:
             name, _, setting = pair.partition("=")
             env[name] = setting
+    return env
+
+
+def test_every_service_accepts_the_image_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's ENV (bind addresses, SPINEWATCH_ROLE) must not trip a strict settings check."""
+    env = _image_env()
     assert env["SPINEWATCH_METRICS_HOST"] == "0.0.0.0"  # noqa: S104
     for name, value in env.items():
         if name.startswith("SPINEWATCH_"):
@@ -308,3 +316,70 @@ def test_promtool_checks_the_compose_prometheus_config(tmp_path: Path) -> None:
     result = _run(promtool, "check", "config", "broken.yml", cwd=etc)
     assert result.returncode != 0
     assert "missing.yml" in result.stdout + result.stderr
+
+
+# -- each container's environment loads its service's settings -----------------------------
+def _placeholder(name: str) -> str:
+    """A stand-in for a secret, shaped as the setting requires."""
+    if name.endswith("REDIS_URL"):
+        return "redis://:placeholder@valkey:6379/0"
+    return "p" * 40  # signing and pseudonym keys: >= 32 bytes
+
+
+def _compose_environments() -> dict[str, dict[str, str]]:
+    environments = {}
+    for service in _compose()["services"].values():
+        role = (service.get("environment") or {}).get("SPINEWATCH_ROLE")
+        if role in checks.SERVICE_SETTINGS:
+            env = {key: str(value) for key, value in service["environment"].items()}
+            for env_file in service.get("env_file") or []:
+                keys = checks.env_file_keys(ROOT / f"{env_file}.example")
+                env |= {key: _placeholder(key) for key in keys}
+            environments[f"compose {role}"] = env
+    return environments
+
+
+def _kubernetes_environments() -> dict[str, dict[str, str]]:
+    docs = _manifests()
+    (config,) = (d["data"] for d in docs if d["kind"] == "ConfigMap")
+    environments = {}
+    for workload in checks.workloads(docs):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            env = {}
+            for item in container["env"]:
+                source = item.get("valueFrom", {})
+                if "configMapKeyRef" in source:
+                    env[item["name"]] = config[source["configMapKeyRef"]["key"]]
+                elif "secretKeyRef" in source:
+                    env[item["name"]] = _placeholder(item["name"])
+                else:
+                    env[item["name"]] = item["value"]
+            environments[f"kubernetes {container['args'][0]}"] = env
+    return environments
+
+
+def _load(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("SPINEWATCH_")]:
+        monkeypatch.delenv(name)
+    # The image's ENV first, then the container's own, as the runtime merges them.
+    for name, value in (_image_env() | env).items():
+        if name.startswith("SPINEWATCH_"):
+            monkeypatch.setenv(name, value.replace("${SPINEWATCH_PARTITIONS:-12}", "12"))
+    checks.SERVICE_SETTINGS[role]()
+
+
+def test_every_container_environment_loads_its_services_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unknown variables, unparsable values, missing required ones: each stops a service."""
+    environments = _compose_environments() | _kubernetes_environments()
+    assert len(environments) == 6
+    for where, env in environments.items():
+        with monkeypatch.context() as scoped:
+            _load(where.split()[-1], env, scoped)
+    broken = dict(environments["kubernetes worker"], SPINEWATCH_REPLICATION_FACTR="3")
+    with monkeypatch.context() as scoped, pytest.raises(UnknownSetting):
+        _load("worker", broken, scoped)
+    broken = dict(environments["compose alerting"], SPINEWATCH_ALERTING_ALERTMANAGER_URLS="x,y")
+    with monkeypatch.context() as scoped, pytest.raises(SettingsError):
+        _load("alerting", broken, scoped)
