@@ -31,7 +31,7 @@ PROJECT_IMAGE = re.compile(r"^spinewatch:[0-9][\w.-]*$")
 PINNED = re.compile(r"^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|REDIS_URL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]*:[^@\s$]+@")
-REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-[^}]*)?\}")
+REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-[^}]*)?\}")  # $$ escapes
 SERVICE_SETTINGS: dict[str, type[StrictEnvSettings]] = {
     "worker": Settings,
     "alerting": AlertingSettings,
