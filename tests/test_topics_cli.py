@@ -148,6 +148,25 @@ async def test_a_topic_with_another_partition_count_fails_create_and_check(
         assert "does not exist" not in done.stderr
 
 
+async def test_an_existing_changelog_without_compaction_is_warned_about_not_altered(
+    kafka_bootstrap: str, app_id: str
+) -> None:
+    topology = Topology(app_id)
+    await precreate(kafka_bootstrap, topology.changelog, 4)  # no configs: the broker's default
+    done = run(
+        "topics", "create", SPINEWATCH_KAFKA_BROKERS=kafka_bootstrap, SPINEWATCH_APP_ID=app_id
+    )
+    assert done.returncode == 0, done.stderr  # the partitions agree
+    assert f"{topology.changelog}: exists, 4 partitions" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, done.stderr
+    assert f"topic {topology.changelog} has " in warnings[0]
+    assert "spinewatch creates it with cleanup.policy=compact" in warnings[0]
+    assert "--add-config cleanup.policy=compact" in warnings[0]
+    configs = await topic_configs(kafka_bootstrap, [topology.changelog])
+    assert configs[topology.changelog].get("cleanup.policy") != "compact"  # not altered
+
+
 async def test_check_creates_nothing_and_names_every_missing_topic(
     kafka_bootstrap: str, app_id: str
 ) -> None:

@@ -165,8 +165,9 @@ async def config_drift(
         for key, value in wanted.items():
             actual = held.get(name, {}).get(key)
             if actual != value:
+                has = f"{key}={actual}" if actual is not None else f"no {key}"
                 drift.append(
-                    f"topic {name} has {key}={actual}, spinewatch creates it with {key}={value} "
+                    f"topic {name} has {has}, spinewatch creates it with {key}={value} "
                     f"(kafka-configs.sh --alter --entity-type topics --entity-name {name} "
                     f"--add-config {key}={value})"
                 )
