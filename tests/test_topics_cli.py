@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from spinewatch.contracts.topics import Topology
-from spinewatch.devservers.tansu import free_port
+from spinewatch.devservers.tansu import EmbeddedBroker, free_port
 from spinewatch.errors import TopicMismatch
 from spinewatch.gateway.producer import EventProducer
 from spinewatch.gateway.settings import GatewaySettings
@@ -191,6 +191,33 @@ def test_an_absent_broker_is_waited_for_then_reported() -> None:
     assert "within 2 s" in done.stderr
     assert time.monotonic() - began >= 2  # it did wait
     assert "Traceback" not in done.stderr
+
+
+async def test_a_broker_that_comes_up_later_is_waited_for(app_id: str) -> None:
+    """The init container may start before Kafka: it retries, then creates."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SPINEWATCH_")}
+    env |= {"SPINEWATCH_KAFKA_BROKERS": f"127.0.0.1:{port}", "SPINEWATCH_APP_ID": app_id}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spinewatch", "topics", "create", "--wait-s", str(scaled(60)),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        # The broker starts only once a connection attempt has failed.
+        async with asyncio.timeout(scaled(30)):
+            while b"Unable connect" not in await process.stderr.readline():
+                pass
+        async with EmbeddedBroker(port=port):
+            out, err = await asyncio.wait_for(process.communicate(), scaled(DEADLINE_S))
+            layouts = await described(f"127.0.0.1:{port}")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert "8 topics as the settings say, 8 created" in out.decode()
+    assert all(layouts[name] == (4, 1) for name in Topology(app_id).names())
 
 
 def test_min_insync_above_the_replication_factor_is_a_field_error() -> None:
