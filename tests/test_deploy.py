@@ -101,6 +101,11 @@ def test_every_compose_service_is_checked_pinned_and_keeps_no_secret() -> None:
         if key in environment
     }
     assert counts == {"${SPINEWATCH_PARTITIONS:-12}"}
+    # One broker: one replica, for every service that may create a topic.
+    for name in ("topics", "worker", "gateway"):
+        environment = compose["services"][name]["environment"]
+        replicas = {v for k, v in environment.items() if k.endswith("REPLICATION_FACTOR")}
+        assert replicas == {1}, name
     assert "container_name" not in compose["services"]["worker"]
     assert "ports" not in compose["services"]["worker"]  # `--scale` would collide
 
@@ -267,20 +272,24 @@ def test_the_service_monitors_select_the_services_and_their_ports() -> None:
         assert monitor["spec"]["endpoints"][0]["port"] in ports
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`spinewatch topics create` is built on the i20-kafka branch: remove this marker "
-    "when it is merged (strict: the test then passes and the marker fails the suite)",
-)
-def test_the_topics_command_exists() -> None:
-    commands = [_compose()["services"]["topics"]["command"]]
-    commands += [
-        c["args"]
-        for d in _manifests()
-        if d["kind"] == "Job"
-        for c in d["spec"]["template"]["spec"]["containers"]
+def _topics_containers() -> list[dict[str, Any]]:
+    """The Job's container and the workers' init container: both run `spinewatch topics`."""
+    return [
+        container
+        for doc in _manifests()
+        if doc["kind"] in ("Job", "StatefulSet")
+        for key in ("containers", "initContainers")
+        for container in doc["spec"]["template"]["spec"].get(key, [])
+        if container["args"][0] == "topics"
     ]
-    assert [checks.cli_problem(command) for command in commands] == [None, None]
+
+
+def test_every_topics_command_parses() -> None:
+    commands = [_compose()["services"]["topics"]["command"]]
+    commands += [container["args"] for container in _topics_containers()]
+    assert len(commands) == 3
+    assert [checks.cli_problem(command) for command in commands] == [None] * 3
+    assert checks.cli_problem(["topics", "make"]) is not None
 
 
 # -- Prometheus ---------------------------------------------------------------------------------
@@ -330,7 +339,7 @@ def _compose_environments() -> dict[str, dict[str, str]]:
     environments = {}
     for service in _compose()["services"].values():
         role = (service.get("environment") or {}).get("SPINEWATCH_ROLE")
-        if role in checks.SERVICE_SETTINGS:
+        if role in SETTINGS:
             env = {key: str(value) for key, value in service["environment"].items()}
             for env_file in service.get("env_file") or []:
                 keys = checks.env_file_keys(ROOT / f"{env_file}.example")
@@ -339,23 +348,33 @@ def _compose_environments() -> dict[str, dict[str, str]]:
     return environments
 
 
+def _container_env(container: dict[str, Any], config: dict[str, str]) -> dict[str, str]:
+    env = {}
+    for item in container["env"]:
+        source = item.get("valueFrom", {})
+        if "configMapKeyRef" in source:
+            env[item["name"]] = config[source["configMapKeyRef"]["key"]]
+        elif "secretKeyRef" in source:
+            env[item["name"]] = _placeholder(item["name"])
+        else:
+            env[item["name"]] = item["value"]
+    return env
+
+
 def _kubernetes_environments() -> dict[str, dict[str, str]]:
     docs = _manifests()
     (config,) = (d["data"] for d in docs if d["kind"] == "ConfigMap")
     environments = {}
     for workload in checks.workloads(docs):
         for container in workload["spec"]["template"]["spec"]["containers"]:
-            env = {}
-            for item in container["env"]:
-                source = item.get("valueFrom", {})
-                if "configMapKeyRef" in source:
-                    env[item["name"]] = config[source["configMapKeyRef"]["key"]]
-                elif "secretKeyRef" in source:
-                    env[item["name"]] = _placeholder(item["name"])
-                else:
-                    env[item["name"]] = item["value"]
-            environments[f"kubernetes {container['args'][0]}"] = env
+            environments[f"kubernetes {container['args'][0]}"] = _container_env(container, config)
+    for number, container in enumerate(_topics_containers()):
+        environments[f"kubernetes {number} topics"] = _container_env(container, config)
     return environments
+
+
+# `spinewatch topics` reads the worker's settings (cli/topics.py).
+SETTINGS = checks.SERVICE_SETTINGS | {"topics": Settings}
 
 
 def _load(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,7 +384,7 @@ def _load(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> No
     for name, value in (_image_env() | env).items():
         if name.startswith("SPINEWATCH_"):
             monkeypatch.setenv(name, value.replace("${SPINEWATCH_PARTITIONS:-12}", "12"))
-    checks.SERVICE_SETTINGS[role]()
+    SETTINGS[role]()
 
 
 def test_every_container_environment_loads_its_services_settings(
@@ -373,7 +392,7 @@ def test_every_container_environment_loads_its_services_settings(
 ) -> None:
     """Unknown variables, unparsable values, missing required ones: each stops a service."""
     environments = _compose_environments() | _kubernetes_environments()
-    assert len(environments) == 6
+    assert len(environments) == 9  # 4 in compose, 5 in Kubernetes (2 of them topics)
     for where, env in environments.items():
         with monkeypatch.context() as scoped:
             _load(where.split()[-1], env, scoped)
