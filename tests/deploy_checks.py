@@ -228,6 +228,37 @@ def dockerfile_problems(text: str) -> list[str]:
     return problems
 
 
+# -- container environments -----------------------------------------------------------
+def image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile: what every container starts with."""
+    env: dict[str, str] = {}
+    for op, value in dockerfile_instructions((ROOT / "Dockerfile").read_text()):
+        for pair in value.split() if op == "ENV" else []:
+            name, _, setting = pair.partition("=")
+            env[name] = setting
+    return env
+
+
+def placeholder(name: str) -> str:
+    """A stand-in for a secret, shaped as the setting requires."""
+    if name.endswith("REDIS_URL"):
+        return "redis://:placeholder@valkey:6379/0"
+    return "p" * 40  # signing and pseudonym keys: >= 32 bytes
+
+
+def container_env(container: dict[str, Any], config: dict[str, str]) -> dict[str, str]:
+    env = {}
+    for item in container["env"]:
+        source = item.get("valueFrom", {})
+        if "configMapKeyRef" in source:
+            env[item["name"]] = config[source["configMapKeyRef"]["key"]]
+        elif "secretKeyRef" in source:
+            env[item["name"]] = placeholder(item["name"])
+        else:
+            env[item["name"]] = item["value"]
+    return env
+
+
 # -- Kubernetes ----------------------------------------------------------------------------
 def workloads(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     yield from (d for d in docs if d["kind"] in ("Deployment", "StatefulSet"))

@@ -177,19 +177,9 @@ def test_the_dockerfile_runs_subcommands_the_cli_has() -> None:
     assert "SPINEWATCH_ROLE worker is not the CMD's role" in problems, problems
 
 
-def _image_env() -> dict[str, str]:
-    """The ENV of the Dockerfile: what every container starts with."""
-    env: dict[str, str] = {}
-    for op, value in checks.dockerfile_instructions((ROOT / "Dockerfile").read_text()):
-        for pair in value.split() if op == "ENV" else []:
-            name, _, setting = pair.partition("=")
-            env[name] = setting
-    return env
-
-
 def test_every_service_accepts_the_image_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The image's ENV (bind addresses, SPINEWATCH_ROLE) must not trip a strict settings check."""
-    env = _image_env()
+    env = checks.image_env()
     assert env["SPINEWATCH_METRICS_HOST"] == "0.0.0.0"  # noqa: S104
     for name, value in env.items():
         if name.startswith("SPINEWATCH_"):
@@ -328,13 +318,6 @@ def test_promtool_checks_the_compose_prometheus_config(tmp_path: Path) -> None:
 
 
 # -- each container's environment loads its service's settings -----------------------------
-def _placeholder(name: str) -> str:
-    """A stand-in for a secret, shaped as the setting requires."""
-    if name.endswith("REDIS_URL"):
-        return "redis://:placeholder@valkey:6379/0"
-    return "p" * 40  # signing and pseudonym keys: >= 32 bytes
-
-
 def _compose_environments() -> dict[str, dict[str, str]]:
     environments = {}
     for service in _compose()["services"].values():
@@ -343,22 +326,9 @@ def _compose_environments() -> dict[str, dict[str, str]]:
             env = {key: str(value) for key, value in service["environment"].items()}
             for env_file in service.get("env_file") or []:
                 keys = checks.env_file_keys(ROOT / f"{env_file}.example")
-                env |= {key: _placeholder(key) for key in keys}
+                env |= {key: checks.placeholder(key) for key in keys}
             environments[f"compose {role}"] = env
     return environments
-
-
-def _container_env(container: dict[str, Any], config: dict[str, str]) -> dict[str, str]:
-    env = {}
-    for item in container["env"]:
-        source = item.get("valueFrom", {})
-        if "configMapKeyRef" in source:
-            env[item["name"]] = config[source["configMapKeyRef"]["key"]]
-        elif "secretKeyRef" in source:
-            env[item["name"]] = _placeholder(item["name"])
-        else:
-            env[item["name"]] = item["value"]
-    return env
 
 
 def _kubernetes_environments() -> dict[str, dict[str, str]]:
@@ -367,9 +337,11 @@ def _kubernetes_environments() -> dict[str, dict[str, str]]:
     environments = {}
     for workload in checks.workloads(docs):
         for container in workload["spec"]["template"]["spec"]["containers"]:
-            environments[f"kubernetes {container['args'][0]}"] = _container_env(container, config)
+            environments[f"kubernetes {container['args'][0]}"] = checks.container_env(
+                container, config
+            )
     for number, container in enumerate(_topics_containers()):
-        environments[f"kubernetes {number} topics"] = _container_env(container, config)
+        environments[f"kubernetes {number} topics"] = checks.container_env(container, config)
     return environments
 
 
@@ -381,7 +353,7 @@ def _load(role: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> No
     for name in [n for n in os.environ if n.startswith("SPINEWATCH_")]:
         monkeypatch.delenv(name)
     # The image's ENV first, then the container's own, as the runtime merges them.
-    for name, value in (_image_env() | env).items():
+    for name, value in (checks.image_env() | env).items():
         if name.startswith("SPINEWATCH_"):
             monkeypatch.setenv(name, value.replace("${SPINEWATCH_PARTITIONS:-12}", "12"))
     SETTINGS[role]()
