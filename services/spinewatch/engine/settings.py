@@ -78,7 +78,10 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         "SPINEWATCH_REPLAY_",
         "SPINEWATCH_TEST_",
     )
-    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR,)
+    # SPINEWATCH_ROLE: the container image's HEALTHCHECK reads it to pick the
+    # service to probe (`spinewatch $SPINEWATCH_ROLE --check`, Dockerfile); the
+    # image sets it for every service, the worker included.
+    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR, "SPINEWATCH_ROLE")
 
     kafka_brokers: str | None = Field(
         default=None,
