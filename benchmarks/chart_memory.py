@@ -14,7 +14,9 @@ would. Then it measures what a recovery costs these two monitors:
   `--repeat`; site designs come from an on-disk cache warmed by the live
   pass (engineer-independent: the designer runs in the caller's thread);
 * memory: the same rebuild under `tracemalloc`, the bytes still held by
-  what it allocated, grouped by file:line, divided by the procedures held.
+  what it allocated, grouped by file:line, divided by the procedures held
+  (with `--live`, also what the live pass left held: follow-ups still to
+  close, ids published).
 
 The outcome records themselves (`domain/outcomes/`) are built before the
 measurement starts and are not counted here.
@@ -101,42 +103,43 @@ def recover(engine) -> tuple[float, float, float, float]:  # type: ignore[no-unt
     return t1 - t0, t2 - t1, t3 - t2, t4 - t3
 
 
-def measure(procedures: int, seed: int, repeat: int, top: int) -> dict[str, object]:
+def measure(procedures: int, seed: int, repeat: int, top: int, *, live: bool) -> dict[str, object]:
     batches = fact_batches(procedures, seed)
     # Site designs are cached on disk by their inputs (engine/site_designs.py):
     # a second run calibrates nothing, as a restarted worker would.
     designs = Path(tempfile.gettempdir()) / "spinewatch-chart-memory-designs"
     designs.mkdir(exist_ok=True)
-    if True:
-        engine = engine_of(designs)
-        live_s = replay(engine, batches)
-        held = sum(len(state.records) for state in engine.partitions.values())
-        cases = sum(
-            len(site)
-            for charts in engine.drift.partitions.values()
-            for site in charts.sites.values()
-        )
-        timings = [recover(engine) for _ in range(repeat)]
-        best = min(timings, key=sum)
-        # Memory: what a rebuild allocates and keeps, the previous monitors' state dropped first.
-        engine.drift.rebuild({})
-        engine.followup.rebuild({})
-        gc.collect()
+    engine = engine_of(designs)
+    if live:
+        # What the monitors hold after the live path (heaps of follow-ups
+        # still to close, published ids...), not only after a rebuild.
         tracemalloc.start(1)
         before = tracemalloc.take_snapshot()
-        recover(engine)
+    live_s = replay(engine, batches)
+    live_stats = []
+    if live:
         gc.collect()
-        after = tracemalloc.take_snapshot()
+        live_stats = tracemalloc.take_snapshot().compare_to(before, "lineno")
         tracemalloc.stop()
-        stats = after.compare_to(before, "lineno")
-        engine.drift.designer.close()
-    ours = [s for s in stats if any(m in s.traceback[0].filename for m in MONITOR_FILES)]
-    total = sum(s.size_diff for s in stats)
-    by_line = [
-        (f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}", s.size_diff / held)
-        for s in sorted(ours, key=lambda s: -s.size_diff)[:top]
-    ]
-    return {
+    held = sum(len(state.records) for state in engine.partitions.values())
+    cases = sum(
+        len(site) for charts in engine.drift.partitions.values() for site in charts.sites.values()
+    )
+    timings = [recover(engine) for _ in range(repeat)]
+    best = min(timings, key=sum)
+    # Memory: what a rebuild allocates and keeps, the previous monitors' state dropped first.
+    engine.drift.rebuild({})
+    engine.followup.rebuild({})
+    gc.collect()
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    recover(engine)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    stats = after.compare_to(before, "lineno")
+    engine.drift.designer.close()
+    found: dict[str, object] = {
         "procedures": held,
         "drift_cases": cases,
         "live_replay_s": round(live_s, 2),
@@ -145,10 +148,22 @@ def measure(procedures: int, seed: int, repeat: int, top: int) -> dict[str, obje
         "followup_first_refresh_s": round(best[2], 3),
         "drift_first_refresh_s": round(best[3], 3),
         "recovery_s_per_100k": round(sum(best) / held * 100_000, 3),
-        "bytes_per_procedure_monitors": round(sum(s.size_diff for s in ours) / held, 1),
-        "bytes_per_procedure_all": round(total / held, 1),
-        "by_line": [(where, round(b, 1)) for where, b in by_line],
     }
+    for name, measured in (("rebuilt", stats), ("live", live_stats)):
+        if not measured:
+            continue
+        ours = [s for s in measured if any(m in s.traceback[0].filename for m in MONITOR_FILES)]
+        found[f"bytes_per_procedure_monitors_{name}"] = round(
+            sum(s.size_diff for s in ours) / held, 1
+        )
+        found[f"by_line_{name}"] = [
+            (
+                f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
+                round(s.size_diff / held, 1),
+            )
+            for s in sorted(ours, key=lambda s: -s.size_diff)[:top]
+        ]
+    return found
 
 
 def _short(filename: str) -> str:
@@ -161,15 +176,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20260)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--live", action="store_true", help="also measure after the live path (slow: tracemalloc)"
+    )
     args = parser.parse_args()
-    found = measure(args.procedures, args.seed, args.repeat, args.top)
+    found = measure(args.procedures, args.seed, args.repeat, args.top, live=args.live)
     print(f"{found['procedures']} procedures, {found['drift_cases']} drift-chart cases")
     for name, value in found.items():
-        if name != "by_line":
-            print(f"  {name:<30} {value}")
-    print("bytes per procedure held, by allocation site (drift and follow-up monitors):")
-    for where, per in found["by_line"]:  # type: ignore[attr-defined]
-        print(f"  {per:>8.1f}  {where}")
+        if not name.startswith("by_line"):
+            print(f"  {name:<40} {value}")
+    for name in ("rebuilt", "live"):
+        if f"by_line_{name}" in found:
+            print(f"bytes per procedure held after the {name} path, by allocation site:")
+            for where, per in found[f"by_line_{name}"]:  # type: ignore[attr-defined]
+                print(f"  {per:>8.1f}  {where}")
     print(json.dumps(found), file=sys.stderr)
     return 0
 
