@@ -66,7 +66,7 @@ from registry_services import (
     start_alertmanager,
     start_redis,
 )
-from registry_worker import Results, bulk_load, log, restart, wait_designed
+from registry_worker import DESIGN_WAIT, Results, bulk_load, log, restart, wait_designed
 from registry_workload import (
     LiveEvents,
     generate,
@@ -143,9 +143,7 @@ async def run(options: argparse.Namespace, results: Results, processes: Processe
             worker, figures = await restart(
                 processes, session, config, worker, sig=sig, procedures=work.procedures
             )
-            figures["then_designs_settled_s"] = round(
-                await wait_designed(session, config.url, worker), 1
-            )
+            figures["then_designs_settled_s"] = await wait_designed(session, config.url, worker)
             results.add(f"restart after {signal.Signals(sig).name}", **figures)
 
         if "live" in steps:
@@ -205,7 +203,9 @@ async def live(
         drift_topic=topology.drift,
         worker_url=config.url,
         alertmanager_url=alertmanager_url,
-        live=LiveEvents(options.seed + 1, options.sites, run_id),
+        live=LiveEvents(
+            options.seed + 1, options.sites, run_id, int(options.live_rate * options.live_s)
+        ),
         rate=options.live_rate,
         seconds=options.live_s,
         sentinel_every_s=options.sentinel_every_s if alertmanager_url else 0,
@@ -253,6 +253,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quix-python", metavar="PATH", help="an interpreter with quixstreams")
     parser.add_argument("--quix-events", type=int, default=200_000, help="the peer's subset")
     parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument(
+        "--design-wait-s",
+        type=float,
+        default=300.0,
+        help="after the load and each restart, wait this long for the chart designs to settle",
+    )
     parser.add_argument("--live-rate", type=float, default=50.0, help="events/s (default 50)")
     parser.add_argument("--live-s", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--sentinel-every-s", type=float, default=2.0)
@@ -278,6 +284,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    DESIGN_WAIT["s"] = options.design_wait_s
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger().addHandler(CRASHES)
     loop = asyncio.new_event_loop()

@@ -11,13 +11,13 @@ from the moment each event is handed to the producer:
   partitions the k applied are not necessarily the first k sent, which at
   50 events/s and sub-second latencies moves a figure by at most a few
   tens of milliseconds.
-- paged in Alertmanager: every `sentinel_every_s` a procedure at a site of
-  its own is produced, and a second later its procedure-related pulmonary
-  cement embolism; its alert is recognised in Alertmanager's API by its
-  alertname and site label. The same sentinel's drift message is also
-  watched on the drift topic (keyed by site), which splits the time into
-  the worker's part (event -> drift topic) and the alerting service's and
-  Alertmanager's part (drift topic -> alert in the API).
+- paged in Alertmanager: every `sentinel_every_s` a new procedure is
+  produced, and a second later its procedure-related pulmonary cement
+  embolism; its alert is recognised in Alertmanager's API by its alertname
+  and `sentinel_id` label (a hash, computed here as the worker does). The
+  sentinel's drift message is also watched on the drift topic, which
+  splits the time into the worker's part (event -> drift topic) and the
+  alerting service's and Alertmanager's part (drift topic -> the API).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from registry_workload import LiveEvents
 from spinewatch.domain.alerts.model import SENTINEL_ALERT_NAME
 
 POLL_S = 0.02  # pause between polls of /metrics and of Alertmanager
-SETTLE_S = 30.0  # after the last event: all visible and paged within this, or the run fails
+SETTLE_S = 120.0  # after the last event: all visible and paged within this, or the run fails
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -121,7 +121,7 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
     sent: list[float] = []
     visible: list[float] = []
     scrapes: list[float] = []
-    sentinel_sent: dict[str, float] = {}  # site -> embolism produced
+    sentinel_sent: dict[str, float] = {}  # sentinel id -> its embolism produced
     on_topic: dict[str, float] = {}
     in_alertmanager: dict[str, float] = {}
     done = asyncio.Event()
@@ -152,9 +152,9 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
                     alerts: list[dict[str, Any]] = await r.json()
                 now = time.perf_counter()
                 for alert in alerts:
-                    site = alert["labels"].get("site", "")
-                    if site in sentinel_sent and site not in in_alertmanager:
-                        in_alertmanager[site] = now
+                    wanted = alert["labels"].get("sentinel_id", "")
+                    if wanted in sentinel_sent and wanted not in in_alertmanager:
+                        in_alertmanager[wanted] = now
                 if done.is_set() and len(in_alertmanager) == len(sentinel_sent):
                     return
                 await asyncio.sleep(POLL_S)
@@ -165,9 +165,12 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
                 now = time.perf_counter()
                 for records in batches.values():
                     for record in records:
-                        site = (record.key or b"").decode(errors="replace")
-                        if b"drift.sentinel" in (record.value or b"") and site not in on_topic:
-                            on_topic[site] = now
+                        value = record.value or b""
+                        if b"drift.sentinel" not in value:
+                            continue
+                        for wanted in sentinel_sent.keys() - on_topic.keys():
+                            if wanted.encode() in value:
+                                on_topic[wanted] = now
 
         drift = AIOKafkaConsumer(
             drift_topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"
@@ -244,19 +247,19 @@ async def _produce_steadily(
         delay = start + k / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        site: str | None = None
+        alert: str | None = None
         if k in planned:
-            site, message = planned.pop(k)
+            alert, message = planned.pop(k)
         elif every and k % every == 0 and k + lag < total - rate:
-            site_id, procedure, embolism = live.sentinel(number)
+            alert_id, procedure, embolism = live.sentinel(number)
             number += 1
-            planned[k + lag] = (site_id, embolism)
+            planned[k + lag] = (alert_id, embolism)
             message = procedure
         else:
             message = live.next()
         sent.append(time.perf_counter())
-        if site is not None:
-            sentinel_sent[site] = sent[-1]
+        if alert is not None:
+            sentinel_sent[alert] = sent[-1]
         await producer.send(topic, value=message[1], key=message[0])
     if planned:
         raise BenchmarkFailure("live: a sentinel's embolism was planned past the end")

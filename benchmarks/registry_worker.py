@@ -25,7 +25,8 @@ from spinewatch.contracts.topics import Topology
 BULK_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 LOAD_POLL_S = 1.0  # a scrape during the load costs the worker's event loop: not too often
 STALL_S = 60.0
-DESIGN_S = 600.0
+# How long to wait for the drift chart designs to settle (set by --design-wait-s).
+DESIGN_WAIT = {"s": 300.0}
 
 
 def log(text: str) -> None:
@@ -94,17 +95,22 @@ async def wait_loaded(
         await asyncio.sleep(LOAD_POLL_S)
 
 
-async def wait_designed(session: aiohttp.ClientSession, url: str, child: Child) -> float:
-    """Seconds until no drift chart design is pending (the worker's steady state)."""
+async def wait_designed(session: aiohttp.ClientSession, url: str, child: Child) -> str:
+    """Seconds until no drift chart design is pending (the worker's steady state).
+
+    Not a failure when they are still pending after the wait: the worker
+    works meanwhile, and the figures that follow say how well.
+    """
     began = time.perf_counter()
-    while time.perf_counter() - began < DESIGN_S:
+    while time.perf_counter() - began < DESIGN_WAIT["s"]:
         if child.process.returncode is not None:
             raise child.failure("ended while designing its charts")
         samples = await scrape_samples(session, url)
         if samples.get("spinewatch_drift_design_pending", 1.0) == 0:
-            return time.perf_counter() - began
+            return f"{time.perf_counter() - began:.1f}"
         await asyncio.sleep(LOAD_POLL_S)
-    raise child.failure(f"chart designs still pending after {DESIGN_S:.0f} s")
+    log(f"   chart designs still pending after {DESIGN_WAIT['s']:.0f} s; going on")
+    return f"still pending after {time.perf_counter() - began:.0f}"
 
 
 def check_counts(samples: dict[str, float], expected: dict[str, float], what: str) -> None:
@@ -212,7 +218,7 @@ async def bulk_load(
         window_s=round(window, 1),
         process_start_to_all_applied_s=round(last - worker.started, 1),
         first_start_s=round(first_start, 1),
-        then_designs_settled_s=round(designed, 1),
+        then_designs_settled_s=designed,
         # The window is read by scraping every LOAD_POLL_S: it is this sharp.
         slowest_scrape_during_load_s=round(load_scrape_s, 2),
     )

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from pipeline import Message, _array
 
 from spinewatch.demo.synthetic.cohort import DEFAULT_START, SiteProfile, default_sites, encode
 from spinewatch.demo.synthetic.events import random_uuid, seeded_stream, site_events
+from spinewatch.domain.drift.events import sentinel_id
 
 _LENGTH = struct.Struct(">I")
 IN_FLIGHT = 4  # sites generated ahead of the writer: bounds the generator's memory
@@ -188,39 +191,46 @@ async def produce_stream(
 class LiveEvents:
     """New procedures at the registry's sites, and sentinel pairs at new sites.
 
-    The steady stream is fresh procedures (a site profile with another seed,
+    The steady stream is fresh procedures (site profiles with another seed,
     so every id is new) spread over the registry's sites. A sentinel is a
-    procedure at a site of its own (`sentinel-NNN`, so each fires a new
-    alert, recognised in Alertmanager by its site label) and, later, its
-    procedure-related pulmonary cement embolism: the complication that
-    pages at its first case (domain/drift/sentinels.py).
+    new procedure and, later, its procedure-related pulmonary cement
+    embolism: the complication that pages at its first case
+    (domain/drift/sentinels.py), each a new alert.
     """
 
-    def __init__(self, seed: int, sites: int, run_id: str) -> None:
-        profiles = registry_sites(20_000, sites)
-        self._events = iter(
-            [
-                encode(e)
-                for site in profiles
-                for e in site_events(seed, site, DEFAULT_START.astimezone(UTC))
-            ]
-        )
+    def __init__(self, seed: int, sites: int, run_id: str, needed: int) -> None:
+        # ~3.8 events per procedure: a third of `needed` procedures is enough,
+        # spread over every site and sent in turn, one site after another.
+        per_site = [
+            [encode(e) for e in site_events(seed, site, DEFAULT_START.astimezone(UTC))]
+            for site in registry_sites(max(sites, needed // 3 + 1), sites)
+        ]
+        interleaved = [raw for row in zip_longest(*per_site) for raw in row if raw is not None]
+        if len(interleaved) < needed:
+            raise RuntimeError(f"live: {len(interleaved)} events generated, {needed} needed")
+        self._events = iter(interleaved)
         self._rng = seeded_stream(seed, f"sentinels:{run_id}")
-        self.run_id = run_id
+        self.sites = sites
 
     def next(self) -> Message:
         raw = next(self._events)
         return raw[raw.index(b'"site_id":"') + 11 :].split(b'"', 1)[0], raw
 
     def sentinel(self, number: int) -> tuple[str, Message, Message]:
-        """(site, procedure message, embolism message) of sentinel `number`."""
-        site = f"sentinel-{self.run_id}-{number:04d}"
+        """(sentinel id, procedure message, embolism message) of sentinel `number`.
+
+        At the registry's sites in turn (no new site, so no new chart to
+        design mid-phase); the alert is recognised by its `sentinel_id`
+        label, a hash of site, category and procedure (no id in clear).
+        """
+        site = f"site-{number % self.sites:03d}"
         when = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+        procedure_id = uuid.UUID(random_uuid(self._rng))
         common = {
             "schema_version": 1,
             "site_id": site,
             "patient_ref": str(random_uuid(self._rng)),
-            "procedure_id": str(random_uuid(self._rng)),
+            "procedure_id": str(procedure_id),
         }
         procedure = common | {
             "event_id": str(random_uuid(self._rng)),
@@ -256,4 +266,5 @@ class LiveEvents:
             "days_after_procedure": 0,
         }
         key = site.encode()
-        return site, (key, encode(procedure)), (key, encode(embolism))
+        alert = str(sentinel_id(site, "pulmonary_cement_embolism", procedure_id.bytes, 0))
+        return alert, (key, encode(procedure)), (key, encode(embolism))
