@@ -15,9 +15,10 @@ from the moment each event is handed to the producer:
   produced, and a second later its procedure-related pulmonary cement
   embolism; its alert is recognised in Alertmanager's API by its alertname
   and `sentinel_id` label (a hash, computed here as the worker does). The
-  sentinel's drift message is also watched on the drift topic, which
-  splits the time into the worker's part (event -> drift topic) and the
-  alerting service's and Alertmanager's part (drift topic -> the API).
+  sentinel's drift message is also read from the drift topic (its
+  CreateTime, set by the worker's producer), which splits the time into
+  the worker's part (event -> drift topic) and the alerting service's and
+  Alertmanager's part (drift topic -> the API).
 """
 
 from __future__ import annotations
@@ -159,10 +160,14 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
                     return
                 await asyncio.sleep(POLL_S)
 
+        # The drift message's own timestamp (CreateTime: when the worker's
+        # producer took it), on this process's perf_counter scale; reading
+        # it here adds this consumer's polling to no figure.
+        wall_minus_perf = time.time() - time.perf_counter()
+
         async def watch_drift_topic(consumer: AIOKafkaConsumer) -> None:
             while True:
                 batches = await consumer.getmany(timeout_ms=50)
-                now = time.perf_counter()
                 for records in batches.values():
                     for record in records:
                         value = record.value or b""
@@ -170,7 +175,7 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
                             continue
                         for wanted in sentinel_sent.keys() - on_topic.keys():
                             if wanted.encode() in value:
-                                on_topic[wanted] = now
+                                on_topic[wanted] = record.timestamp / 1000 - wall_minus_perf
 
         drift = AIOKafkaConsumer(
             drift_topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest"

@@ -47,7 +47,9 @@ class Child:
 
     def failure(self, what: str) -> BenchmarkFailure:
         error = worker_error(self.stderr)
-        tail = error or self.stderr.read_text(errors="replace")[-1500:]
+        tail = self.stderr.read_text(errors="replace")[-1500:]
+        if error and error not in tail:
+            tail = f"first error: {error}\n...\n{tail}"
         state = f"exited {self.process.returncode}" if self.process.returncode is not None else ""
         return BenchmarkFailure(f"{self.name}: {what} {state}\n{tail}")
 

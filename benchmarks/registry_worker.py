@@ -8,6 +8,7 @@ everything here reads it from outside, as an operator would: /metrics
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from typing import Any
@@ -47,12 +48,25 @@ class Results(dict[str, Any]):
 SCRAPE_DURATIONS: list[float] = []
 
 
-async def scrape_samples(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """Every spinewatch_ sample of /metrics, summed over its labels."""
+async def scrape_samples(
+    session: aiohttp.ClientSession, url: str, child: Child | None = None
+) -> dict[str, float]:
+    """Every spinewatch_ sample of /metrics, summed over its labels.
+
+    When the worker stops answering, the failure quotes its stderr (why it
+    ended: its supervisor gives up on a loop that stays red, exit 70).
+    """
     began = time.perf_counter()
-    async with session.get(f"{url}/metrics") as response:
-        response.raise_for_status()
-        text = await response.text()
+    try:
+        async with session.get(f"{url}/metrics") as response:
+            response.raise_for_status()
+            text = await response.text()
+    except aiohttp.ClientError as exc:
+        if child is None:
+            raise
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.process.wait(), 5)
+        raise child.failure(f"/metrics: {exc!r}") from exc
     SCRAPE_DURATIONS.append(time.perf_counter() - began)
     sums: dict[str, float] = {}
     for line in text.splitlines():
@@ -80,7 +94,7 @@ async def wait_loaded(
         if child.process.returncode is not None:
             raise child.failure("ended during the load")
         began = time.perf_counter()
-        samples = await scrape_samples(session, url)
+        samples = await scrape_samples(session, url, child)
         now = (
             samples.get("spinewatch_events_applied_total", 0.0),
             samples.get("spinewatch_procedures_held", 0.0),
@@ -109,7 +123,7 @@ async def wait_designed(session: aiohttp.ClientSession, url: str, child: Child) 
     while time.perf_counter() - began < DESIGN_WAIT["s"]:
         if child.process.returncode is not None:
             raise child.failure("ended while designing its charts")
-        samples = await scrape_samples(session, url)
+        samples = await scrape_samples(session, url, child)
         if samples.get("spinewatch_drift_design_pending", 1.0) == 0:
             return f"{time.perf_counter() - began:.1f}"
         await asyncio.sleep(LOAD_POLL_S)
@@ -147,7 +161,8 @@ async def restart(
         if green is None and await ready(session, config.url):
             green = time.perf_counter() - worker.started
         if green is not None:
-            held = (await scrape_samples(session, config.url)).get("spinewatch_procedures_held", 0)
+            samples = await scrape_samples(session, config.url, worker)
+            held = samples.get("spinewatch_procedures_held", 0)
             if held == procedures:
                 total = time.perf_counter() - worker.started
                 return worker, {
