@@ -145,7 +145,7 @@ async def restart(
     *,
     sig: int,
     procedures: int,
-) -> tuple[Child, dict[str, float]]:
+) -> tuple[Child, dict[str, float | str]]:
     """Stop the worker with `sig`, start it on the same data: seconds to ready with its state."""
     began = time.perf_counter()
     await processes.stop(worker, sig)
