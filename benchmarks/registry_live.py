@@ -205,9 +205,18 @@ async def live_phase(  # noqa: PLR0915 - one phase, its watchers as closures
                 task.result()
             if len(finished) < len(watchers):
                 paged = f"{len(in_alertmanager)}/{len(sentinel_sent)} sentinels paged"
+                # What was seen so far, to say how far behind the worker was.
+                so_far = {
+                    "visible": percentiles(visible),
+                    "paged": percentiles(
+                        [in_alertmanager[s] - sentinel_sent[s] for s in in_alertmanager]
+                    ),
+                    "scrapes": percentiles(scrapes),
+                }
                 raise BenchmarkFailure(
                     f"live: after {SETTLE_S:.0f} s, {len(visible)}/{total} events visible, "
                     + (paged if alertmanager_url else "")
+                    + f"; latencies of those seen: {so_far}"
                 )
         finally:
             for task in [*watchers, topic_watch]:
