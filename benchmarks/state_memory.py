@@ -93,8 +93,13 @@ def by_structure(states: dict[int, object]) -> dict[str, int]:
     seen: set[int] = set()
     deep_size(vars(contribution), seen)
     sizes: dict[str, int] = {}
-    for name in ("records", "contributions", "totals", "dirty"):
+    for name in ("records", "contributions", "totals", "dirty", "unknown"):
         sizes[name] = sum(deep_size(getattr(s, name, None), seen) for s in states.values())
+    try:  # the profiles shared by every packed record (absent before issue 20)
+        from spinewatch.domain.outcomes.packed import PROFILES  # noqa: PLC0415
+    except ImportError:
+        return sizes
+    sizes["profiles"] = deep_size(PROFILES, seen)
     return sizes
 
 
