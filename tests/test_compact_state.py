@@ -75,6 +75,11 @@ def test_the_compact_state_equals_the_definition_in_any_order_and_batching(
         start += size
         if data.draw(st.booleans()):
             settle(state)
+        # Read between settles too (dirty records): what the facts so far say.
+        so_far, _ = _reference(items[:start])
+        assert dict(state.contributions) == {
+            p: c for p, r in so_far.items() if (c := contribution_of(r)) is not None
+        }
     settle(state)
     records, totals = _reference(items)
     assert dict(state.records) == records

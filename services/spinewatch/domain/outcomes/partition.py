@@ -79,13 +79,16 @@ class Contributions(Mapping[bytes, Contribution]):
         self, packed_records: Packed, unknown: set[bytes], dirty: Mapping[bytes, object]
     ) -> None:
         self._packed, self._unknown, self._dirty = packed_records, unknown, dirty
-        # Only for records unchanged since: a record that gains a fact is dropped.
+        # Each settled record's contribution as of its last settle, for the
+        # records settled lately (see RECENT_CONTRIBUTIONS): the drift charts
+        # read them next, and the next settle of the record starts from it.
         self.recent: dict[bytes, Contribution] = {}
 
     def get(self, procedure_id: bytes, default: object = None) -> Contribution | None:  # type: ignore[override]
-        found = self.recent.get(procedure_id)
-        if found is not None:
-            return found
+        if procedure_id not in self._dirty:  # a dirty record's entry is its old one
+            found = self.recent.get(procedure_id)
+            if found is not None:
+                return found
         raw = self._packed.get(procedure_id)
         found = None if raw is None else contribution_of(ProcedureRecord(packed.unpack(raw)))
         return default if found is None else found  # type: ignore[return-value]
@@ -143,7 +146,6 @@ def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactIt
     duplicates. The totals are not moved until `settle`.
     """
     records, dirty = state.packed, state.dirty
-    recent = state.contributions.recent
     new: list[FactItem] = []
     for item in items:
         procedure_id, fact = item
@@ -157,7 +159,6 @@ def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactIt
         new.append(item)
         before = dirty.get(procedure_id)
         dirty[procedure_id] = (record, 1) if before is None else (before[0], before[1] + 1)
-        recent.pop(procedure_id, None)
     return new
 
 
@@ -177,14 +178,20 @@ def settle(state: PartitionState) -> Collection[bytes]:
     totals, records = state.totals, state.packed
     for procedure_id, (before, gained) in dirty.items():
         record = ProcedureRecord(packed.unpack(records[procedure_id]))
+        old = recent.pop(procedure_id, None)  # its contribution as of `before`, if kept
         if gained == 1 and before is not None:
             # A record that gained one fact, a follow-up, may take the fast path.
             keyed = keyed_followup_delta(record)
             if keyed is not None:
                 key, delta = keyed
                 add_into(totals[key], delta)
+                if old is not None:  # the delta's names are new to it: see followup_delta
+                    recent[procedure_id] = Contribution(
+                        key, {**old.tally, **delta}, old.occurred_at_us
+                    )
                 continue
-        old = None if before is None else contribution_of(ProcedureRecord(packed.unpack(before)))
+        if old is None and before is not None:
+            old = contribution_of(ProcedureRecord(packed.unpack(before)))
         new = contribution_of(record)
         replace_contribution(totals, old, new)
         if new is None:
