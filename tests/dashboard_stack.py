@@ -136,6 +136,8 @@ def _scrape_config(addresses: Mapping[str, str]) -> str:
     config["global"] = {"scrape_interval": interval, "evaluation_interval": interval}
     config.pop("alerting")  # no Alertmanager here: the rules are evaluated, not sent
     for job in config["scrape_configs"]:
+        # The workers are found by DNS in the compose stack; here, one address.
+        job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": [addresses[job["job_name"]]]}]
     return yaml.safe_dump(config)
 

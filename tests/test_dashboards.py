@@ -98,7 +98,9 @@ def test_provisioning_names_the_uid_the_dashboards_use_and_compose_mounts_them()
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["grafana"]
-    mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in compose["volumes"])
+    # source:target[:mode]; the data volume (grafana-data:/var/lib/grafana) has no mode.
+    parts = [volume.split(":") for volume in compose["volumes"]]
+    mounts = {part[0]: part[1] for part in parts}
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     assert compose["environment"]["SPINEWATCH_PROMETHEUS_URL"] == (

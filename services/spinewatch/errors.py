@@ -20,6 +20,10 @@
     |                         the variable and the closest valid one
     +-- BrokerNotConfigured   `spinewatch worker` was given neither brokers
     |                         nor the explicit embedded-broker choice
+    +-- TopicMismatch         a topic of the deployment has another partition
+    |                         count than the settings say, is missing when
+    |                         only checked, or the broker refused to create
+    |                         it as configured; names topic, counts and fix
     +-- SigningKeyMissing     a service that writes or reads the internal
     |                         topics has no signing key (names the setting)
     +-- PatchVersionMismatch  an installed faust-streaming or aiokafka is not
@@ -114,6 +118,19 @@ class UnknownSetting(SpinewatchError, ValueError):
 
 class BrokerNotConfigured(SpinewatchError):
     """No Kafka brokers configured, and the embedded broker not asked for."""
+
+
+class TopicMismatch(SpinewatchError):
+    """Topics that differ from the settings (partition count), do not exist, or
+    that the broker refused to create as configured (replication, policy, ACLs).
+
+    Carries one sentence per topic, each naming the topic, what the broker
+    has, what the settings say and what to do; a service refuses to start.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(problems))
 
 
 class SigningKeyMissing(SpinewatchError):

@@ -14,6 +14,9 @@
                                         SPINEWATCH_* variables), or probe one
     spinewatch gateway [--check]        serve the HTTP gateway (settings from
                                         SPINEWATCH_GATEWAY_* variables), or probe one
+    spinewatch topics create|check [--wait-s S]
+                                        create the deployment's missing topics and
+                                        check all (partitions), or check only
     spinewatch token new --source S --site ID [--site ID] [--rate N] | --user U
                                         issue a bearer token (printed once) and its
                                         credentials-file entry
@@ -45,6 +48,7 @@ from spinewatch.baselines.seeds import default_seeds_dir
 from spinewatch.cli.plan_args import add_plan_parser, attach_negative_values
 from spinewatch.cli.replay import add_parser as add_replay_parser
 from spinewatch.cli.report import add_parser as add_report_parser
+from spinewatch.cli.topics import add_parser as add_topics_parser
 from spinewatch.contracts.export import write_json_schemas
 from spinewatch.domain.outcomes.comparator_table import policy_problems, render_policy
 
@@ -140,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_replay_parser(commands)
     add_report_parser(commands)
+    add_topics_parser(commands)
     return parser
 
 

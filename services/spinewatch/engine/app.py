@@ -161,9 +161,12 @@ def _segment_table(app: faust.App, settings: Settings) -> Any:
         settings.changelog_topic,
         schema=schema,
         partitions=settings.partitions,
-        # Segment keys are unique, so compaction would keep everything anyway.
-        compacting=False,
+        # As the topic is created before the app starts (contracts/topics.py
+        # says why compacted): faust only declares a changelog that does not
+        # exist yet, and never checks the settings of one that does.
+        compacting=True,
         deleting=False,
+        config=settings.topics.configs()[settings.changelog_topic],
         acks=False,
         internal=True,
     )
@@ -197,7 +200,8 @@ def _faust_config(settings: Settings, brokers: str, tansu_compat: bool) -> dict[
         "datadir": str(settings.data_dir),
         "autodiscover": False,
         "topic_partitions": settings.partitions,
-        "topic_replication_factor": 1,
+        # The topics faust declares itself (its leader topic) get the same.
+        "topic_replication_factor": settings.replication_factor,
         "processing_guarantee": "at_least_once",
         # Standbys would double memory, and the memory store loses keys when
         # a standby is promoted; recovery from the changelog is exact instead.

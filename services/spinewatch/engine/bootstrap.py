@@ -164,7 +164,8 @@ async def running_worker(
         settings.partitions,
         security=security,
         configs=settings.topics.configs(),
-    )
+        replication_factor=settings.replication_factor,
+    )  # refuses topics with another partition count (TopicMismatch)
     tune_gc(settings.gc_young_threshold)
     # `_created` series would double every counter for no use on a dashboard.
     disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -12,7 +12,8 @@ variable, brokers and the embedded broker both, incoherent Kafka security
 settings), a missing broker, brokers without a signing key, and a
 faust-streaming or aiokafka release the patches were not tested with
 (`spinewatch.patches`) end start-up with a message and exit code 2, before
-anything is started.
+anything is started; so do topics with another partition count than
+`SPINEWATCH_PARTITIONS` (checked before the worker joins its group).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from spinewatch.errors import (
     BrokerNotConfigured,
     PatchVersionMismatch,
     SigningKeyMissing,
+    TopicMismatch,
 )
 from spinewatch.runtime.health import check_url
 from spinewatch.runtime.log_privacy import configure_logging as configure_private_logging
@@ -93,4 +95,9 @@ def main(check_only: bool, embedded_broker: bool = False) -> int:
         print(f"spinewatch worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    return leave(asyncio.run(serve(settings)))
+    try:
+        code = asyncio.run(serve(settings))
+    except TopicMismatch as exc:
+        print(f"spinewatch worker: {exc}", file=sys.stderr)
+        code = 2
+    return leave(code)

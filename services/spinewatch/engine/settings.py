@@ -11,14 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import SettingsConfigDict
 
 from spinewatch.adapters.kafka_security import KafkaSecurity
 from spinewatch.adapters.message_signing import Keyring, SigningSecret
 from spinewatch.baselines import seeds
 from spinewatch.contracts.base import SiteId
-from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
+from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology, min_insync_problem
 from spinewatch.domain.drift.silence import SilenceRule
 from spinewatch.engine.ingest import IngestLimits
 from spinewatch.runtime.failures import InputLimits
@@ -71,7 +78,10 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         "SPINEWATCH_REPLAY_",
         "SPINEWATCH_TEST_",
     )
-    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR,)
+    # SPINEWATCH_ROLE: the container image's HEALTHCHECK reads it to pick the
+    # service to probe (`spinewatch $SPINEWATCH_ROLE --check`, Dockerfile); the
+    # image sets it for every service, the worker included.
+    foreign_env_vars: ClassVar[tuple[str, ...]] = (seeds.ENV_VAR, "SPINEWATCH_ROLE")
 
     kafka_brokers: str | None = Field(
         default=None,
@@ -99,7 +109,26 @@ class Settings(StrictEnvSettings, KafkaSecurity):
         max_length=8,
         description="Keys still accepted, never used to sign: a rotation's old key (JSON list).",
     )
-    partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1, le=256)
+    partitions: int = Field(
+        default=DEFAULT_PARTITIONS,
+        ge=1,
+        le=256,
+        description="Partitions of every topic: set at creation, checked at every start.",
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replicas of every topic this creates: 1 for one broker, 3 in production.",
+    )
+    # Declared after replication_factor: its validator reads that value.
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="min.insync.replicas of every topic this creates (2 with 3 replicas); "
+        "unset: the broker's default.",
+    )
     store: Literal["memory://", "rocksdb://"] = "memory://"
     data_dir: Path = Field(default=Path(".spinewatch-data"), description="RocksDB/faust data.")
     snapshot_every_s: float = Field(
@@ -275,6 +304,15 @@ class Settings(StrictEnvSettings, KafkaSecurity):
             Keyring.from_secrets(self.signing_key, self.signing_previous_keys)  # distinct keys
         return self
 
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _insync_within_replicas(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replication = info.data.get("replication_factor")
+        problem = None if replication is None else min_insync_problem(value, replication)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("drift_metrics")
     @classmethod
     def _known_metrics(cls, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -340,7 +378,9 @@ class Settings(StrictEnvSettings, KafkaSecurity):
 
     @property
     def topics(self) -> Topology:
-        return Topology(self.app_id, self.partitions)
+        return Topology(
+            self.app_id, self.partitions, self.replication_factor, self.min_insync_replicas
+        )
 
     @property
     def drift_topic(self) -> str:

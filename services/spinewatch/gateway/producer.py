@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 
 from spinewatch.adapters.kafka_admin import ensure_topics
 from spinewatch.adapters.kafka_clients import stop_client
+from spinewatch.errors import TopicMismatch
 from spinewatch.gateway.settings import GatewaySettings
 from spinewatch.runtime.failures import FailurePolicy
 from spinewatch.runtime.health import Check
@@ -88,11 +89,17 @@ class EventProducer:
                     [self.topic],
                     self.settings.partitions,
                     security=self.settings.kafka_security,
+                    configs=self.settings.topics.configs(),
+                    replication_factor=self.settings.replication_factor,
+                    partitions_setting="SPINEWATCH_GATEWAY_PARTITIONS",
                 )
             except BaseException as exc:  # the broker is away: readiness says so, we retry
                 await stop_client(client)  # a start cut short has opened connections
-                if not isinstance(exc, Exception):
-                    raise  # stopping
+                if not isinstance(exc, Exception) or isinstance(exc, TopicMismatch):
+                    # Stopping; or topics other than the settings say, which no
+                    # retry mends: the supervisor logs it, /healthz turns red
+                    # and the gateway exits (70) after give_up_after_s.
+                    raise
                 attempt += 1
                 error = type(exc).__name__
                 if error != self._connect_error:

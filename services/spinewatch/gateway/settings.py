@@ -21,11 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from spinewatch.adapters.kafka_security import KafkaSecurity
-from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology
+from spinewatch.contracts.topics import DEFAULT_PARTITIONS, Topology, min_insync_problem
 from spinewatch.runtime.settings_env import StrictEnvSettings
 
 DAY_S = 86_400
@@ -49,7 +49,21 @@ class GatewaySettings(StrictEnvSettings, KafkaSecurity):
         default=DEFAULT_PARTITIONS,
         ge=1,
         le=256,
-        description="Partition count of the events topic when the gateway creates it first.",
+        description="Partition count of the events topic when the gateway creates it first; "
+        "checked against the topic at every start (as the worker's SPINEWATCH_PARTITIONS).",
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replicas of the events topic when the gateway creates it first.",
+    )
+    # Declared after replication_factor: its validator reads that value.
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="min.insync.replicas of the events topic when the gateway creates it first.",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port.")
@@ -112,6 +126,15 @@ class GatewaySettings(StrictEnvSettings, KafkaSecurity):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _insync_within_replicas(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replication = info.data.get("replication_factor")
+        problem = None if replication is None else min_insync_problem(value, replication)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("pseudonym_key")
     @classmethod
     def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
@@ -121,7 +144,9 @@ class GatewaySettings(StrictEnvSettings, KafkaSecurity):
 
     @property
     def topics(self) -> Topology:
-        return Topology(self.app_id, self.partitions)
+        return Topology(
+            self.app_id, self.partitions, self.replication_factor, self.min_insync_replicas
+        )
 
     @property
     def events_topic(self) -> str:

@@ -213,7 +213,11 @@ def _fold_rate(
             log_ratio, penalty, p0 = weight_terms
             expected = trials * p0
             after = statistic + (events * log_ratio - trials * penalty)
-            after = max(after, 0.0)
+            # max(after, 0.0) without a call per case per chart: the same value,
+            # for -0.0 and NaN too (max keeps its first argument unless the
+            # second is greater).
+            if after < 0.0:  # noqa: PLR1730
+                after = 0.0
             vlad = vlad + expected - events
             if statistic == 0.0:
                 # The statistic leaves zero (or stays there) with this case.

@@ -133,9 +133,15 @@ def ended(procedure_id: bytes, history: SentinelHistory) -> Iterator[SentinelWit
 
 
 def _has_sentinel_retraction(record: ProcedureRecord) -> bool:
-    return any(type(f) is RetractionFact for f in record.facts) and any(
-        type(f) is ComplicationFact and f.category in SENTINEL_CATEGORIES for f in record.facts
-    )
+    # One loop, no generators: a rebuild asks this of every record it holds
+    # (two any() over generators were most of drift.rebuild at 100k procedures).
+    retraction = sentinel = False
+    for fact in record.facts:
+        if type(fact) is RetractionFact:
+            retraction = True
+        elif type(fact) is ComplicationFact and fact.category in SENTINEL_CATEGORIES:
+            sentinel = True
+    return retraction and sentinel
 
 
 @dataclass(slots=True)

@@ -68,6 +68,9 @@ __all__ = [
 ]
 
 CHECKPOINT_EVERY = 256
+_SHARED_TRIALS = 32  # outcomes of up to 31 trials (treated levels) share their pair
+_SHARED_CHANGES = 1 << 16  # VAS changes shared (20,001 possible on a 0-10 scale)
+_SHARED_ROWS = 1 << 16  # rows of outcomes shared, per partition
 
 
 def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally, Stratum], Outcomes]:
@@ -94,6 +97,14 @@ def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally, Stratum], Out
         (j, *c.change_tallies) for j, c in enumerate(charts) if isinstance(c, MonitoredVasChart)
     ]
     size = len(charts)
+    # Outcomes are held for every case of every site: equal values share one
+    # object (a pair of small ints, a VAS change in thousandths of a point),
+    # where one each per case cost about 400 bytes a procedure
+    # (benchmarks/chart_memory.py). The values are the same.
+    pairs = [[(events, trials) for events in range(trials + 1)] for trials in range(_SHARED_TRIALS)]
+    vas_changes: dict[int, float] = {}
+    # Whole rows too: a few thousand distinct rows per 10,000 procedures.
+    rows: dict[Outcomes, Outcomes] = {}
 
     def outcomes(tally: Tally, stratum: Stratum) -> Outcomes:
         found: list[Outcome | None] = [None] * size
@@ -107,11 +118,29 @@ def outcome_reader(charts: Sequence[AnyChart]) -> Callable[[Tally, Stratum], Out
             trials = get(denominator, 0)
             if trials > 0:
                 events = get(numerator, 0)
-                found[j] = (events if events < trials else trials, trials)
+                events = min(events, trials)
+                found[j] = (
+                    pairs[trials][events]
+                    if trials < _SHARED_TRIALS and events >= 0
+                    else (events, trials)
+                )
         for j, patients, total in changes:
             if get(patients):
-                found[j] = tally[total] / VAS_SCALE
-        return tuple(found)
+                thousandths = tally[total]
+                change = vas_changes.get(thousandths)
+                if change is None:
+                    change = thousandths / VAS_SCALE
+                    if len(vas_changes) < _SHARED_CHANGES:
+                        vas_changes[thousandths] = change
+                found[j] = change
+        row = tuple(found)
+        shared = rows.get(row)
+        if shared is not None:
+            return shared
+        if len(rows) >= _SHARED_ROWS:
+            rows.clear()  # bounded: rows held by cases stay, the table starts again
+        rows[row] = row
+        return row
 
     return outcomes
 
@@ -152,6 +181,9 @@ class SiteCharts:
 
     def __len__(self) -> int:
         return len(self._cases)
+
+    def __contains__(self, key: CaseKey) -> bool:
+        return key in self._cases
 
     def cases(self) -> list[tuple[CaseKey, ChartCase]]:
         """Every case in clinical order (what a site's design is measured on)."""
@@ -323,7 +355,7 @@ class PartitionCharts:
     # Operator resets per site (shared with the drift monitor, which adds to
     # it): a site's charts are created with them.
     resets: Mapping[str, Resets] = field(default_factory=dict)
-    _case_of: dict[bytes, tuple[str, CaseKey]] = field(default_factory=dict)
+    _case_of: dict[bytes, CaseKey] = field(default_factory=dict)
     _outcomes: Callable[[Tally, Stratum], Outcomes] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -349,21 +381,29 @@ class PartitionCharts:
             if contribution is None:  # voided, or its procedure not known yet
                 if previous is not None:
                     del case_of[procedure_id]
-                    sites[previous[0]].remove(previous[1])
+                    self._remove(previous)
                 follow(procedure_id, None, record)
                 continue
             cohort = contribution.key[0]
-            site, key = placed = (cohort.site_id, (contribution.occurred_at_us, procedure_id))
-            if previous != placed:
-                if previous is not None:
-                    # A correction moved the procedure in time (or to another site).
-                    sites[previous[0]].remove(previous[1])
-                case_of[procedure_id] = placed
+            site, key = cohort.site_id, (contribution.occurred_at_us, procedure_id)
             charts = sites.get(site)
             if charts is None:
                 charts = sites[site] = SiteCharts(self.charts, resets=self.resets.get(site))
+            if previous is None or previous != key or previous not in charts:
+                if previous is not None:
+                    # A correction moved the procedure in time (or to another site).
+                    self._remove(previous)
+                case_of[procedure_id] = key
             charts.put(key, ChartCase(cohort.stratum, outcomes(contribution.tally, cohort.stratum)))
             follow(procedure_id, contribution, record)
+
+    def _remove(self, key: CaseKey) -> None:
+        """A case from the site that holds it (the map holds keys only: a site per
+        procedure cost a tuple each; corrections and voids are rare)."""
+        for charts in self.sites.values():
+            if key in charts:
+                charts.remove(key)
+                return
 
     def recall_withdrawals(self, records: Mapping[bytes, ProcedureRecord]) -> None:
         """After a rebuild: the withdrawals the records imply, announced again."""

@@ -49,6 +49,14 @@ from spinewatch.domain.followup.schedule import DAY_US, Window, closes_at, state
 from spinewatch.domain.outcomes.contribution import AggregateKey, Tally
 from spinewatch.domain.outcomes.records import ProcedureRecord
 
+# The only two cases a completeness chart has: shared, not one object per follow-up.
+_CASES = {outcome: ChartCase(STRATUM, (outcome,)) for outcome in (RECEIVED, MISSED)}
+
+
+def _case_key(window: Window, procedure_us: int, procedure_id: bytes, index: int) -> CaseKey:
+    """A scheduled follow-up's case: when it closes, and its procedure and window index."""
+    return (closes_at(window, procedure_us), procedure_id + bytes((index,)))
+
 
 @dataclass(frozen=True, slots=True)
 class CompletenessDesign:
@@ -69,7 +77,6 @@ class FollowupBook:
         self.charts: dict[str, SiteCharts] = {}
         self._steps: dict[str, float] = {}
         self._first_close: dict[str, int] = {}  # per site: its earliest case's close
-        self._placed: dict[bytes, list[tuple[str, CaseKey]]] = {}
         # Per site: (close, procedure id, window index) not yet closed.
         self._closing: dict[str, list[tuple[int, bytes, int]]] = {}
         self._records: Mapping[bytes, ProcedureRecord] = {}
@@ -108,9 +115,15 @@ class FollowupBook:
             return
         if old is not None and old.latest_us >= self.clocks.get(old.site_id, 0):
             self._clock_moved_back.add(old.site_id)
-        for site_id, key in self._placed.pop(procedure_id, ()):
-            self._remove(site_id, key)
-            touched.add(site_id)
+        if old is not None:
+            # Its cases so far: the keys follow from the plan they closed
+            # under (a map of placed keys per procedure cost 250 bytes each).
+            held = self.cases.get(old.site_id, {})
+            for index, window in enumerate(self.design.windows):
+                key = _case_key(window, old.procedure_us, procedure_id, index)
+                if key in held:
+                    self._remove(old.site_id, key)
+                    touched.add(old.site_id)
         if plan is None:
             self.plans.pop(procedure_id, None)
             return
@@ -147,14 +160,12 @@ class FollowupBook:
             ):
                 continue  # retracted or moved since it was scheduled
             key: CaseKey = (close, procedure_id + bytes((index,)))
-            placed = self._placed.setdefault(procedure_id, [])
-            if (plan.site_id, key) in placed:
-                continue
+            if key in self.cases.get(site_id, ()):
+                continue  # scheduled twice (a replan that kept its time): placed once
             received = window.timepoint in plan.received
             if plan.censored and not received:
                 continue  # not expected of a patient who died
             self._put(plan.site_id, key, RECEIVED if received else MISSED)
-            placed.append((plan.site_id, key))
             touched.add(plan.site_id)
 
     def _put(self, site_id: str, key: CaseKey, outcome: tuple[int, int]) -> None:
@@ -164,7 +175,7 @@ class FollowupBook:
             self._first_close[site_id] = key[0]
         charts = self.charts.get(site_id)
         if charts is not None:
-            charts.put(key, ChartCase(STRATUM, (outcome,)))
+            charts.put(key, _CASES[outcome])
 
     def _remove(self, site_id: str, key: CaseKey) -> None:
         cases = self.cases.get(site_id, {})
@@ -197,7 +208,7 @@ class FollowupBook:
         )
         charts = SiteCharts((chart,))
         for key, outcome in cases.items():
-            charts.put(key, ChartCase(STRATUM, (outcome,)))
+            charts.put(key, _CASES[outcome])
         self.charts[site_id] = charts
         touched.add(site_id)
 
