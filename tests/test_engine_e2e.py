@@ -190,3 +190,11 @@ async def test_rocksdb_store_counts_exactly_and_after_a_restart_from_disk(
         await produce(kafka_bootstrap, settings.events_topic, cohort.deliveries[:50])
         await _wait_for_expected(worker.metrics.url, expected)
         assert worker.engine.metrics.duplicates._value.get() >= 50
+        # The first worker's clean stop wrote a snapshot of every partition it
+        # held, and each one stood for the segments on disk (no full rebuild).
+        loads = worker.engine.metrics.snapshots
+        assert loads.labels("loaded")._value.get() == settings.partitions
+        assert all(
+            loads.labels(refused)._value.get() == 0
+            for refused in ("missing", "stale", "unreadable", "other_version")
+        )

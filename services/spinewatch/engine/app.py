@@ -44,6 +44,7 @@ from faust.types import StreamT
 
 from spinewatch import patches
 from spinewatch.adapters.message_signing import Keyring, SignedTopic, TopicKind
+from spinewatch.adapters.state_snapshot import SnapshotStore
 from spinewatch.adapters.stream_health import StreamHealth
 from spinewatch.contracts.topics import SEGMENTS_TABLE
 from spinewatch.engine.ingest_pool import IngestPool
@@ -126,9 +127,19 @@ def create_app(
     # rebuilt from the segments of the partitions this worker now actively
     # owns, and nothing else.
     async def rebuild_state() -> None:
-        engine.rebuild(segments.items(), active_partitions(app, settings))
+        engine.recover(segments, active_partitions(app, settings))
 
     segments.on_recover(rebuild_state)
+    if settings.store == "rocksdb://":
+        # The table survives a restart on local disk; a snapshot of the state
+        # built from it spares reading every segment again.
+        engine.snapshots = SnapshotStore(settings.data_dir / "outcome-snapshots")
+
+        async def save_snapshots(*_: Any, **__: Any) -> None:
+            engine.save_snapshots()
+
+        app.timer(settings.snapshot_every_s, name="outcome_snapshots")(save_snapshots)
+        app.on_before_shutdown.connect(save_snapshots)  # a clean stop: nothing to apply
 
     return Streams(app, drift, segments, lookback, deadletter)
 

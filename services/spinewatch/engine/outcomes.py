@@ -11,12 +11,15 @@ segment written move together with no await in between.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from spinewatch.adapters.message_signing import SIGNATURE_FAULTS
 from spinewatch.adapters.state_codec import UnreadableState, decode_facts, encode_facts
+from spinewatch.adapters.state_snapshot import Refused, SnapshotStore
 from spinewatch.domain.outcomes.aggregates import add_into
 from spinewatch.domain.outcomes.contribution import AggregateKey, Tally
 from spinewatch.domain.outcomes.facts import Fact
@@ -43,6 +46,10 @@ def segment_partition(key: str | bytes) -> int:
     # A disk store (RocksDB) hands raw keys back as bytes.
     text = key.decode() if isinstance(key, bytes) else key
     return int(text.partition("/")[0])
+
+
+def _text(key: str | bytes) -> str:
+    return key.decode() if isinstance(key, bytes) else key
 
 
 class EngineMetrics:
@@ -98,6 +105,20 @@ class EngineMetrics:
             "Rebuilds of the cohort totals from the changelog after partitions moved.",
             registry=registry,
         )
+        self.snapshots = Counter(
+            "spinewatch_state_snapshot_loads",
+            "Partition state snapshots at recovery: loaded, or refused (missing, "
+            "stale, unreadable, other_version) and the partition rebuilt in full.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("loaded", "missing", "stale", "unreadable", "other_version"):
+            self.snapshots.labels(outcome)  # at zero from the start (see export_at_zero)
+        self.snapshot_failures = Counter(
+            "spinewatch_state_snapshot_write_failures",
+            "Partition state snapshots that could not be written (disk full, permissions).",
+            registry=registry,
+        )
         self.open_procedures = Gauge(
             "spinewatch_procedures_held",
             "Procedures held in actively owned partitions.",
@@ -113,6 +134,8 @@ class OutcomeEngine:
         drift: DriftMonitor | None = None,
         silence: SilenceMonitor | None = None,
         followup: FollowupMonitor | None = None,
+        *,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.registry = registry
         # Dirty records a partition may hold before its totals are settled
@@ -132,6 +155,10 @@ class OutcomeEngine:
         self.silence = silence or SilenceMonitor(None)
         # Follow-up completeness (None: no schedule, nothing tracked).
         self.followup = followup
+        # Snapshots of the partitions' state on local disk (None: always rebuild),
+        # and the segment keys each partition's state is built from.
+        self.snapshots = snapshots
+        self.covered: dict[int, set[str]] = {}
 
     def count_ingested(self, result: IngestResult) -> None:
         """Add a triaged batch to the stream counters (once per batch, not per event)."""
@@ -153,9 +180,9 @@ class OutcomeEngine:
         self.metrics.duplicates.inc(len(items) - len(new))
         if new:
             # The batch as received when all of it was new (the usual case).
-            table[segment_key(partition, offset)] = (
-                raw if len(new) == len(items) else encode_facts(new)
-            )
+            key = segment_key(partition, offset)
+            table[key] = raw if len(new) == len(items) else encode_facts(new)
+            self.covered.setdefault(partition, set()).add(key)
             self._refresh_held()
 
     def rebuild(
@@ -163,6 +190,7 @@ class OutcomeEngine:
     ) -> None:
         """Records and totals from scratch for the partitions this worker now owns."""
         owned: dict[int, list[list[tuple[bytes, Fact]]]] = {p: [] for p in active_partitions}
+        covered: dict[int, set[str]] = {p: set() for p in active_partitions}
         unreadable: list[int] = []
         for key, raw in segments:
             partition = -1
@@ -170,10 +198,81 @@ class OutcomeEngine:
                 partition = segment_partition(key)
                 if partition in owned:
                     owned[partition].append(decode_facts(raw))
+                    covered[partition].add(_text(key))
             except (UnreadableState, ValueError):
                 # One bad segment used to fail every recovery, for good:
                 # skip it, count it, and say so on /readyz.
                 unreadable.append(partition)
+        states = {p: rebuilt(batches) for p, batches in owned.items()}
+        self._install(states, covered, unreadable)
+
+    def recover(self, table: Mapping[Any, bytes], active_partitions: set[int]) -> None:
+        """As `rebuild`, from each partition's snapshot and the segments after it
+        where the snapshot stands for them (see `state_snapshot`), else in full.
+
+        `table` maps segment keys (str, or bytes from a disk store) to segments.
+        """
+        store = self.snapshots
+        if store is None:
+            self.rebuild(table.items(), active_partitions)
+            return
+        began = time.monotonic()
+        keys: dict[int, dict[str, str | bytes]] = {p: {} for p in active_partitions}
+        unreadable: list[int] = []
+        for key in table:  # keys only: the values of covered segments are not read
+            try:
+                partition = segment_partition(key)
+            except ValueError:
+                unreadable.append(-1)
+                continue
+            if partition in keys:
+                keys[partition][_text(key)] = key
+        states: dict[int, PartitionState] = {}
+        covered: dict[int, set[str]] = {}
+        for partition, held in keys.items():
+            try:
+                loaded = store.load(partition, held)
+            except Refused as refused:
+                self.metrics.snapshots.labels(refused.reason).inc()
+                log.info("partition %d rebuilt in full: snapshot %s (%s)",
+                         partition, refused.reason, refused)  # fmt: skip
+                tail, state = sorted(held), PartitionState()
+            else:
+                self.metrics.snapshots.labels("loaded").inc()
+                tail, state = loaded.tail, loaded.state
+            covered[partition] = set(held)
+            for text in tail:
+                try:
+                    apply_facts(state, decode_facts(table[held[text]]))
+                except UnreadableState:
+                    # Not covered: a snapshot must not claim facts it lacks.
+                    covered[partition].discard(text)
+                    unreadable.append(partition)
+            states[partition] = state
+        self._install(states, covered, unreadable)
+        log.info("state recovered in %.2f s", time.monotonic() - began)
+
+    def save_snapshots(self) -> None:
+        """Write a snapshot of every held partition (a cache for the next recovery)."""
+        if self.snapshots is None:
+            return
+        began = time.monotonic()
+        for partition, state in self.partitions.items():
+            self._settle(partition, state)  # the charts follow what the totals move
+            try:
+                self.snapshots.save(partition, state, self.covered.get(partition, ()))
+            except OSError as exc:
+                # Only the next restart is slower (a full rebuild); say so, once per try.
+                self.metrics.snapshot_failures.inc()
+                log.error("state snapshot of partition %d not written: %s", partition, exc)
+        log.info("state snapshots written in %.2f s", time.monotonic() - began)
+
+    def _install(
+        self,
+        states: dict[int, PartitionState],
+        covered: dict[int, set[str]],
+        unreadable: list[int],
+    ) -> None:
         self.skipped_segments = unreadable
         if unreadable:
             self.metrics.unreadable_segments.inc(len(unreadable))
@@ -181,13 +280,15 @@ class OutcomeEngine:
                 "%d changelog segments could not be read and were skipped (partitions %s)",
                 len(unreadable), sorted(set(unreadable)),
             )  # fmt: skip
-        self.partitions = {p: rebuilt(batches) for p, batches in owned.items()}
+        for state in states.values():
+            settle(state)  # a snapshot's tail: the charts rebuild from the settled state
+        self.partitions, self.covered = states, covered
         self.drift.rebuild(self.partitions)
         if self.followup is not None:
             self.followup.rebuild(self.partitions)
         self.metrics.rebuilds.inc()
         self._refresh_held()
-        log.info("cohort totals rebuilt for partitions %s", sorted(active_partitions))
+        log.info("cohort totals rebuilt for partitions %s", sorted(states))
 
     def changelog_check(self) -> list[Check]:
         """Red (readiness) while the held state lacks segments it could not read."""

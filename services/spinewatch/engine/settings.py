@@ -131,6 +131,13 @@ class Settings(StrictEnvSettings, KafkaSecurity):
     )
     store: Literal["memory://", "rocksdb://"] = "memory://"
     data_dir: Path = Field(default=Path(".spinewatch-data"), description="RocksDB/faust data.")
+    snapshot_every_s: float = Field(
+        default=300.0,
+        ge=1.0,
+        description="With the RocksDB store: seconds between snapshots of the outcome state "
+        "in data_dir (also written at a clean stop), so a restart applies only the segments "
+        "after them.",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port.")
     web_port: int = Field(

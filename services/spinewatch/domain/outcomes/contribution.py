@@ -69,8 +69,10 @@ __all__ = [
     "CohortKey",
     "Contribution",
     "Tally",
+    "aggregate_key",
     "contribution_of",
     "followup_delta",
+    "keyed_followup_delta",
     "levels_assessed_with",
     "levels_leaking_on",
     "levels_with_leakage_at",
@@ -121,9 +123,7 @@ AggregateKey = tuple[CohortKey, str | None]
 @dataclass(frozen=True, slots=True)
 class Contribution:
     key: AggregateKey  # shared by every procedure of the cohort and operator
-    # Owned by the partition state's cache, which extends it in place when a
-    # follow-up joins (see `followup_delta`): never shared with totals.
-    tally: Tally
+    tally: Tally  # never shared with totals
     # Clinical time of the procedure: orders the site's cases on drift charts.
     occurred_at_us: int = 0
 
@@ -160,14 +160,17 @@ _AGGREGATE_KEYS: dict[tuple[str, str, str, str | None], AggregateKey] = {}
 
 
 def _aggregate_key(procedure: ProcedureFact) -> AggregateKey:
+    return aggregate_key(
+        procedure.site_id, procedure.procedure_type, procedure.indication, procedure.operator_ref
+    )
+
+
+def aggregate_key(
+    site_id: str, procedure_type: str, indication: str, operator_ref: str | None
+) -> AggregateKey:
     # One key object per cohort and operator, shared: cheaper than building
     # enums per procedure, and the totals dict then hashes a cached object.
-    raw = (
-        procedure.site_id,
-        procedure.procedure_type,
-        procedure.indication,
-        procedure.operator_ref,
-    )
+    raw = (site_id, procedure_type, indication, operator_ref)
     key = _AGGREGATE_KEYS.get(raw)
     if key is None:
         cohort = CohortKey(raw[0], ProcedureType(raw[1]), Indication(raw[2]))
@@ -238,7 +241,12 @@ def _count_followup(tally: Tally, followup: FollowupFact, pre: int | None) -> No
 
 
 def followup_delta(record: ProcedureRecord) -> Tally | None:
-    """What the record's newest fact, a follow-up, adds to its contribution.
+    keyed = keyed_followup_delta(record)
+    return None if keyed is None else keyed[1]
+
+
+def keyed_followup_delta(record: ProcedureRecord) -> tuple[AggregateKey, Tally] | None:
+    """What the record's newest fact, a follow-up, adds to its contribution, and where.
 
     The common update (a follow-up for a known procedure) changes a
     contribution by that follow-up's tallies alone, provided nothing in the
@@ -270,7 +278,7 @@ def followup_delta(record: ProcedureRecord) -> Tally | None:
         return None  # may replace another visit's outcome (latest assessment wins)
     delta: Tally = {}
     _count_followup(delta, followup, procedure.pre_vas)
-    return delta
+    return _aggregate_key(procedure), delta
 
 
 def _add_moments(tally: Tally, names: tuple[str, str, str], scaled: int) -> None:

@@ -17,36 +17,125 @@ totals settles first, so a read is always exact.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from spinewatch.domain.outcomes import packed
 from spinewatch.domain.outcomes.aggregates import add_into, replace_contribution
 from spinewatch.domain.outcomes.contribution import (
     AggregateKey,
     Contribution,
     Tally,
     contribution_of,
-    followup_delta,
+    keyed_followup_delta,
 )
 from spinewatch.domain.outcomes.facts import Fact
-from spinewatch.domain.outcomes.records import ProcedureRecord, apply_fact
+from spinewatch.domain.outcomes.records import ProcedureRecord
 
 Totals = dict[AggregateKey, Tally]
 FactItem = tuple[bytes, Fact]  # (procedure id as UUID bytes, fact)
+Packed = dict[bytes, bytes]  # procedure id -> its record, packed
 
-_EMPTY = ProcedureRecord()
+# Contributions computed at settles and kept for their next reader (the
+# drift charts, at their next refresh), at most this many per partition.
+RECENT_CONTRIBUTIONS = 20_000
+
+
+class Records(Mapping[bytes, ProcedureRecord]):
+    """The partition's records, decoded from their packed form when read."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed_records: Packed) -> None:
+        self._packed = packed_records
+
+    def __getitem__(self, procedure_id: bytes) -> ProcedureRecord:
+        return ProcedureRecord(packed.unpack(self._packed[procedure_id]))
+
+    def get(self, procedure_id: bytes, default: object = None) -> ProcedureRecord | None:  # type: ignore[override]
+        raw = self._packed.get(procedure_id)
+        return default if raw is None else ProcedureRecord(packed.unpack(raw))  # type: ignore[return-value]
+
+    def __contains__(self, procedure_id: object) -> bool:
+        return procedure_id in self._packed
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._packed)
+
+    def __reversed__(self) -> Iterator[bytes]:
+        return reversed(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
+class Contributions(Mapping[bytes, Contribution]):
+    """Each known record's contribution, computed when read (voided and
+    not-yet-known records have none)."""
+
+    __slots__ = ("_dirty", "_packed", "_unknown", "recent")
+
+    def __init__(
+        self, packed_records: Packed, unknown: set[bytes], dirty: Mapping[bytes, object]
+    ) -> None:
+        self._packed, self._unknown, self._dirty = packed_records, unknown, dirty
+        # Each settled record's contribution as of its last settle, for the
+        # records settled lately (see RECENT_CONTRIBUTIONS): the drift charts
+        # read them next, and the next settle of the record starts from it.
+        self.recent: dict[bytes, Contribution] = {}
+
+    def get(self, procedure_id: bytes, default: object = None) -> Contribution | None:  # type: ignore[override]
+        if procedure_id not in self._dirty:  # a dirty record's entry is its old one
+            found = self.recent.get(procedure_id)
+            if found is not None:
+                return found
+        raw = self._packed.get(procedure_id)
+        found = None if raw is None else contribution_of(ProcedureRecord(packed.unpack(raw)))
+        return default if found is None else found  # type: ignore[return-value]
+
+    def __getitem__(self, procedure_id: bytes) -> Contribution:
+        found = self.get(procedure_id)
+        if found is None:
+            raise KeyError(procedure_id)
+        return found
+
+    def __contains__(self, procedure_id: object) -> bool:
+        return isinstance(procedure_id, bytes) and self.get(procedure_id) is not None
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Settled records are known by `unknown`; only dirty ones are decoded.
+        unknown, dirty = self._unknown, self._dirty
+        for procedure_id, raw in self._packed.items():
+            if procedure_id in dirty:
+                if ProcedureRecord(packed.unpack(raw)).live().procedure is not None:
+                    yield procedure_id
+            elif procedure_id not in unknown:
+                yield procedure_id
+
+    def __reversed__(self) -> Iterator[bytes]:  # as a dict's, in reverse
+        return reversed(list(self))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(slots=True)
 class PartitionState:
-    records: dict[bytes, ProcedureRecord] = field(default_factory=dict)
-    # Last contribution of each record, so an update can subtract it.
-    contributions: dict[bytes, Contribution] = field(default_factory=dict)
+    packed: Packed = field(default_factory=dict)
     totals: Totals = field(default_factory=dict)
-    # Records changed since the totals were last settled, with how many facts
-    # each gained.
-    dirty: Counter[bytes] = field(default_factory=Counter)
+    # Records changed since the totals were last settled: each with its
+    # packed form at that settle (None: it had no record) and how many facts
+    # it gained since.
+    dirty: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
+    # Settled records with no contribution (no live procedure): few, and they
+    # spare decoding every record to list the contributions.
+    unknown: set[bytes] = field(default_factory=set)
+    records: Records = field(init=False)
+    contributions: Contributions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.records = Records(self.packed)
+        self.contributions = Contributions(self.packed, self.unknown, self.dirty)
 
 
 def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem]:
@@ -56,8 +145,20 @@ def apply_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactIt
     so the caller persists only what changed and counts the rest as
     duplicates. The totals are not moved until `settle`.
     """
-    new = add_facts(state, items)
-    state.dirty.update(procedure_id for procedure_id, _ in new)
+    records, dirty = state.packed, state.dirty
+    new: list[FactItem] = []
+    for item in items:
+        procedure_id, fact = item
+        record = records.get(procedure_id)
+        if record is None:
+            records[procedure_id] = packed.pack((fact,))
+        elif packed.holds(record, fact.event_id):
+            continue
+        else:
+            records[procedure_id] = packed.appended(record, fact)
+        new.append(item)
+        before = dirty.get(procedure_id)
+        dirty[procedure_id] = (record, 1) if before is None else (before[0], before[1] + 1)
     return new
 
 
@@ -69,57 +170,59 @@ def settle(state: PartitionState) -> Collection[bytes]:
     """
     if not state.dirty:
         return ()
-    dirty, state.dirty = state.dirty, Counter()
-    # A record that gained exactly one fact may take the follow-up fast path.
-    refresh_contributions(state, dirty, single_fact={p for p, n in dirty.items() if n == 1})
-    return dirty.keys()
-
-
-def add_facts(state: PartitionState, items: Iterable[FactItem]) -> list[FactItem]:
-    """Add facts to their records without touching the totals (see `refresh_contributions`)."""
-    records = state.records
-    new: list[FactItem] = []
-    for item in items:
-        procedure_id, fact = item
-        record = records.get(procedure_id, _EMPTY)
-        updated = apply_fact(record, fact)
-        if updated is not record:
-            records[procedure_id] = updated
-            new.append(item)
-    return new
-
-
-def refresh_contributions(
-    state: PartitionState, procedure_ids: Iterable[bytes], single_fact: Container[bytes] = ()
-) -> None:
-    """Recompute the contribution of each named record, once, and move the totals.
-
-    For a record in `single_fact` (its newest fact is the only one added
-    since its contribution was computed), a follow-up is added as a delta
-    when `followup_delta` allows it: same result, a fraction of the work.
-    """
-    records, contributions, totals = state.records, state.contributions, state.totals
-    for procedure_id in procedure_ids:
-        record = records[procedure_id]
-        old = contributions.get(procedure_id)
-        if old is not None and procedure_id in single_fact:
-            delta = followup_delta(record)
-            if delta is not None:
-                old.tally.update(delta)  # names new to it: see followup_delta
-                add_into(totals[old.key], delta)
+    dirty = dict(state.dirty)
+    state.dirty.clear()  # the same dict: `contributions` reads it
+    recent, unknown = state.contributions.recent, state.unknown
+    if len(recent) > RECENT_CONTRIBUTIONS:
+        recent.clear()
+    totals, records = state.totals, state.packed
+    for procedure_id, (before, gained) in dirty.items():
+        record = ProcedureRecord(packed.unpack(records[procedure_id]))
+        old = recent.pop(procedure_id, None)  # its contribution as of `before`, if kept
+        if gained == 1 and before is not None:
+            # A record that gained one fact, a follow-up, may take the fast path.
+            keyed = keyed_followup_delta(record)
+            if keyed is not None:
+                key, delta = keyed
+                add_into(totals[key], delta)
+                if old is not None:  # the delta's names are new to it: see followup_delta
+                    recent[procedure_id] = Contribution(
+                        key, {**old.tally, **delta}, old.occurred_at_us
+                    )
                 continue
+        if old is None and before is not None:
+            old = contribution_of(ProcedureRecord(packed.unpack(before)))
         new = contribution_of(record)
         replace_contribution(totals, old, new)
         if new is None:
-            contributions.pop(procedure_id, None)
+            unknown.add(procedure_id)
         else:
-            contributions[procedure_id] = new
+            unknown.discard(procedure_id)
+            recent[procedure_id] = new
+    return dirty.keys()
 
 
 def rebuilt(segments: Iterable[Iterable[FactItem]]) -> PartitionState:
     """A partition's state from its changelog segments, in any order."""
     state = PartitionState()
+    records = state.packed
     for segment in segments:
-        add_facts(state, segment)
-    refresh_contributions(state, list(state.records))
+        for procedure_id, fact in segment:
+            record = records.get(procedure_id)
+            if record is None:
+                records[procedure_id] = packed.pack((fact,))
+            elif not packed.holds(record, fact.event_id):
+                records[procedure_id] = packed.appended(record, fact)
+    totals = state.totals
+    for procedure_id, raw in state.packed.items():
+        contribution = contribution_of(ProcedureRecord(packed.unpack(raw)))
+        if contribution is None:
+            state.unknown.add(procedure_id)
+        else:
+            add_into(totals.setdefault(contribution.key, {}), contribution.tally)
     return state
+
+
+def state_of(packed_records: Packed, totals: Totals, unknown: set[bytes]) -> PartitionState:
+    """A settled partition's state from what it holds (a snapshot)."""
+    return PartitionState(packed_records, totals, unknown=unknown)
