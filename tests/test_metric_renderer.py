@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from spinewatch.adapters.http import MetricsServer
@@ -28,7 +29,7 @@ from spinewatch.demo.synthetic.cohort import SiteProfile, encode, generate_cohor
 from spinewatch.engine import outcomes
 from spinewatch.engine.bootstrap import running_worker
 from spinewatch.engine.ingest import MessageOrigin, ingest_batch
-from spinewatch.engine.metric_renderer import MetricRenderer
+from spinewatch.engine.metric_renderer import MetricRenderer, exposition
 from spinewatch.engine.metrics import DriftCollector, OutcomeCollector
 from spinewatch.engine.outcomes import OutcomeEngine
 from tests.conftest import SettingsFactory
@@ -139,6 +140,37 @@ async def test_a_scrape_does_no_settle_work_and_serves_the_last_rendering(
         direct.register(collector)
     truth = outcome_samples(_parsed(generate_latest(direct).decode()))
     assert outcome_samples(after) == truth
+
+
+class _Awkward:
+    """Families and values the fast writer must write exactly as prometheus_client does."""
+
+    def collect(self) -> Any:
+        gauge = GaugeMetricFamily(
+            "spinewatch_test_awkward", 'Help with a \\ backslash,\na newline and "quotes".',
+            labels=("site", "a_label"),
+        )  # fmt: skip
+        values = (float("nan"), float("inf"), float("-inf"), 1e7, 123456789.0, 0.1, -0.0, 3)
+        texts = ('quote "x"', "back\\slash", "new\nline", "ünïcödé", "", "a,b=c", "{}", "ok")
+        for text, number in zip(texts, values, strict=True):
+            gauge.add_metric([text, text[::-1]], number)
+        plain = GaugeMetricFamily("spinewatch_test_plain", "No labels.")
+        plain.add_metric([], 2.5)
+        counter = CounterMetricFamily("spinewatch_test_things", "A counter.", labels=("kind",))
+        counter.add_metric(["x"], 4)
+        return [gauge, plain, counter]
+
+
+def test_the_fast_writer_writes_what_prometheus_client_writes() -> None:
+    engine = OutcomeEngine(CollectorRegistry())
+    for offset, raw in enumerate(_fact_batches(_events(60))):
+        engine.apply({}, 0, offset, raw)
+    registry = CollectorRegistry()
+    for collector in [*_collectors(engine), _Awkward()]:
+        registry.register(collector)
+    ours = exposition(registry.collect())
+    assert ours == generate_latest(registry)
+    assert len(_parsed(ours.decode())) > 100  # a real page, cohorts included
 
 
 def test_the_renderer_is_not_ready_before_its_first_rendering_nor_after_a_failed_one() -> None:

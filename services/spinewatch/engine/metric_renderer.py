@@ -26,10 +26,13 @@ in the age gauge, rather than ingest stalling.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from spinewatch.runtime.health import Check
 from spinewatch.runtime.supervisor import Heartbeat, LoopBody
@@ -82,7 +85,7 @@ class MetricRenderer:
         """Collect the slow collectors into text (on the event loop: between stream steps)."""
         began = self._clock()
         try:
-            body = generate_latest(self.registry)
+            body = exposition(self.registry.collect())
         except Exception as exc:
             self.error = f"a metrics rendering failed: {type(exc).__name__}"
             raise
@@ -114,3 +117,69 @@ class MetricRenderer:
             reason = "cohort metrics not rendered yet"
             return [Check("metrics-rendered", False, reason, liveness=False)]
         return [Check("metrics-rendered", True)]
+
+
+# Names prometheus_client writes unchanged (legacy names need no escaping).
+_PLAIN_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_PLAIN_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def exposition(metrics: Iterable[Metric]) -> bytes:
+    """`generate_latest`'s text format, byte for byte, written faster for gauges.
+
+    At 50,000 procedures the rendering writes ~15,000 gauge samples, and
+    prometheus_client's writer validated and escaped every label name of
+    every sample again: ~40% of a rendering (cProfile). Here a family's label
+    order is sorted once, names are checked once per family, and values are
+    escaped as prometheus_client escapes them. Any family that is not a plain
+    gauge goes through `generate_latest` itself.
+    """
+    out: list[str] = []
+    for metric in metrics:
+        lines = _gauge_lines(metric)
+        out.extend(lines if lines is not None else [generate_latest(_One(metric)).decode()])
+    return "".join(out).encode("utf-8")
+
+
+def _gauge_lines(metric: Metric) -> list[str] | None:
+    name = metric.name
+    if metric.type != "gauge" or not _PLAIN_NAME.fullmatch(name):
+        return None
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    lines = [f"# HELP {name} {doc}\n# TYPE {name} gauge\n"]
+    orders: dict[tuple[str, ...], list[str]] = {}
+    for sample in metric.samples:
+        if sample.name != name or sample.timestamp is not None or sample.exemplar is not None:
+            return None
+        labels = sample.labels
+        if not labels:
+            lines.append(f"{name} {_go_float(sample.value)}\n")
+            continue
+        keys = tuple(labels)
+        order = orders.get(keys)
+        if order is None:
+            if not all(_PLAIN_LABEL.fullmatch(key) for key in keys):
+                return None
+            order = orders[keys] = sorted(keys)
+        text = ",".join(f'{key}="{_escape(labels[key])}"' for key in order)
+        lines.append(f"{name}{{{text}}} {_go_float(sample.value)}\n")
+    return lines
+
+
+def _go_float(value: float) -> str:
+    text: str = _untyped_go_float(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class _One:
+    """One metric family as a collector, for `generate_latest`."""
+
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> list[Metric]:
+        return [self.metric]
