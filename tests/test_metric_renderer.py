@@ -38,6 +38,7 @@ from tests.support import (
     Sample,
     outcome_samples,
     produce,
+    rendered_all_applied,
     scrape_async,
     sum_by,
     value,
@@ -96,7 +97,8 @@ class _Calls:
 async def test_a_scrape_does_no_settle_work_and_serves_the_last_rendering(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = OutcomeEngine(CollectorRegistry())
+    live = CollectorRegistry()  # the engine's counters are live, as in a worker
+    engine = OutcomeEngine(live)
     events = _events(40)
     # Two halves, one or more fact batches each (one site: one batch per call).
     batches = _fact_batches(events[: len(events) // 2])
@@ -105,8 +107,7 @@ async def test_a_scrape_does_no_settle_work_and_serves_the_last_rendering(
     table: dict[str, bytes] = {}
     for offset, raw in enumerate(batches[:half]):
         engine.apply(table, 0, offset, raw)
-    live = CollectorRegistry()
-    renderer = MetricRenderer(live, interval_s=0.5)
+    renderer = MetricRenderer(live, interval_s=0.5, covers=engine.metrics.applied._value.get)
     for collector in _collectors(engine):
         renderer.registry.register(collector)
     calls = _Calls(engine, monkeypatch)
@@ -134,6 +135,10 @@ async def test_a_scrape_does_no_settle_work_and_serves_the_last_rendering(
         assert outcome_samples(page) == outcome_samples(before)
         assert ("spinewatch_metrics_render_age_seconds", frozenset()) in page
     assert denominator(after) > denominator(before)
+    # Whether a page covers every event applied is on the page itself.
+    assert rendered_all_applied(before)
+    assert not any(rendered_all_applied(page) for page in scraped)
+    assert rendered_all_applied(after)
     # Exact: the served page is what the collectors give for the same state.
     direct = CollectorRegistry()
     for collector in _collectors(engine):

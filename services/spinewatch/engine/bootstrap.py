@@ -194,7 +194,9 @@ async def running_worker(
         health=stream,
     )
     app = streams.app
-    renderer = MetricRenderer(registry, settings.metrics_render_interval_s)
+    renderer = MetricRenderer(
+        registry, settings.metrics_render_interval_s, covers=engine.metrics.applied._value.get
+    )
     _register_outcome_metrics(renderer.registry, engine, app, settings)
     metrics = MetricsServer(
         registry, settings.metrics_host, settings.metrics_port, rendered=renderer

@@ -51,6 +51,7 @@ class MetricRenderer:
         live: CollectorRegistry,
         interval_s: float,
         *,
+        covers: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The slow collectors register here, never on the scraped registry.
@@ -58,6 +59,10 @@ class MetricRenderer:
         self.interval_s = interval_s
         self.stale_after_s = render_stale_after_s(interval_s)
         self._clock = clock
+        # A progress count (events applied) as of the last rendering: a
+        # reader compares it with the live count to know the page covers it.
+        self._covers = covers
+        self.covered = 0.0
         self.body = b""
         self.rendered_at: float | None = None
         self.took_s = 0.0
@@ -74,6 +79,13 @@ class MetricRenderer:
             registry=live,
         )
         took.set_function(lambda: self.took_s)
+        covered = Gauge(
+            "spinewatch_metrics_render_events_applied",
+            "spinewatch_events_applied_total when the metrics on this page were rendered: "
+            "equal to it once they cover every event applied.",
+            registry=live,
+        )
+        covered.set_function(lambda: self.covered)
 
     def age_s(self) -> float:
         """Seconds since the last rendering (0 before the first: nothing to be stale)."""
@@ -84,12 +96,13 @@ class MetricRenderer:
     def render(self) -> None:
         """Collect the slow collectors into text (on the event loop: between stream steps)."""
         began = self._clock()
+        covered = self._covers()  # nothing is applied while this runs: one event loop
         try:
             body = exposition(self.registry.collect())
         except Exception as exc:
             self.error = f"a metrics rendering failed: {type(exc).__name__}"
             raise
-        self.body, self.error = body, ""
+        self.body, self.error, self.covered = body, "", covered
         self.rendered_at = self._clock()
         self.took_s = round(self.rendered_at - began, 4)
 
