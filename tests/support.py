@@ -227,6 +227,13 @@ OUTCOME_PREFIXES = (
 )
 
 
+def rendered_all_applied(samples: dict[Sample, float]) -> bool:
+    """The page's cohort, drift and follow-up metrics cover every event the worker applied
+    (they are rendered off the scrape: engine/metric_renderer.py)."""
+    rendered = samples.get(("spinewatch_metrics_render_events_applied", frozenset()))
+    return rendered == sum_by(samples, "spinewatch_events_applied_total")
+
+
 def value(samples: dict[Sample, float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 

@@ -19,6 +19,7 @@ from tests.support import (
     Sample,
     outcome_samples,
     produce,
+    rendered_all_applied,
     running_worker,
     scrape_async,
     sum_by,
@@ -63,14 +64,18 @@ async def _clean_pass(
 
         # And every site's own chart design in place (calibrated in the background).
         async def designed() -> dict[Sample, float]:
-            return outcome_samples(await scrape_async(f"{worker.metrics.url}/metrics"))
+            return await scrape_async(f"{worker.metrics.url}/metrics")
 
-        return await wait_until(
+        samples = await wait_until(
             designed,
-            lambda s: s.get(("spinewatch_drift_design_pending", frozenset())) == 0,
+            lambda s: (
+                s.get(("spinewatch_drift_design_pending", frozenset())) == 0
+                and rendered_all_applied(s)
+            ),
             120,
-            "every site designed",
+            "every site designed, on a page rendered after every event",
         )
+        return outcome_samples(samples)
 
 
 def _summed_counts(scrapes: list[dict[Sample, float]]) -> dict[Sample, float]:

@@ -36,7 +36,14 @@ from spinewatch.demo.synthetic.cohort import (
 from spinewatch.engine.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.expectation import expected_counts, observed_counts
-from tests.support import Sample, produce, scrape_async, sum_by, wait_until
+from tests.support import (
+    Sample,
+    produce,
+    rendered_all_applied,
+    scrape_async,
+    sum_by,
+    wait_until,
+)
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -215,6 +222,7 @@ async def _truth(worker: WorkerProcess, events: int) -> dict[Sample, float]:
         lambda s: (
             sum_by(s, "spinewatch_events_applied_total") >= events
             and s.get(("spinewatch_drift_design_pending", frozenset())) == 0
+            and rendered_all_applied(s)
         ),
         180,
         "the single worker to apply every event and design every site",

@@ -6,6 +6,11 @@ totals between two stream steps, never halfway through an update, with no
 locks. faust's own web server stays off (it would serve /table endpoints
 that expose patient state).
 
+A scrape renders only the registry it was given: counters, gauges and
+health checks, whose cost does not grow with the procedures held. Metrics
+that do (the cohorts, charts and follow-ups) are rendered elsewhere into
+`rendered.body` (`engine/metric_renderer.py`) and served as they are.
+
 /healthz answers 200 while every liveness check passes and 503 otherwise;
 /readyz the same over every check (see `spinewatch.runtime.health`). Both list the
 checks with the reason of each failing one. A scrape whose collectors
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -26,6 +31,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from spinewatch.runtime.health import Check, report
 
 log = logging.getLogger(__name__)
+
+
+class Rendered(Protocol):
+    """Exposition text rendered off the scrape, appended to every answer."""
+
+    body: bytes
 
 
 class MetricsServer:
@@ -36,8 +47,11 @@ class MetricsServer:
         port: int,
         checks: Callable[[], list[Check]] = list,
         extra: Callable[[], dict[str, Any]] = dict,
+        *,
+        rendered: Rendered | None = None,
     ) -> None:
         self._registry = registry
+        self.rendered = rendered
         self.checks = checks
         self.extra = extra
         self.host = host
@@ -73,6 +87,9 @@ class MetricsServer:
         try:
             self.checks()  # spinewatch_health_check_ok as of this scrape
             body = generate_latest(self._registry)
+            if self.rendered is not None:
+                # Its families are disjoint from the registry's: one valid page.
+                body += self.rendered.body
         except Exception as exc:
             self.scrape_error = f"a scrape failed: {type(exc).__name__}"
             log.error("/metrics failed: %s", type(exc).__name__)

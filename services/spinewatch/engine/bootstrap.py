@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from spinewatch.domain.drift.site_design import (
     SiteBudget,
     default_volume,
     default_volume_of,
-    provisional_plan,
 )
 from spinewatch.domain.drift.vas_drift import design_vas_charts
 from spinewatch.domain.followup.book import CompletenessDesign
@@ -41,10 +41,12 @@ from spinewatch.engine.control_reader import ControlReader, control_consumer
 from spinewatch.engine.drift_monitor import DriftMonitor
 from spinewatch.engine.followup_monitor import FollowupMonitor
 from spinewatch.engine.ingest_pool import IngestPool
+from spinewatch.engine.metric_renderer import MetricRenderer
 from spinewatch.engine.outcomes import OutcomeEngine
 from spinewatch.engine.settings import Settings
 from spinewatch.engine.silence_monitor import SilenceCollector, SilenceMonitor
 from spinewatch.engine.site_designs import SiteDesigner, cache_in
+from spinewatch.engine.startup import log_ready
 from spinewatch.engine.stream_steps import publish_outbox
 from spinewatch.errors import BrokerNotConfigured, BrokerUnavailable, SigningKeyMissing
 from spinewatch.runtime.health import Check
@@ -140,6 +142,8 @@ class RunningWorker:
     supervisor: Supervisor
     # Set when the supervisor gave up: the process should exit non-zero.
     gave_up: asyncio.Event
+    # Renders the cohort, drift and follow-up metrics /metrics serves.
+    renderer: MetricRenderer
 
     def active_partitions(self) -> set[int]:
         return active_partitions(self.app, self.settings)
@@ -157,18 +161,8 @@ async def running_worker(
     settings: Settings, brokers: str, startup_timeout_s: float = 60.0
 ) -> AsyncIterator[RunningWorker]:
     """Start one worker on the current event loop; stop it on exit."""
-    keyring, security = signing_keyring(settings), kafka_security(settings)
-    await ensure_topics(
-        brokers,
-        settings.topics.names(),
-        settings.partitions,
-        security=security,
-        configs=settings.topics.configs(),
-        replication_factor=settings.replication_factor,
-    )  # refuses topics with another partition count (TopicMismatch)
-    tune_gc(settings.gc_young_threshold)
-    # `_created` series would double every counter for no use on a dashboard.
-    disable_created_metrics()  # type: ignore[no-untyped-call]
+    began = time.monotonic()
+    keyring, security = await _prepare(settings, brokers)
     registry = CollectorRegistry()
     gave_up = asyncio.Event()
     supervisor = Supervisor(
@@ -177,7 +171,9 @@ async def running_worker(
         give_up_after_s=settings.give_up_after_s,
         on_give_up=lambda _reason: gave_up.set(),
     )
+    topics_at = time.monotonic()
     engine = outcome_engine(registry, settings)
+    designed_at = time.monotonic()
     limits = settings.ingest_limits
     pool = IngestPool(settings.ingest_processes, settings.ingest_chunk_bytes, limits)
     stream = StreamHealth(
@@ -198,20 +194,20 @@ async def running_worker(
         health=stream,
     )
     app = streams.app
-    _register_outcome_metrics(registry, engine, app, settings)
-    metrics = MetricsServer(registry, settings.metrics_host, settings.metrics_port)
-    worker = RunningWorker(settings, engine, app, metrics, supervisor, gave_up)
+    renderer = MetricRenderer(
+        registry, settings.metrics_render_interval_s, covers=engine.metrics.applied._value.get
+    )
+    _register_outcome_metrics(renderer.registry, engine, app, settings)
+    metrics = MetricsServer(
+        registry, settings.metrics_host, settings.metrics_port, rendered=renderer
+    )
+    worker = RunningWorker(settings, engine, app, metrics, supervisor, gave_up, renderer)
     metrics.checks, metrics.extra = supervisor.checks, worker.health
     probe = LagProbe(
         brokers, settings.app_id, (settings.events_topic, settings.facts_topic), security=security
     )
     supervisor.spawn(
         "lag-probe", probing(probe, stream, settings.probe_interval_s), stale_after_s=None
-    )
-    supervisor.spawn(
-        "drift",
-        _publishing_drift(engine, streams, settings),
-        stale_after_s=max(30.0, 10 * settings.drift_interval_s),
     )
     # Chart resets: every one known before the charts announce anything.
     control = ControlReader(
@@ -224,11 +220,9 @@ async def running_worker(
         timeout_s=settings.broker_timeout_s,
         max_value_bytes=settings.deadletter_max_bytes,
     )
-    supervisor.spawn("control", control.run, stale_after_s=30.0)
+    _supervise(supervisor, worker, streams, control)
     for checks in (stream.checks, control.checks, lambda: faust_checks(app)):
         supervisor.add_checks(checks)
-    supervisor.add_checks(metrics.metrics_check)
-    supervisor.add_checks(engine.changelog_check)
     started = asyncio.Event()
 
     async def on_startup_finished() -> None:
@@ -237,14 +231,18 @@ async def running_worker(
     app.on_startup_finished = on_startup_finished
     await metrics.start()
     try:
-        await pool.start()
-        await app.start()
+        # The ingest processes import their modules while faust starts and
+        # joins the group (~2 s of a start-up on 2 busy cores, measured).
+        await asyncio.gather(pool.start(), app.start())
         try:
             await asyncio.wait_for(started.wait(), startup_timeout_s)
         except TimeoutError:
             raise BrokerUnavailable(f"worker did not start within {startup_timeout_s} s") from None
+        designer = engine.drift.designer
+        log_ready(began, topics_at, designed_at, designer.calibrations if designer else 0)
         await probe.start()
         await supervisor.start()
+        _warm_up(engine)
         yield worker
     finally:
         # Our loops first: a drift send must not race the producer's stop.
@@ -257,6 +255,46 @@ async def running_worker(
         except TimeoutError:
             log.error("worker did not stop within %s s; abandoning it", settings.stop_timeout_s)
         await _stop_helpers(pool, metrics, engine)
+
+
+def _warm_up(engine: OutcomeEngine) -> None:
+    """Once ready: SciPy and the provisional charts' run lengths, on the design thread."""
+    if engine.drift.designer is not None:
+        engine.drift.designer.warm_up(engine.drift.charts)
+
+
+async def _prepare(settings: Settings, brokers: str) -> tuple[Keyring, KafkaSecurity]:
+    """Keys, security, topics and process settings: what comes before the engine."""
+    keyring, security = signing_keyring(settings), kafka_security(settings)
+    await ensure_topics(
+        brokers,
+        settings.topics.names(),
+        settings.partitions,
+        security=security,
+        configs=settings.topics.configs(),
+        replication_factor=settings.replication_factor,
+    )  # refuses topics with another partition count (TopicMismatch)
+    tune_gc(settings.gc_young_threshold)
+    # `_created` series would double every counter for no use on a dashboard.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return keyring, security
+
+
+def _supervise(
+    supervisor: Supervisor, worker: RunningWorker, streams: Streams, control: ControlReader
+) -> None:
+    """The worker's own loops, and the checks of its metrics and state."""
+    engine, settings, renderer = worker.engine, worker.settings, worker.renderer
+    supervisor.spawn(
+        "drift",
+        _publishing_drift(engine, streams, settings),
+        stale_after_s=max(30.0, 10 * settings.drift_interval_s),
+    )
+    supervisor.spawn("control", control.run, stale_after_s=30.0)
+    supervisor.spawn("metrics-render", renderer.loop(), stale_after_s=renderer.stale_after_s)
+    supervisor.add_checks(worker.metrics.metrics_check)
+    supervisor.add_checks(renderer.checks)
+    supervisor.add_checks(engine.changelog_check)
 
 
 async def _stop_helpers(pool: IngestPool, metrics: MetricsServer, engine: OutcomeEngine) -> None:
@@ -299,23 +337,14 @@ def drift_monitor(settings: Settings, *, background: bool = True) -> DriftMonito
     nothing to chart, an unreachable ARL0) stops the worker at start-up
     with the reason, not mid-stream. The charts designed here are the
     provisional ones (per stratum, at the default volume): a site's own
-    designs follow from its cases (`domain/drift/site_design.py`).
-    `background=False` calibrates in the caller's thread (test references).
+    designs follow from its cases (`domain/drift/site_design.py`). They
+    come from the design cache under `data_dir` when it has them (a
+    restart: no calibration, no SciPy import), else they are calibrated
+    here and cached for the next start.
+    `background=False` calibrates site designs in the caller's thread (test references).
     """
     catalog = load_catalog()
     months = settings.drift_arl0_months
-    charts: list[AnyChart] = []
-    metrics = monitorable_metrics()
-    for metric in settings.drift_metrics:
-        target = target_arl0_cases(months, default_volume_of(metrics[metric].unit))
-        charts.extend(design_charts(catalog, [metric], settings.drift_odds_ratios, target))
-    if settings.drift_vas_timepoints:
-        target = target_arl0_cases(months, default_volume_of("patient"))
-        charts.extend(
-            design_vas_charts(
-                catalog, settings.drift_vas_timepoints, settings.drift_vas_shift_sd, target
-            )
-        )
     budgets = {
         site: SiteBudget(
             override.arl0_months if override.arl0_months is not None else months,
@@ -324,9 +353,29 @@ def drift_monitor(settings: Settings, *, background: bool = True) -> DriftMonito
         for site, override in settings.drift_site_budgets.items()
     }
     designer = SiteDesigner(months, budgets, cache_in(settings.data_dir), background=background)
+    charts: list[AnyChart] = []
+    metrics = monitorable_metrics()
+    for metric in settings.drift_metrics:
+        target = target_arl0_cases(months, default_volume_of(metrics[metric].unit))
+        charts.extend(
+            design_charts(
+                catalog, [metric], settings.drift_odds_ratios, target, designer.provisional_rate
+            )
+        )
+    if settings.drift_vas_timepoints:
+        target = target_arl0_cases(months, default_volume_of("patient"))
+        charts.extend(
+            design_vas_charts(
+                catalog,
+                settings.drift_vas_timepoints,
+                settings.drift_vas_shift_sd,
+                target,
+                designer.provisional_vas,
+            )
+        )
     for chart in charts:
-        # The provisional design of a site on the default budget is this one.
-        designer.cache.put(provisional_plan(chart, months, default_volume(chart)).key, chart.design)
+        # Cached under the key of a site's provisional plan on the default
+        # budget (`provisional_rate`/`provisional_vas` used the same key).
         log.info(
             "drift chart %s (provisional, %g/month): h=%.3f, ARL0 %.0f, ARL1 %.0f cases, %d strata",
             chart.name,
@@ -336,6 +385,10 @@ def drift_monitor(settings: Settings, *, background: bool = True) -> DriftMonito
             chart.design.arl1,
             len(chart.strata),
         )
+    log.info(
+        "drift charts: %d provisional designs, %d calibrated now (the rest from %s)",
+        len(charts), designer.calibrations, designer.cache.path,
+    )  # fmt: skip
     return DriftMonitor(tuple(charts), settings.drift_resolve_after_cases, designer)
 
 

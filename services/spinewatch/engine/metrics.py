@@ -1,4 +1,8 @@
-"""Prometheus exposition of the cohort metrics, computed at scrape time.
+"""Prometheus exposition of the cohort metrics, computed when they are rendered.
+
+The worker renders these collectors on a loop of their own and /metrics
+serves the last rendering (`engine/metric_renderer.py`): what they cost
+grows with the state held, and a scrape must not.
 
 Only bounded dimensions become labels: site, procedure, indication,
 operator (a pseudonymous code issued by the site), metric and timepoint.
@@ -215,8 +219,9 @@ DRIFT_LABELS = ("site", "metric", "direction")
 class DriftCollector(Collector):
     """Each drift chart of the owned sites: statistic, limit, state, VLAD, signals.
 
-    A scrape refolds whatever changed first, so the gauges are exact at the
-    moment they are read. `spinewatch_drift_chart_state` is 0 in control
+    A rendering refolds whatever changed first, so the gauges are exact at
+    the moment they are rendered (`spinewatch_metrics_render_age_seconds`
+    says how long ago that was). `spinewatch_drift_chart_state` is 0 in control
     and 1 from a signal until the chart is back in control (see
     `Track.in_control`), so a Prometheus rule can alert on it directly.
     """

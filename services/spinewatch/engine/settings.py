@@ -248,6 +248,13 @@ class Settings(StrictEnvSettings, KafkaSecurity):
     drift_interval_s: float = Field(
         default=1.0, gt=0, le=300, description="How often charts are refolded and published."
     )
+    metrics_render_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often the cohort, drift and follow-up metrics /metrics serves are "
+        "rendered (at least; slower when a rendering is slow: engine/metric_renderer.py).",
+    )
 
     # -- stream silence (see domain/drift/silence.py, which says why these defaults) --------
     silence_watch: bool = Field(

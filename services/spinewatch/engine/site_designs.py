@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Hashable, Mapping, Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from spinewatch.domain.drift.arl import ChartDesign
 from spinewatch.domain.drift.chart_fold import AnyChart, CaseKey, ChartCase
+from spinewatch.domain.drift.design import MonitoredChart
 from spinewatch.domain.drift.site_design import (
     ALGORITHM_VERSION,
     AnyDesign,
@@ -72,7 +74,8 @@ class DesignCache:
                 )
             except TypeError:
                 continue
-            self._designs[key] = design
+            if _plausible(design):  # else recalibrated: a start-up now trusts this file
+                self._designs[key] = design
 
     def get(self, key: DesignKey) -> AnyDesign | None:
         return self._designs.get(key.as_text())
@@ -128,6 +131,33 @@ class SiteDesigner:
 
     def budget(self, site_id: str) -> SiteBudget:
         return self.site_budgets.get(site_id, SiteBudget(self.arl0_months))
+
+    def provisional_rate(
+        self, p0s: tuple[float, ...], odds_ratio: float, target_arl0: float
+    ) -> ChartDesign:
+        """A rate chart's provisional design (the largest single-stratum h): cached, or
+        calibrated now, in the caller's thread (start-up, before anything runs)."""
+        key = DesignKey("per_stratum", odds_ratio, target_arl0, tuple((p0, 1.0) for p0 in p0s))
+        design = self._known(key)
+        if not isinstance(design, ChartDesign):
+            raise TypeError(f"design cache: {key.as_text()} is not a rate chart's design")
+        return design
+
+    def provisional_vas(self, shift_sd: float, target_arl0: float) -> VasChartDesign:
+        """A VAS chart's design (mix-free): cached, or calibrated now."""
+        design = self._known(DesignKey("vas", shift_sd, target_arl0))
+        if not isinstance(design, VasChartDesign):
+            raise TypeError("design cache: a VAS key holds a rate chart's design")
+        return design
+
+    def _known(self, key: DesignKey) -> AnyDesign:
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        design = compute_design(key)
+        self.calibrations += 1
+        self.cache.put(key, design)
+        return design
 
     def design(self, plan: SiteChartPlan) -> AnyDesign | None:
         """The plan's design if known; else None, and it is being calibrated."""
@@ -211,12 +241,39 @@ class SiteDesigner:
         self.cache.put(plan.key, design)
         return design
 
+    def warm_up(self, charts: Sequence[AnyChart]) -> None:
+        """After start-up, on the design thread: import SciPy and solve what a first
+        signal message (each stratum's run lengths) would otherwise solve on the event
+        loop. A start-up from a warm cache imports neither (`running_worker`)."""
+        if self._executor is not None:
+            self._executor.submit(self._warm, tuple(charts))
+
+    def _warm(self, charts: tuple[AnyChart, ...]) -> None:
+        import scipy.stats  # noqa: F401, PLC0415 - the first funnel limits need it
+
+        for chart in charts:
+            if not isinstance(chart, MonitoredChart):
+                continue
+            design = chart.design
+            for risk in chart.strata.values():
+                if self._closing.is_set():
+                    return
+                stratum_run_lengths(risk.p0, design.odds_ratio, design.limit)
+
     def close(self) -> None:
         """Drop queued calibrations and stop a running one at its next solve (~1 s at most:
         a three-stratum mixture took 26 s, and every stopping worker waited for it)."""
         self._closing.set()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _plausible(design: AnyDesign) -> bool:
+    """Every number finite and positive, ARL0 above one case: what a calibration yields."""
+    values = list(asdict(design).values())
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return False
+    return all(math.isfinite(v) and v > 0 for v in values) and design.arl0 > 1
 
 
 def cache_in(data_dir: Path) -> DesignCache:

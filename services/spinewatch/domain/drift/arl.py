@@ -24,15 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from scipy import sparse
-from scipy.sparse.linalg import spsolve
+from typing import TYPE_CHECKING
 
 from spinewatch.domain.drift.cusum import llr_weight
 from spinewatch.errors import CalibrationCancelled, ChartDesignError
 
 CaseMix = Sequence[tuple[float, float]]  # (expected probability, share of cases)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from scipy import sparse
+
+# numpy and SciPy are imported by the functions that solve or simulate, not
+# here: a worker whose designs are all cached (engine/site_designs.py) never
+# needs them, and importing SciPy took ~1 s of every worker start-up.
 
 DEFAULT_RESOLUTION = 40
 MAX_STATES = 400_000
@@ -58,6 +63,8 @@ class _Lattice:
     """The integer steps of each case-mix component, on one lattice."""
 
     def __init__(self, case_mix: CaseMix, odds_ratio: float, resolution: int) -> None:
+        import numpy as np  # noqa: PLC0415 - see above: off the start-up path
+
         shares = np.array([share for _, share in case_mix], dtype=float)
         if len(case_mix) == 0 or np.any(shares <= 0):
             raise ChartDesignError("a case mix needs at least one stratum with a positive share")
@@ -90,6 +97,10 @@ class _Lattice:
 
     def arl(self, states: int, true_odds_ratio: float) -> float:
         """Average run length from zero with `states` states below the limit."""
+        import numpy as np  # noqa: PLC0415
+        from scipy import sparse  # noqa: PLC0415
+        from scipy.sparse.linalg import spsolve  # noqa: PLC0415
+
         q = self.transitions(states, true_odds_ratio)
         system = sparse.identity(states, format="csr") - q
         lengths = spsolve(system.tocsc(), np.ones(states))
@@ -97,6 +108,9 @@ class _Lattice:
 
     def transitions(self, states: int, true_odds_ratio: float) -> sparse.csr_matrix:
         """Q: one case's transition probabilities among the non-signalling states."""
+        import numpy as np  # noqa: PLC0415
+        from scipy import sparse  # noqa: PLC0415
+
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         values: list[np.ndarray] = []
@@ -229,6 +243,8 @@ def signal_probability(
     With true_odds_ratio = 1 this is the false-alarm probability over a
     stream of that length: what a stable site should see.
     """
+    import numpy as np  # noqa: PLC0415
+
     lattice = _Lattice(case_mix, odds_ratio, resolution)
     states = lattice.states_for(limit)
     q = lattice.transitions(states, true_odds_ratio).transpose().tocsr()
@@ -250,6 +266,8 @@ def simulate_run_lengths(
     max_cases: int = 1_000_000,
 ) -> np.ndarray:
     """Cases until the continuous chart signals, for `runs` seeded streams."""
+    import numpy as np  # noqa: PLC0415
+
     rng = np.random.default_rng(seed)
     shares = np.array([share for _, share in case_mix], dtype=float)
     shares /= shares.sum()

@@ -29,7 +29,7 @@ limits; `spinewatch plan` shows each stratum's own design.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -54,6 +54,8 @@ Outcome = tuple[int, int] | float
 # Only a published point estimate (proportion or share) is ever a p0.
 P0Basis = Literal["published value"]
 Direction = Literal["worse", "better"]
+# (p0s, odds ratio, target ARL0) -> the largest single-stratum design over the p0s.
+PerStratumDesign = Callable[[tuple[float, ...], float, float], "ChartDesign"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +172,15 @@ def design_charts(
     metric_names: Iterable[str],
     odds_ratios: Iterable[float],
     arl0_cases: float,
+    designed: PerStratumDesign | None = None,
 ) -> tuple[MonitoredChart, ...]:
-    """One chart per metric and odds ratio; a metric with nothing to chart is an error."""
+    """One chart per metric and odds ratio; a metric with nothing to chart is an error.
+
+    `designed`, when given, supplies each chart's per-stratum design from
+    the strata's p0s (a worker's start-up reads them from its design cache
+    instead of calibrating); the per-stratum run lengths are then left to
+    `site_design.stratum_run_lengths`, computed when a signal needs them.
+    """
     metrics = monitorable_metrics()
     charts = []
     for name in metric_names:
@@ -182,6 +191,12 @@ def design_charts(
         if not strata:
             raise ChartDesignError(f"the catalog gives no chartable baseline for {name}")
         for odds_ratio in odds_ratios:
+            if designed is not None:
+                p0s = tuple(sorted({risk.p0 for risk in strata.values()}))
+                charts.append(
+                    MonitoredChart(metric, designed(p0s, odds_ratio, arl0_cases), strata, {})
+                )
+                continue
             designs = [design_for(risk.p0, odds_ratio, arl0_cases) for risk in strata.values()]
             design = max(designs, key=_limit)
             lengths = {

@@ -43,9 +43,10 @@ from typing import Literal
 from spinewatch.domain.drift.arl import ChartDesign, calibrate, run_lengths
 from spinewatch.domain.drift.budget import DAYS_PER_MONTH, target_arl0_cases
 from spinewatch.domain.drift.chart_fold import AnyChart, CaseKey, ChartCase
-from spinewatch.domain.drift.design import MonitoredChart, Stratum, StratumRisk
+from spinewatch.domain.drift.design import MonitoredChart, Stratum, StratumRisk, design_for
 from spinewatch.domain.drift.vas_chart import VasChartDesign, calibrate_vas
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
+from spinewatch.errors import CalibrationCancelled
 
 # Bumped whenever the calibration or the key changes: on-disk caches keyed
 # by an older version are ignored.
@@ -393,10 +394,12 @@ def compute_design(key: DesignKey, cancelled: Callable[[], bool] | None = None) 
     if key.kind == "vas":
         design = calibrate_vas(key.shift, key.target_arl0)
     elif key.kind == "per_stratum":
-        designs = [
-            calibrate([(p0, 1.0)], key.shift, key.target_arl0, cancelled=cancelled)
-            for p0, _ in key.mix
-        ]
+        designs = []
+        for p0, _ in key.mix:
+            if cancelled is not None and cancelled():
+                raise CalibrationCancelled("calibration cancelled")
+            # `design_for` is memoised: charts of one metric family share strata.
+            designs.append(design_for(p0, key.shift, key.target_arl0))
         design = max(designs, key=lambda design: design.limit)
     else:
         design = calibrate(key.mix, key.shift, key.target_arl0, cancelled=cancelled)

@@ -21,11 +21,15 @@ CDF. The tests hold it against Monte-Carlo.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import numpy as np
-from scipy import stats
+from typing import TYPE_CHECKING
 
 from spinewatch.errors import ChartDesignError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and SciPy are imported where an ARL is solved or a chart simulated:
+# a worker whose designs are cached never does either (see arl.py).
 
 DEFAULT_CELLS = 400
 
@@ -81,6 +85,9 @@ def vas_arl(
     reference: float, limit: float, mean_shift: float = 0.0, cells: int = DEFAULT_CELLS
 ) -> float:
     """Average run length from zero when z ~ N(mean_shift, 1)."""
+    import numpy as np  # noqa: PLC0415
+    from scipy import stats  # noqa: PLC0415
+
     width = limit / (cells - 0.5)
     values = np.arange(cells) * width
     upper_edges = (np.arange(cells) + 0.5) * width  # state j ends at (j + 1/2) w
@@ -129,6 +136,8 @@ def simulate_vas_run_lengths(
     reference: float, limit: float, *, mean_shift: float = 0.0, runs: int, seed: int
 ) -> np.ndarray:
     """Cases until the continuous chart signals, for seeded N(mean_shift, 1) streams."""
+    import numpy as np  # noqa: PLC0415
+
     rng = np.random.default_rng(seed)
     statistic = np.zeros(runs)
     lengths = np.zeros(runs, dtype=np.int64)

@@ -20,7 +20,7 @@ optimistic. Strata without published VAS are not charted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -118,14 +118,21 @@ def _vas_baseline(
 
 
 def design_vas_charts(
-    catalog: BaselineCatalog, timepoints: Iterable[str], shift_sd: float, arl0_cases: float
+    catalog: BaselineCatalog,
+    timepoints: Iterable[str],
+    shift_sd: float,
+    arl0_cases: float,
+    designed: Callable[[float, float], VasChartDesign] | None = None,
 ) -> tuple[MonitoredVasChart, ...]:
+    """One chart per timepoint; `designed` (shift, target ARL0) supplies the design
+    from a cache instead of calibrating it."""
+    design_of = designed or vas_design
     charts = []
     for timepoint in timepoints:
         strata = vas_strata(catalog, timepoint)
         if not strata:
             raise ChartDesignError(f"the catalog gives no VAS mean and SD at {timepoint!r}")
-        charts.append(MonitoredVasChart(timepoint, vas_design(shift_sd, arl0_cases), strata))
+        charts.append(MonitoredVasChart(timepoint, design_of(shift_sd, arl0_cases), strata))
     return tuple(charts)
 
 

@@ -17,10 +17,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from scipy import stats
-
 from spinewatch.errors import ChartDesignError
+
+# numpy and SciPy are imported by the functions that need them: the worker
+# imports this module at start-up, and importing SciPy cost ~1 s of it; the
+# first funnel computed (by the metrics renderer, after start-up) pays it.
 
 # Two-sided coverages drawn on a funnel plot: ~2 and ~3 standard deviations.
 FUNNEL_COVERAGES = (0.95, 0.998)
@@ -28,6 +29,8 @@ FUNNEL_COVERAGES = (0.95, 0.998)
 
 def exceedance_p_value(events: int, trials: int, p0: float) -> float:
     """P(X >= events) for X ~ Binomial(trials, p0): one-sided, exact."""
+    from scipy import stats  # noqa: PLC0415
+
     _check(trials, p0)
     if not 0 <= events <= trials:
         raise ChartDesignError(f"events ({events}) must lie in 0..trials ({trials})")
@@ -40,6 +43,8 @@ def binomial_limit(trials: int, p0: float, tail: float) -> float:
     Spiegelhalter's interpolation between the integer quantile r and r - 1:
     (r - a) / n with a = (F(r) - tail) / (F(r) - F(r - 1)).
     """
+    from scipy import stats  # noqa: PLC0415
+
     _check(trials, p0)
     if not 0.0 < tail < 1.0:
         raise ChartDesignError(f"tail probability must lie in (0, 1), got {tail}")
@@ -69,6 +74,8 @@ def funnel_limits(
     With `overdispersion` phi > 1 the limits are the normal approximation
     widened by sqrt(phi) (Spiegelhalter 2005, section 3.2); otherwise exact.
     """
+    from scipy import stats  # noqa: PLC0415
+
     limits = []
     for coverage in coverages:
         tail = (1.0 - coverage) / 2.0
@@ -91,6 +98,8 @@ def overdispersion_factor(
     phi is only returned above 1 when the spread is significant: I * phi
     exceeds I - 1 + 2 * sqrt(2 (I - 1)), Spiegelhalter's rough test.
     """
+    import numpy as np  # noqa: PLC0415
+
     if len(events) != len(trials) or len(events) < 2:
         raise ChartDesignError("overdispersion needs two or more units with trials")
     for n in trials:
