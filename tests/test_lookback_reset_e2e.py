@@ -319,7 +319,23 @@ async def test_look_back_reset_and_restart(
         new = await wait_until(re_announced, ended_again, 40, "the re-announced end of episode")
         assert not [m for m in new if m["event_type"] == "drift.signalled"]
         assert len(await _messages(kafka_bootstrap, settings.topics.lookback)) == lookbacks_before
-        scraped = await charted()
+        # /metrics is a rendering: read it once one has followed the recovery
+        # and the site is charted at its own design again (as before the kill).
+        await wait_until(
+            lambda: asyncio.to_thread(_readiness, worker),
+            lambda ready: _check_ok(ready, "metrics-rendered"),
+            30,
+            "a rendering after the recovery",
+        )
+        scraped = await wait_until(
+            charted,
+            lambda s: (
+                value(s, "spinewatch_drift_chart_cases", **CHART) == len(cases)
+                and value(s, "spinewatch_drift_design_pending") == 0
+            ),
+            40,
+            "every case charted again after the restart",
+        )
         assert value(scraped, "spinewatch_drift_chart_statistic", **CHART) == want_statistic
         assert value(scraped, "spinewatch_drift_chart_resets", **CHART) == 1
         # The forged reset is counted again, but lettered only when it arrived.

@@ -196,6 +196,21 @@ def test_the_renderer_is_not_ready_before_its_first_rendering_nor_after_a_failed
     assert check.reason == "a metrics rendering failed: RuntimeError"  # no message echoed
 
 
+def test_the_renderer_is_not_ready_until_it_renders_after_a_state_rebuild() -> None:
+    # A restarted or rebalanced worker rebuilds its partitions after its first
+    # rendering may have run: that page lacks the recovered cohorts and charts.
+    rebuilds = [0]
+    renderer = MetricRenderer(CollectorRegistry(), interval_s=0.5, rebuilds=lambda: rebuilds[0])
+    renderer.render()
+    assert [c.ok for c in renderer.checks()] == [True]
+    rebuilds[0] += 1
+    (check,) = renderer.checks()
+    assert not check.ok
+    assert "rebuilt" in check.reason
+    renderer.render()
+    assert [c.ok for c in renderer.checks()] == [True]
+
+
 @pytest.mark.e2e
 async def test_a_cohort_metric_appears_after_its_event_and_a_stalled_render_turns_health_red(
     make_settings: SettingsFactory,

@@ -306,7 +306,13 @@ async def test_survivors_of_a_sigkill_sum_to_what_one_worker_reports(
 
         busy = await wait_until(
             lambda: scrapes(workers),
-            lambda ss: all(sum_by(s, "spinewatch_procedures_held") > 0 for s in ss),
+            # Held is live; the sites are on the rendered page, which may lag it.
+            lambda ss: all(
+                sum_by(s, "spinewatch_procedures_held") > 0
+                and rendered_all_applied(s)
+                and sum_by(s, "spinewatch_health_check_ok", check="metrics-rendered") == 1
+                for s in ss
+            ),
             120,
             "every worker to hold procedures",
         )

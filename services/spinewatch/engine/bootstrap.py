@@ -195,7 +195,10 @@ async def running_worker(
     )
     app = streams.app
     renderer = MetricRenderer(
-        registry, settings.metrics_render_interval_s, covers=engine.metrics.applied._value.get
+        registry,
+        settings.metrics_render_interval_s,
+        covers=engine.metrics.applied._value.get,
+        rebuilds=engine.metrics.rebuilds._value.get,
     )
     _register_outcome_metrics(renderer.registry, engine, app, settings)
     metrics = MetricsServer(
