@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from spinewatch.domain.drift.design import Stratum
+from spinewatch.domain.outcomes import packed
 from spinewatch.domain.outcomes.contribution import Contribution, patients_with
 from spinewatch.domain.outcomes.facts import ComplicationFact, ProcedureFact, RetractionFact
+from spinewatch.domain.outcomes.partition import Records
 from spinewatch.domain.outcomes.records import ProcedureRecord
 
 # Catastrophic procedure-related complications: every
@@ -43,6 +45,7 @@ from spinewatch.domain.outcomes.records import ProcedureRecord
 SENTINEL_CATEGORIES = ("pulmonary_cement_embolism", "death", "neurological_deficit")
 _SENTINEL_TALLIES = tuple((c, patients_with(c)) for c in SENTINEL_CATEGORIES)
 _SENTINEL_NAMES = tuple(name for _, name in _SENTINEL_TALLIES)
+_SENTINEL_TEXTS = tuple(packed.encoded_text(c) for c in SENTINEL_CATEGORIES)
 
 Reason = Literal["retracted", "procedure_voided", "procedure_corrected"]
 
@@ -216,13 +219,20 @@ class SentinelWatch:
                 SentinelWithdrawal(site, category, procedure_id, generation, reason, versions)
             )
 
-    def recall(self, records: Mapping[bytes, ProcedureRecord]) -> None:
+    def recall(self, records: Records) -> None:
         """After a rebuild: every withdrawal the records imply, again (ids dedupe).
 
         A withdrawal queued but not yet published when the previous owner
-        stopped is not lost. One pass over the records with a retraction.
+        stopped is not lost. One pass over the packed records: only those
+        whose bytes may hold a retraction and a sentinel category are decoded
+        (decoding every record cost ~3.7 s CPU at 1,000,000 procedures).
         """
-        for procedure_id, record in records.items():
+        for procedure_id, raw in records.packed_items():
+            if not packed.may_hold_retraction(raw) or not any(
+                text in raw for text in _SENTINEL_TEXTS
+            ):
+                continue  # holds no retraction, or no sentinel complication
+            record = ProcedureRecord(packed.unpack(raw))
             if _has_sentinel_retraction(record):
                 self.found.extend(ended(procedure_id, sentinel_history(record)))
 

@@ -46,6 +46,7 @@ from spinewatch.domain.drift.sentinels import (
 )
 from spinewatch.domain.drift.vas_drift import MonitoredVasChart
 from spinewatch.domain.outcomes.contribution import VAS_SCALE, Contribution, Tally
+from spinewatch.domain.outcomes.partition import Records
 from spinewatch.domain.outcomes.records import ProcedureRecord
 
 # Re-exported: the fold's value types are part of this module's surface.
@@ -405,7 +406,7 @@ class PartitionCharts:
                 charts.remove(key)
                 return
 
-    def recall_withdrawals(self, records: Mapping[bytes, ProcedureRecord]) -> None:
+    def recall_withdrawals(self, records: Records) -> None:
         """After a rebuild: the withdrawals the records imply, announced again."""
         self.sentinels.recall(records)
 

@@ -165,6 +165,26 @@ def holds(packed: bytes, event_id: bytes) -> bool:
     return any(fact.event_id == event_id for fact in _decoder.decode(packed))
 
 
+# Every retraction's encoding starts with these two bytes (its array header
+# and tag, whatever its ids), and a string's encoding is its header and
+# bytes: a record without them holds no retraction (or no such string), so a
+# pass looking for retractions decodes only the records that may hold one.
+_RETRACTION_HEAD = _encoder.encode(RetractionFact(bytes(16), bytes(16)))[:2]
+
+
+def may_hold_retraction(packed: bytes) -> bool:
+    """False when the record holds no retraction: a bytes search, no decoding.
+
+    True may be a false alarm (the bytes inside an id): decode to be sure.
+    """
+    return _RETRACTION_HEAD in packed
+
+
+def encoded_text(text: str) -> bytes:
+    """A string as every record encodes it: search a packed record for it."""
+    return _encoder.encode(text)
+
+
 def renumbered(packed: bytes, numbers: Sequence[int]) -> bytes:
     """The record with each profile number `n` replaced by `numbers[n]`."""
     stored = _decoder.decode(packed)

@@ -17,7 +17,7 @@ totals settles first, so a read is always exact.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from spinewatch.domain.outcomes import packed
@@ -67,6 +67,10 @@ class Records(Mapping[bytes, ProcedureRecord]):
 
     def __len__(self) -> int:
         return len(self._packed)
+
+    def packed_items(self) -> ItemsView[bytes, bytes]:
+        """(procedure id, packed record), undecoded: for passes that search the bytes."""
+        return self._packed.items()
 
 
 class Contributions(Mapping[bytes, Contribution]):
